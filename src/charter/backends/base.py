@@ -1,0 +1,37 @@
+"""The one narrow, batch-first protocol every engine implements.
+
+Only backends apply chat templates. ``chat`` takes conversations (lists of messages) and applies
+the model's template; ``complete`` takes raw text (the paper's transcript format) as is.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+from charter.types import Completion, Message, Sampling, Score
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # registry name, e.g. "transformers"
+    model_id: str  # what the user asked for, recorded in every record
+
+    def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+        """Generate one assistant turn for each conversation (template applied by the backend)."""
+        ...
+
+    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        """Continue each raw text prompt (no template). Stop strings are cut from the output."""
+        ...
+
+    def score(
+        self, contexts: Sequence[Sequence[Message] | str], continuations: Sequence[str]
+    ) -> list[Score]:
+        """Log-probability of each continuation given its context.
+
+        A message-list context scores the continuation as the next assistant turn (template
+        applied); a string context scores raw text appended to it.
+        """
+        ...
+
+    def close(self) -> None:
+        ...

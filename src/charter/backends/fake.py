@@ -1,0 +1,52 @@
+"""A scripted backend for tests of control flow: deterministic, instant, and it records calls."""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Sequence
+
+from charter.types import Completion, Message, Sampling, Score
+
+Responder = Callable[[str], str]
+
+
+def _default_reply(prompt: str) -> str:
+    digest = hashlib.sha1(prompt.encode()).hexdigest()[:8]
+    last = prompt.rstrip().splitlines()[-1] if prompt.strip() else ""
+    return f"reply-{digest} to: {last[-60:]}"
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, model: str = "fake", responder: Responder | None = None, fail_on: str | None = None):
+        self.model_id = model
+        self.responder = responder or _default_reply
+        self.fail_on = fail_on  # raise when a prompt contains this text (tests failure rows)
+        self.calls: list[str] = []  # every prompt this backend was asked to continue
+
+    def _one(self, prompt: str, sampling: Sampling) -> Completion:
+        self.calls.append(prompt)
+        if self.fail_on and self.fail_on in prompt:
+            raise RuntimeError(f"scripted failure on {self.fail_on!r}")
+        text = self.responder(prompt)
+        words = text.split()
+        finish = "stop"
+        if len(words) > sampling.max_tokens:
+            text, finish = " ".join(words[: sampling.max_tokens]), "length"
+        return Completion(text, len(prompt.split()), len(text.split()), finish)
+
+    @staticmethod
+    def render(convo: Sequence[Message]) -> str:
+        return "".join(f"<|{m['role']}|>{m['content']}\n" for m in convo) + "<|assistant|>"
+
+    def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+        return [self._one(self.render(c), sampling) for c in convos]
+
+    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+        return [self._one(p, sampling) for p in prompts]
+
+    def score(self, contexts, continuations) -> list[Score]:
+        return [Score(-float(len(c)), max(len(c.split()), 1)) for c in continuations]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,131 @@
+"""Typed records that flow through the pipeline.
+
+Messages stay plain ``{"role": ..., "content": ...}`` dicts: that is the shape chat templates,
+TRL and ``datasets`` already use, so nothing has to be converted at the edges.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Message = dict[str, str]
+Kind = Literal["red_team", "helpful"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Explicit sampling parameters; engines never fill in a hidden max_tokens."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+@dataclass(frozen=True)
+class Score:
+    """Log-likelihood of a continuation given a context (sum over its tokens)."""
+
+    logprob: float
+    n_tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.logprob / max(self.n_tokens, 1)
+
+
+@dataclass(frozen=True)
+class Principle:
+    id: str
+    critique: str  # the critique request
+    revision: str  # the revision request
+
+
+@dataclass(frozen=True)
+class FewShotRound:
+    critique_request: str
+    critique: str
+    revision_request: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """One demonstration: a conversation ending in the assistant's answer, then its rounds."""
+
+    conversation: tuple[Message, ...]
+    rounds: tuple[FewShotRound, ...]
+
+
+@dataclass(frozen=True)
+class Constitution:
+    name: str
+    principles: tuple[Principle, ...]
+    few_shots: tuple[FewShot, ...] = ()
+    source: str = ""
+
+    def principle(self, pid: str) -> Principle:
+        for p in self.principles:
+            if p.id == pid:
+                return p
+        raise KeyError(pid)
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt to run: a conversation ending with a user turn."""
+
+    id: str
+    kind: Kind
+    messages: tuple[Message, ...]
+    sample: int = 0
+    source: str = ""
+
+
+@dataclass
+class Round:
+    principle: str
+    critique: str | None
+    revision: str
+
+
+@dataclass
+class Record:
+    id: str
+    kind: Kind
+    prompt: list[Message]
+    initial: str | None = None
+    rounds: list[Round] = field(default_factory=list)
+    final: str | None = None
+    sample: int = 0
+    source: str = ""
+    model: str = ""
+    backend: str = ""
+    format: str = "chat"
+    sampling: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Record":
+        d = dict(d)
+        d["rounds"] = [Round(**r) for r in d.get("rounds") or []]
+        return cls(**d)
