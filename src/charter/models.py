@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from charter.errors import BackendError
@@ -37,3 +39,68 @@ def embedded_gguf_path() -> Path:
 
 def is_embedded(model: str) -> bool:
     return model in (EMBEDDED, "smollm2-135m", EMBEDDED_GGUF)
+
+
+EMBEDDED_DIRNAME = "smollm2-135m-instruct"
+_COMPLETE_MARKER = ".charter-complete"  # written last: its presence means the checkpoint is whole
+
+
+def resolve_hf_checkpoint(model: str) -> str:
+    """Map a --model value to something ``from_pretrained`` accepts (a directory or a hub id)."""
+    if is_embedded(model):
+        return str(_embedded_checkpoint())
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise BackendError(f"model path {model} does not exist; pass a local checkpoint directory or --model embedded")
+        if not (path / "config.json").is_file():
+            raise BackendError(
+                f"{model} has no config.json, so it is not a transformers checkpoint; "
+                "pass a directory written by save_pretrained, or --model embedded"
+            )
+        return str(path)
+    return model  # a hub id: the backend wraps a load failure into a BackendError
+
+
+def _embedded_checkpoint() -> Path:
+    """Convert the embedded GGUF once into a plain fp32 checkpoint (trainable, saveable)."""
+    target = cache_dir() / "models" / EMBEDDED_DIRNAME
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    gguf = embedded_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}-", dir=target.parent))
+    try:
+        _convert_gguf(gguf, tmp)
+        (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
+        if target.exists():  # a stale half-written dir (no marker) from an older crash
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; use its checkpoint
+            if not (target / _COMPLETE_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantise via transformers' GGUF loader, then save without the quantised flag."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    folder, name = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the GGUF flag blocks save_pretrained and training
+    config.dtype = torch.float32
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    model.save_pretrained(out)
+    tok.save_pretrained(out)

@@ -1,0 +1,125 @@
+"""`charter` command line: one thin command per arrow of the data flow.
+
+Heavy libraries are imported inside the commands, so `charter --help` stays fast. CharterErrors
+become one clean line on stderr and a non-zero exit, here and only here.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from charter.errors import CharterError
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="red-team prompts -> critiques and revisions (SL-CAI data)")
+    p.add_argument("--config", help="YAML file of generate settings (flags override it)")
+    p.add_argument("--model", help="'embedded' (default), a local HF checkpoint / GGUF path, or a hub id")
+    p.add_argument("--backend", help="transformers (default) | llamacpp | fake")
+    p.add_argument("--prompts", help="red-team prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default', advbench, harmbench, do-not-answer, hf:ORG/NAME")
+    p.add_argument("--helpful-prompts", help="helpfulness prompts (same sources), or 'none'")
+    p.add_argument("--prompt-field", help="column holding the prompt (default: auto-detect)")
+    p.add_argument("--constitution", help="principles file (Charter YAML, paper JSON, constitutions JSON) or 'default'")
+    p.add_argument("--few-shot", help="few-shot file, 'default' or 'none'")
+    p.add_argument("--format", choices=["chat", "text"], help="chat messages (template applied) or the paper's raw transcripts")
+    p.add_argument("--rounds", type=int, help="critique/revision rounds per red-team prompt (default 4)")
+    p.add_argument("--no-critique", dest="critique", action="store_const", const=False, help="ablation: revise directly, no critique")
+    p.add_argument("--helpful-samples", type=int, help="answers per helpfulness prompt (default 2)")
+    p.add_argument("--limit", type=int, help="use at most N prompts from each prompt set")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--out", help="run directory (default runs/default); re-running resumes")
+    p.add_argument("--force", action="store_true", help="continue a run directory even if its settings changed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from charter.config import load_generate_config
+    from charter.generate import generate
+
+    keys = ["model", "backend", "prompts", "helpful_prompts", "prompt_field", "constitution", "few_shot", "format",
+            "rounds", "critique", "helpful_samples", "limit", "seed", "temperature", "top_p", "max_tokens",
+            "batch_size", "out"]
+    cfg = load_generate_config(a.config, {k: getattr(a, k) for k in keys})
+    print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
+          f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
+    summary = generate(cfg, force=a.force, progress=not a.quiet)
+    print(summary.line())
+    return 1 if summary.failures else 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="run -> SFT / preference (DPO) / trace rows (.jsonl or .parquet)")
+    p.add_argument("run", help="run directory made by `charter generate`")
+    p.add_argument("--format", choices=["sft", "dpo", "trace"], default="sft")
+    p.add_argument("--out", required=True, help="output file ending in .jsonl or .parquet")
+    p.add_argument("--revision", choices=["final", "all"], default="final", help="sft: final revision, or every round's (SL-CAI-n)")
+    p.add_argument("--upto", type=int, help="sft: use rounds 1..N only")
+    p.add_argument("--helpful-ratio", type=float, help="sft: share of helpfulness rows in the mix (default: all of them)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from charter.export import export
+    from charter.store import load_run
+
+    records = load_run(a.run)
+    opts = {"revision": a.revision, "upto": a.upto, "helpful_ratio": a.helpful_ratio, "seed": a.seed} if a.format == "sft" else {}
+    n = export(records, a.format, a.out, **opts)
+    print(f"wrote {n} {a.format} rows to {a.out}")
+    return 0
+
+
+def _add_constitution(sub) -> None:
+    p = sub.add_parser("constitution", help="show or validate a constitution file")
+    p.add_argument("action", choices=["show", "validate"])
+    p.add_argument("file", nargs="?", default="default", help="constitution file (default: Charter's own)")
+    p.add_argument("--few-shot", default="default", help="few-shot file, 'default' or 'none'")
+    p.set_defaults(func=cmd_constitution)
+
+
+def cmd_constitution(a: argparse.Namespace) -> int:
+    from charter.constitution import load_constitution, validate
+
+    c = load_constitution(a.file, a.few_shot)
+    if a.action == "show":
+        for p in c.principles:
+            print(f"[{p.id}]\n  critique: {p.critique}\n  revision: {p.revision}\n")
+    problems = validate(c)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"{c.source}: {len(c.principles)} principles, {len(c.few_shots)} few-shot examples, {len(problems)} warnings")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="charter", description="Constitutional AI toolkit: critique-revision data, "
+                                     "export, (soon) training, AI feedback and evaluation.")
+    parser.add_argument("--version", action="version", version=f"charter {__import__('charter').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_export(sub)
+    _add_constitution(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CharterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished records are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Constitutions (principles) and few-shot demonstrations, from the formats people already have.
+
+- ours (YAML): ``principles: [{id, critique, revision}]`` and ``examples: [{conversation, rounds}]``
+- the paper's JSON: ``CritiqueRevisionInstructions.json`` ({id: {"prompt": [critique], "edit_request": revision}})
+  and ``CritiqueRevisionFewShotPrompts.json`` (a list of raw transcripts)
+- the widely used ``{"constitutions": [{"critic", "revision"}], "system_chat": [[messages]]}`` JSON
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from charter.config import check_keys, read_yaml
+from charter.errors import InputError
+from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
+
+DATA = Path(__file__).parent / "data"
+DEFAULT_CONSTITUTION = DATA / "constitution.yaml"
+DEFAULT_FEW_SHOT = DATA / "few_shot.yaml"
+_SEGMENT = re.compile(r"\n\n(Human|Assistant|CritiqueRequest|Critique|RevisionRequest|Revision):")
+_PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Critique|Revision):\s*$")
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise InputError("file not found; check the path (or use 'default')", str(path))
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
+    return read_yaml(path)
+
+
+def _text(value: Any, what: str, where: str, line: int | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{what} must be non-empty text", where, line)
+    return value.strip()
+
+
+def _clean_paper(text: str) -> str:
+    """'\\n\\nCritiqueRequest: X\\n\\nCritique:' -> 'X'."""
+    return _PAPER_PREFIX.sub("", text).strip()
+
+
+# ---- principles -------------------------------------------------------------------------------
+
+
+def _principles_ours(data: dict, where: str) -> list[Principle]:
+    check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+    items = data.get("principles")
+    if not isinstance(items, list) or not items:
+        raise InputError("'principles' must be a non-empty list", where, data.get("__line__"))
+    out = []
+    for item in items:
+        line = item.get("__line__") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            raise InputError("each principle must be a mapping with id, critique, revision", where)
+        check_keys(item, ["id", "critique", "revision", "description"], where)
+        pid = _text(str(item.get("id", "")), "'id'", where, line)
+        out.append(Principle(pid, _text(item.get("critique"), f"principle '{pid}': 'critique'", where, line),
+                             _text(item.get("revision"), f"principle '{pid}': 'revision'", where, line)))
+    return out
+
+
+def _principles_paper(data: dict, where: str) -> list[Principle]:
+    out = []
+    for pid, item in data.items():
+        if not isinstance(item, dict) or "prompt" not in item or "edit_request" not in item:
+            raise InputError(f"entry '{pid}' needs 'prompt' and 'edit_request' (paper format)", where)
+        critique = item["prompt"][0] if isinstance(item["prompt"], list) else item["prompt"]
+        out.append(Principle(str(pid), _clean_paper(_text(critique, f"'{pid}' prompt", where, None)),
+                             _clean_paper(_text(item["edit_request"], f"'{pid}' edit_request", where, None))))
+    return out
+
+
+def _principles_constitutions(data: dict, where: str) -> list[Principle]:
+    out = []
+    for i, item in enumerate(data["constitutions"]):
+        if not isinstance(item, dict) or "critic" not in item or "revision" not in item:
+            raise InputError(f"constitutions[{i}] needs 'critic' and 'revision'", where)
+        out.append(Principle(str(item.get("id", f"principle-{i}")), _text(item["critic"], "critic", where, None),
+                             _text(item["revision"], "revision", where, None)))
+    return out
+
+
+def load_principles(path: Path) -> list[Principle]:
+    data, where = _read(path), str(path)
+    if isinstance(data, dict) and "principles" in data:
+        principles = _principles_ours(data, where)
+    elif isinstance(data, dict) and "constitutions" in data:
+        principles = _principles_constitutions(data, where)
+    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "edit_request" in v for k, v in data.items() if k != "__line__"):
+        principles = _principles_paper({k: v for k, v in data.items() if k != "__line__"}, where)
+    else:
+        raise InputError("not a constitution: expected 'principles:' (Charter YAML), the paper's "
+                         "{id: {prompt, edit_request}} JSON, or {'constitutions': [...]} JSON", where)
+    ids = [p.id for p in principles]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"duplicate principle ids: {', '.join(dupes)}; make each id unique", where)
+    return principles
+
+
+# ---- few-shot ---------------------------------------------------------------------------------
+
+
+def parse_paper_transcript(text: str, where: str) -> FewShot:
+    """A raw transcript (Human/Assistant/CritiqueRequest/.../Revision) -> FewShot."""
+    parts = _SEGMENT.split("\n\n" + text.lstrip("\n"))
+    turns = [(tag, body.strip()) for tag, body in zip(parts[1::2], parts[2::2])]
+    while turns and turns[-1][0] == "Human" and not turns[-1][1]:
+        turns.pop()  # the files end each example with an empty "Human:"
+    convo: list[Message] = []
+    while turns and turns[0][0] in ("Human", "Assistant"):
+        tag, body = turns.pop(0)
+        convo.append({"role": "user" if tag == "Human" else "assistant", "content": body})
+    rounds = []
+    while turns:
+        group, turns = turns[:4], turns[4:]
+        if [t for t, _ in group] != ["CritiqueRequest", "Critique", "RevisionRequest", "Revision"]:
+            raise InputError("a few-shot transcript must follow Human/Assistant turns with "
+                             "CritiqueRequest, Critique, RevisionRequest, Revision groups", where)
+        rounds.append(FewShotRound(*(body for _, body in group)))
+    return _few_shot(convo, rounds, where, None)
+
+
+def _few_shot(convo: list[Message], rounds: list[FewShotRound], where: str, line: int | None) -> FewShot:
+    if not convo or convo[-1]["role"] != "assistant":
+        raise InputError("a few-shot conversation must end with the assistant's answer", where, line)
+    if not rounds:
+        raise InputError("a few-shot example needs at least one critique/revision round", where, line)
+    return FewShot(tuple(convo), tuple(rounds))
+
+
+def _few_shots_ours(data: dict, where: str) -> list[FewShot]:
+    out = []
+    for item in data.get("examples") or []:
+        line = item.get("__line__")
+        check_keys(item, ["id", "conversation", "rounds"], where)
+        convo = [{"role": str(m.get("role")), "content": _text(m.get("content"), "content", where, m.get("__line__"))}
+                 for m in item.get("conversation") or []]
+        rounds = []
+        for r in item.get("rounds") or []:
+            keys = ["critique_request", "critique", "revision_request", "revision"]
+            check_keys(r, keys, where)
+            rounds.append(FewShotRound(*(_text(r.get(k), f"'{k}'", where, r.get("__line__")) for k in keys)))
+        out.append(_few_shot(convo, rounds, where, line))
+    return out
+
+
+def _few_shots_system_chat(chats: list, principles_text: set[str], where: str) -> list[FewShot]:
+    out = []
+    for i, chat in enumerate(chats):
+        msgs = [{"role": m["role"], "content": m["content"].strip()} for m in chat]
+        # the conversation ends where the first critique request starts (default: 2 messages)
+        start = next((j for j, m in enumerate(msgs) if j >= 2 and m["role"] == "user" and m["content"] in principles_text), 2)
+        convo, rest = msgs[:start], msgs[start:]
+        if len(rest) % 4:
+            raise InputError(f"system_chat[{i}]: after the conversation, messages must come in groups of 4 "
+                             "(critique request, critique, revision request, revision)", where)
+        rounds = [FewShotRound(*(m["content"] for m in rest[k:k + 4])) for k in range(0, len(rest), 4)]
+        out.append(_few_shot(convo, rounds, where, None))
+    return out
+
+
+def load_few_shots(path: Path) -> list[FewShot]:
+    data, where = _read(path), str(path)
+    if isinstance(data, list) and all(isinstance(x, str) for x in data):
+        return [parse_paper_transcript(t, f"{where}[{i}]") for i, t in enumerate(data)]
+    if isinstance(data, dict) and "examples" in data:
+        return _few_shots_ours(data, where)
+    if isinstance(data, dict) and "system_chat" in data:
+        texts = {c.get("critic", "").strip() for c in data.get("constitutions", [])}
+        return _few_shots_system_chat(data["system_chat"], texts, where)
+    raise InputError("not a few-shot file: expected 'examples:' (Charter YAML), the paper's list of "
+                     "transcripts, or {'system_chat': [...]} JSON", where)
+
+
+def has_few_shots(path: Path) -> bool:
+    data = _read(path)
+    return isinstance(data, dict) and ("examples" in data or "system_chat" in data)
+
+
+def load_constitution(source: str = "default", few_shot: str = "default") -> Constitution:
+    """Principles from `source`; few-shots from `few_shot` ('default': the file's own, else ours)."""
+    path = DEFAULT_CONSTITUTION if source == "default" else Path(source)
+    principles = load_principles(path)
+    if few_shot == "none":
+        shots: list[FewShot] = []
+    elif few_shot == "default":
+        shots = load_few_shots(path) if has_few_shots(path) else load_few_shots(DEFAULT_FEW_SHOT)
+    else:
+        shots = load_few_shots(Path(few_shot))
+    name = path.stem if source != "default" else "charter-default"
+    return Constitution(name, tuple(principles), tuple(shots), str(path))
+
+
+def draw_principle(constitution: Constitution, seed: int, record_id: str, round_index: int) -> Principle:
+    """Independent, seeded draw per (record, round), with replacement: stable across resumes."""
+    rng = random.Random(f"{seed}:{record_id}:{round_index}")
+    return rng.choice(constitution.principles)
+
+
+def validate(constitution: Constitution) -> list[str]:
+    """Problems worth a warning (loading already rejected the fatal ones)."""
+    problems = []
+    for p in constitution.principles:
+        if len(p.critique) < 20 or len(p.revision) < 20:
+            problems.append(f"principle '{p.id}': request text is very short")
+        if p.critique == p.revision:
+            problems.append(f"principle '{p.id}': critique and revision requests are identical")
+    known = {p.critique for p in constitution.principles}
+    for i, shot in enumerate(constitution.few_shots):
+        if not any(r.critique_request in known for r in shot.rounds):
+            problems.append(f"few-shot {i}: its critique requests are not from this constitution (fine, but unusual)")
+    if len(constitution.principles) < 2:
+        problems.append("only one principle: draws will never vary")
+    return problems

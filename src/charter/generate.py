@@ -1,0 +1,214 @@
+"""The CAI loop: respond -> (critique -> revise) x N, one record per prompt.
+
+Conversations advance independently: a pool of in-flight jobs, each at its own step, and every
+backend call takes the next step of up to `batch_size` jobs that share a prompt family (plain
+answers vs. few-shot critique/revision), so engines can reuse the shared few-shot prefix. A
+finished job is written at once and a new prompt takes its place.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from charter import templates
+from charter.backends.base import Backend
+from charter.constitution import draw_principle
+from charter.types import Completion, Constitution, PromptItem, Record, Round, Sampling
+
+@dataclass
+class Settings:
+    rounds: int = 4
+    critique: bool = True
+    format: str = "chat"
+    seed: int = 0
+    batch_size: int = 16
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass
+class Job:
+    item: PromptItem
+    record: Record
+    step: int = 0  # 0 = initial answer; then critique/revision steps
+    critique: str | None = None  # this round's critique, once written
+    t0: float = field(default_factory=time.time)
+
+    @property
+    def family(self) -> str:
+        return "plain" if self.step == 0 else "few-shot"
+
+
+def plan(item: PromptItem, s: Settings) -> list[str]:
+    """The steps of one prompt: 'initial', then per round ['critique',] 'revise'."""
+    if item.kind == "helpful":
+        return ["initial"]
+    per_round = ["critique", "revise"] if s.critique else ["revise"]
+    return ["initial"] + per_round * s.rounds
+
+
+class Runner:
+    def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
+                 on_record: Callable[[Record], None], on_tokens: Callable[[int], None] = lambda n: None):
+        self.backend, self.c, self.s = backend, constitution, settings
+        self.on_record, self.on_tokens = on_record, on_tokens
+        self.sampling = settings.sampling
+        if settings.format == "text":  # turn boundaries end every step cleanly
+            self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
+
+    def new_job(self, item: PromptItem) -> Job:
+        rec = Record(id=item.id, kind=item.kind, prompt=list(item.messages), sample=item.sample, source=item.source,
+                     model=self.backend.model_id, backend=self.backend.name, format=self.s.format,
+                     sampling=self.sampling.to_dict(), tokens={"prompt": 0, "completion": 0})
+        return Job(item, rec)
+
+    def step_name(self, job: Job) -> str:
+        return plan(job.item, self.s)[job.step]
+
+    def round_index(self, job: Job) -> int:
+        return (job.step - 1) // (2 if self.s.critique else 1)
+
+    def current_answer(self, job: Job) -> str:
+        return job.record.rounds[-1].revision if job.record.rounds else (job.record.initial or "")
+
+    def request(self, job: Job):
+        name, prompt = self.step_name(job), job.item.messages
+        text = self.s.format == "text"
+        if name == "initial":
+            return templates.text_initial(prompt) if text else templates.chat_initial(prompt)
+        p = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
+        answer, shots = self.current_answer(job), self.c.few_shots
+        if name == "critique":
+            build = templates.text_critique if text else templates.chat_critique
+            return build(shots, prompt, answer, p)
+        build = templates.text_revision if text else templates.chat_revision
+        return build(shots, prompt, answer, p, job.critique if self.s.critique else None)
+
+    def advance(self, job: Job, out: Completion) -> bool:
+        """Apply one completion; True when the job is finished."""
+        name, text = self.step_name(job), out.text.strip()
+        job.record.tokens["prompt"] += out.prompt_tokens
+        job.record.tokens["completion"] += out.completion_tokens
+        self.on_tokens(out.completion_tokens)
+        if name == "initial":
+            job.record.initial = text
+        elif name == "critique":
+            job.critique = text
+        else:
+            pid = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job)).id
+            job.record.rounds.append(Round(pid, job.critique, text))
+            job.critique = None
+        job.step += 1
+        return job.step >= len(plan(job.item, self.s))
+
+    def finish(self, job: Job, error: str | None = None) -> None:
+        rec = job.record
+        rec.error = error
+        rec.final = None if error else self.current_answer(job)
+        rec.timings = {"seconds": round(time.time() - job.t0, 3), "finished": round(time.time(), 3)}
+        self.on_record(rec)
+
+    def call(self, batch: Sequence[Job]) -> list[Completion]:
+        requests = [self.request(j) for j in batch]
+        if self.s.format == "text":
+            return self.backend.complete(requests, self.sampling)
+        return self.backend.chat(requests, self.sampling)
+
+    def run(self, items: Iterable[PromptItem]) -> None:
+        queue, active = deque(items), []
+        window = 2 * self.s.batch_size  # enough jobs in flight to fill a batch of one family
+        while queue or active:
+            while queue and len(active) < window:
+                active.append(self.new_job(queue.popleft()))
+            batch = pick_batch(active, self.s.batch_size)
+            try:
+                outs = self.call(batch)
+            except Exception as exc:  # a failed call fails its records, not the run
+                outs = None
+                error = f"{type(exc).__name__}: {exc}"
+            for i, job in enumerate(batch):
+                if outs is None or self.advance(job, outs[i]):
+                    self.finish(job, None if outs is not None else error)
+                    active.remove(job)
+
+
+def pick_batch(active: list[Job], size: int) -> list[Job]:
+    """Up to `size` jobs of the largest family (ties: the oldest job's family), oldest first."""
+    families: dict[str, list[Job]] = {}
+    for job in active:
+        families.setdefault(job.family, []).append(job)
+    best = max(families.values(), key=len)  # dicts keep insertion order: ties go to the oldest
+    return best[:size]
+
+
+# ---- the `charter generate` job: config -> items -> runner -> store ---------------------------
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    failures: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.tokens / self.seconds if self.seconds else 0.0
+        return (f"{self.records} records written ({self.failures} failed), {self.skipped} already done; "
+                f"{self.tokens} tokens generated in {self.seconds:.1f}s ({rate:.1f} tok/s)")
+
+
+def resolve_items(cfg) -> list[PromptItem]:
+    from charter.prompts import load_prompts
+
+    items = load_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)
+    if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
+        items += load_prompts(cfg.helpful_prompts, "helpful", cfg.prompt_field, cfg.limit, cfg.helpful_samples)
+    return items
+
+
+def settings_from(cfg) -> Settings:
+    sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, sampling)
+
+
+def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
+    """Run (or resume) a generation job described by a GenerateConfig."""
+    import json
+
+    from tqdm import tqdm
+
+    from charter.backends import create_backend
+    from charter.constitution import load_constitution
+    from charter.store import RunStore
+
+    constitution = load_constitution(cfg.constitution, cfg.few_shot)
+    items = resolve_items(cfg)
+    store = RunStore(cfg.out)
+    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps([str(constitution.principles), str(constitution.few_shots)])), force)
+    done = store.done_ids()
+    todo = [it for it in items if it.id not in done]
+    summary = Summary(skipped=len(items) - len(todo))
+    if not todo:
+        return summary
+    backend = backend or create_backend(cfg.backend, cfg.model, **cfg.backend_options)
+    bar = tqdm(total=len(todo), unit="rec", disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+
+    def on_record(rec: Record) -> None:
+        store.append(rec)
+        summary.records += 1
+        summary.failures += rec.error is not None
+        bar.update(1)
+
+    def on_tokens(n: int) -> None:
+        summary.tokens += n
+        bar.set_postfix_str(f"{summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
+
+    try:
+        Runner(backend, constitution, settings_from(cfg), on_record, on_tokens).run(todo)
+    finally:
+        bar.close()
+        summary.seconds = time.time() - t0
+    return summary

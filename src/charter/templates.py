@@ -1,0 +1,88 @@
+"""Pure builders of what the model sees at each step, in chat and text (transcript) formats.
+
+Chat requests are message lists (the backend applies the chat template); text requests are the
+paper's raw transcripts. Few-shot demonstrations always come first, so the shared prefix of every
+critique/revision call is identical and engines can cache it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from charter.types import FewShot, Message, Principle
+
+TEXT_TAGS = {"user": "Human", "assistant": "Assistant"}
+TEXT_STOPS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:",
+              "\n\nRevisionRequest:", "\n\nRevision:", "\n\n-----")
+EXAMPLE_SEPARATOR = "\n\n-----"
+
+
+def few_shot_messages(shots: Sequence[FewShot], critique: bool = True) -> list[Message]:
+    msgs: list[Message] = []
+    for shot in shots:
+        msgs += list(shot.conversation)
+        for r in shot.rounds:
+            if critique:
+                msgs += [{"role": "user", "content": r.critique_request}, {"role": "assistant", "content": r.critique}]
+            msgs += [{"role": "user", "content": r.revision_request}, {"role": "assistant", "content": r.revision}]
+    return msgs
+
+
+def chat_initial(prompt: Sequence[Message]) -> list[Message]:
+    return list(prompt)
+
+
+def chat_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle) -> list[Message]:
+    return few_shot_messages(shots) + list(prompt) + [
+        {"role": "assistant", "content": answer}, {"role": "user", "content": p.critique}]
+
+
+def chat_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
+                  critique: str | None) -> list[Message]:
+    """With a critique: continue the critique conversation. Without (ablation): revise directly."""
+    if critique is None:
+        return few_shot_messages(shots, critique=False) + list(prompt) + [
+            {"role": "assistant", "content": answer}, {"role": "user", "content": p.revision}]
+    return chat_critique(shots, prompt, answer, p) + [
+        {"role": "assistant", "content": critique}, {"role": "user", "content": p.revision}]
+
+
+# ---- text (transcript) format -----------------------------------------------------------------
+
+
+def transcript(messages: Sequence[Message]) -> str:
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(f"\n\n{m['content']}")
+        else:
+            out.append(f"\n\n{TEXT_TAGS[m['role']]}: {m['content']}")
+    return "".join(out)
+
+
+def few_shot_text(shots: Sequence[FewShot], critique: bool = True) -> str:
+    blocks = []
+    for shot in shots:
+        text = transcript(shot.conversation)
+        for r in shot.rounds:
+            if critique:
+                text += f"\n\nCritiqueRequest: {r.critique_request}\n\nCritique: {r.critique}"
+            text += f"\n\nRevisionRequest: {r.revision_request}\n\nRevision: {r.revision}"
+        blocks.append(text + EXAMPLE_SEPARATOR)
+    return "".join(blocks)
+
+
+def text_initial(prompt: Sequence[Message]) -> str:
+    return transcript(prompt) + "\n\nAssistant:"
+
+
+def text_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle) -> str:
+    return (few_shot_text(shots) + transcript(prompt) + f"\n\nAssistant: {answer}"
+            + f"\n\nCritiqueRequest: {p.critique}\n\nCritique:")
+
+
+def text_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
+                  critique: str | None) -> str:
+    if critique is None:
+        return (few_shot_text(shots, critique=False) + transcript(prompt) + f"\n\nAssistant: {answer}"
+                + f"\n\nRevisionRequest: {p.revision}\n\nRevision:")
+    return text_critique(shots, prompt, answer, p) + f" {critique}\n\nRevisionRequest: {p.revision}\n\nRevision:"
