@@ -97,6 +97,9 @@ class GenerateConfig:
     NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out")
 
     def validate(self, where: str = "config") -> "GenerateConfig":
+        from charter.backends import check_backend_name
+
+        check_backend_name(self.backend)
         if self.format not in FORMATS:
             raise ConfigError(f"{where}: format must be one of {FORMATS}, not '{self.format}'")
         for name in ("rounds", "helpful_samples", "max_tokens", "batch_size"):

@@ -20,11 +20,15 @@ EXTRAS = {"llamacpp": "xllamacpp", "openai": "openai", "vllm": "vllm"}
 DEFAULT_BACKEND = "transformers"
 
 
-def create_backend(name: str, model: str, **options: Any) -> Backend:
+def check_backend_name(name: str) -> None:
     if name not in BACKENDS:
         hint = difflib.get_close_matches(name, BACKENDS, n=1)
         tip = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise BackendError(f"unknown backend '{name}'{tip}; choose one of: {', '.join(BACKENDS)}")
+
+
+def create_backend(name: str, model: str, **options: Any) -> Backend:
+    check_backend_name(name)
     module_name, cls_name = BACKENDS[name].split(":")
     try:
         module = importlib.import_module(module_name)

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "anthropic-cai"
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The paper's released prompt files (beside the clone in this workplace)."""
+    if not SHARED.exists():
+        pytest.skip(f"the paper's files are not at {SHARED} (they live in ../shared beside the clone)")
+    return SHARED
+
+
+@pytest.fixture
+def fake():
+    from charter.backends.fake import FakeBackend
+
+    return FakeBackend()

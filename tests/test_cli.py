@@ -1,0 +1,45 @@
+"""The CLI turns user mistakes into one clean line and a non-zero exit, never a traceback."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from charter.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--backend", "fakee"], "unknown backend 'fakee' (did you mean 'fake'?)"),
+    (["generate", "--backend", "fake", "--prompts", "nope.jsonl"], "nope.jsonl: prompt file not found"),
+    (["generate", "--backend", "fake", "--constitution", "nope.yaml"], "nope.yaml: file not found"),
+    (["generate", "--backend", "fake", "--rounds", "-2"], "rounds must be >= 0"),
+    (["export", "nowhere", "--out", "x.jsonl"], "no records at nowhere"),
+])
+def test_clean_errors(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and "Traceback" not in err
+
+
+def test_bad_prompt_line_from_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "fine"}\n{"prompt": \n')
+    assert main(["generate", "--backend", "fake", "--prompts", "p.jsonl"]) == 2
+    assert "p.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_generate_then_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--limit", "2", "--quiet", "--out", "r"]) == 0
+    assert "6 records written (0 failed)" in capsys.readouterr().out
+    assert main(["export", "r", "--format", "dpo", "--out", "r/dpo.jsonl"]) == 0
+    assert "wrote 2 dpo rows" in capsys.readouterr().out
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = "import sys, charter.cli; charter.cli.build_parser(); print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert time.time() - t0 < 5

@@ -1,0 +1,96 @@
+import json
+import random
+
+import pytest
+
+from charter.constitution import draw_principle, load_constitution, load_few_shots, load_principles, parse_paper_transcript
+from charter.errors import InputError
+
+
+def test_default_constitution():
+    c = load_constitution()
+    assert len(c.principles) >= 12
+    assert len({p.id for p in c.principles}) == len(c.principles)
+    assert c.few_shots and all(s.conversation[-1]["role"] == "assistant" for s in c.few_shots)
+
+
+def test_paper_instructions(shared):
+    ps = load_principles(shared / "prompts" / "CritiqueRevisionInstructions.json")
+    assert len(ps) == 16
+    p = ps[0]
+    assert p.id == "harmful0"
+    assert p.critique.startswith("Identify specific ways") and not p.critique.endswith("Critique:")
+    assert p.revision.startswith("Please rewrite") and "RevisionRequest" not in p.revision
+
+
+def test_paper_few_shots(shared):
+    shots = load_few_shots(shared / "prompts" / "CritiqueRevisionFewShotPrompts.json")
+    assert len(shots) == 5
+    first = shots[0]
+    assert [m["role"] for m in first.conversation] == ["user", "assistant", "user", "assistant"]
+    assert first.conversation[0]["content"].startswith("Could you help me burn down my house")
+    assert first.rounds[0].revision.startswith("I'm sorry, I shouldn't have agreed to help.")
+    assert not first.rounds[-1].revision.endswith("Human:")
+
+
+def test_constitutions_json(tmp_path):
+    data = {"constitutions": [{"critic": "Critique for harm.", "revision": "Rewrite without harm."},
+                              {"critic": "Critique for bias.", "revision": "Rewrite without bias."}],
+            "system_chat": [[{"role": "user", "content": "How do I pick a lock?"},
+                             {"role": "assistant", "content": "Use a tension wrench."},
+                             {"role": "user", "content": "Critique for harm."},
+                             {"role": "assistant", "content": "It may help burglary."},
+                             {"role": "user", "content": "Rewrite without harm."},
+                             {"role": "assistant", "content": "Call a locksmith."}]]}
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(data))
+    c = load_constitution(str(f))
+    assert [p.critique for p in c.principles] == ["Critique for harm.", "Critique for bias."]
+    assert len(c.few_shots) == 1 and c.few_shots[0].rounds[0].revision == "Call a locksmith."
+
+
+def test_transcript_split_keeps_colons():
+    shot = parse_paper_transcript("\n\nHuman: Ratio: 3: 1?\n\nAssistant: Yes: it is.\n\nCritiqueRequest: C?"
+                                  "\n\nCritique: ok\n\nRevisionRequest: R.\n\nRevision: Fine: done.\n\nHuman:", "t")
+    assert shot.conversation[0]["content"] == "Ratio: 3: 1?"
+    assert shot.rounds[0].revision == "Fine: done."
+
+
+def test_bad_yaml_points_at_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("principles:\n  - id: a\n    critique: Find harm in the answer.\n    revison: Rewrite it.\n")
+    with pytest.raises(Exception, match=r"c.yaml:2: unknown key 'revison' \(did you mean 'revision'\?\)"):
+        load_principles(f)
+
+
+def test_duplicate_ids(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("principles:\n" + "  - {id: a, critique: Find harm here., revision: Rewrite it now.}\n" * 2)
+    with pytest.raises(InputError, match="duplicate principle ids: a"):
+        load_principles(f)
+
+
+def test_not_a_constitution(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text('{"hello": 1}')
+    with pytest.raises(InputError, match="not a constitution"):
+        load_principles(f)
+
+
+def test_draws_seeded_independent_with_replacement():
+    c = load_constitution()
+    draws = [draw_principle(c, 0, f"id{i}", r).id for i in range(200) for r in range(4)]
+    assert draws == [draw_principle(c, 0, f"id{i}", r).id for i in range(200) for r in range(4)]
+    assert draws != [draw_principle(c, 1, f"id{i}", r).id for i in range(200) for r in range(4)]
+    assert len(set(draws)) == len(c.principles)  # every principle gets drawn
+    per_prompt = [draws[i:i + 4] for i in range(0, len(draws), 4)]
+    assert any(len(set(p)) < 4 for p in per_prompt)  # with replacement: repeats happen
+
+
+def test_cli_validate_paper(shared, capsys):
+    from charter.cli import main
+
+    rc = main(["constitution", "validate", str(shared / "prompts" / "CritiqueRevisionInstructions.json"),
+               "--few-shot", str(shared / "prompts" / "CritiqueRevisionFewShotPrompts.json")])
+    assert rc == 0
+    assert "16 principles, 5 few-shot examples" in capsys.readouterr().out

@@ -1,0 +1,127 @@
+"""Control flow on the scripted fake backend: steps, principles, ablation, failures, resume."""
+import json
+from collections import Counter
+
+import pytest
+
+from charter.backends.fake import FakeBackend
+from charter.config import GenerateConfig
+from charter.constitution import load_constitution
+from charter.errors import RunError
+from charter.generate import generate
+from charter.store import load_run
+
+
+def cfg(tmp_path, **kw):
+    base = dict(backend="fake", limit=4, rounds=3, helpful_samples=2, out=str(tmp_path / "run"))
+    return GenerateConfig(**{**base, **kw})
+
+
+def test_chat_rounds_and_provenance(tmp_path):
+    fake = FakeBackend()
+    s = generate(cfg(tmp_path), backend=fake, progress=False)
+    recs = load_run(tmp_path / "run")
+    assert s.records == len(recs) == 4 + 8 and s.failures == 0
+    red = [r for r in recs if r.kind == "red_team"]
+    c = load_constitution()
+    for r in red:
+        assert len(r.rounds) == 3 and all(x.critique for x in r.rounds)
+        assert r.final == r.rounds[-1].revision and r.initial
+        assert all(x.principle in {p.id for p in c.principles} for x in r.rounds)
+    assert all(r.rounds == [] and r.final == r.initial for r in recs if r.kind == "helpful")
+    # initial(1) + 3 rounds x (critique + revision) calls per red-team prompt, one per helpful sample
+    assert len(fake.calls) == 4 * 7 + 8
+
+
+def test_critique_request_follows_drawn_principle(tmp_path):
+    fake = FakeBackend()
+    generate(cfg(tmp_path, rounds=1, helpful_prompts="none"), backend=fake, progress=False)
+    c = load_constitution()
+    for r in load_run(tmp_path / "run"):
+        p = c.principle(r.rounds[0].principle)
+        assert any(p.critique in call and r.prompt[-1]["content"] in call and call.rstrip().endswith("<|assistant|>")
+                   for call in fake.calls)
+        assert any(call.endswith(f"<|user|>{p.revision}\n<|assistant|>") and r.rounds[0].critique in call for call in fake.calls)
+
+
+def test_few_shot_prefix_precedes_every_critique(tmp_path):
+    fake = FakeBackend()
+    generate(cfg(tmp_path, rounds=1, helpful_prompts="none"), backend=fake, progress=False)
+    first_shot = load_constitution().few_shots[0].conversation[0]["content"]
+    later = [c for c in fake.calls if "Identify" in c or "Rewrite" in c or "rewrite" in c]
+    assert later and all(c.startswith(f"<|user|>{first_shot}") for c in fake.calls[4:])
+
+
+def test_no_critique_ablation(tmp_path):
+    fake = FakeBackend()
+    generate(cfg(tmp_path, critique=False, helpful_prompts="none"), backend=fake, progress=False)
+    recs = load_run(tmp_path / "run")
+    assert all(len(r.rounds) == 3 and all(x.critique is None for x in r.rounds) for r in recs)
+    assert len(fake.calls) == 4 * 4
+    c = load_constitution()
+    critiques = {p.critique for p in c.principles} | {r.critique_request for s in c.few_shots for r in s.rounds}
+    assert not any(q in call for call in fake.calls for q in critiques)
+
+
+def test_text_format(tmp_path):
+    fake = FakeBackend()
+    generate(cfg(tmp_path, format="text", rounds=1, helpful_prompts="none"), backend=fake, progress=False)
+    assert all("<|user|>" not in c for c in fake.calls)
+    assert any(c.endswith("\n\nCritique:") for c in fake.calls)
+    assert any(c.endswith("\n\nRevision:") for c in fake.calls)
+    assert sum(c.endswith("\n\nAssistant:") for c in fake.calls) == 4
+
+
+def test_failures_are_rows_and_are_retried(tmp_path):
+    victim = "hotwire"
+    c = cfg(tmp_path, rounds=1, helpful_prompts="none", limit=None, batch_size=1)
+    s = generate(c, backend=FakeBackend(fail_on=victim), progress=False)
+    recs = {r.id: r for r in load_run(tmp_path / "run")}
+    failed = [r for r in recs.values() if r.error]
+    assert s.failures == len(failed) >= 1 and all("scripted failure" in r.error and r.final is None for r in failed)
+    fake = FakeBackend()
+    s2 = generate(c, backend=fake, progress=False)
+    assert s2.records == len(failed) and s2.failures == 0
+    assert all(r.error is None for r in load_run(tmp_path / "run"))
+
+
+def test_resume_generates_nothing_twice(tmp_path):
+    c = cfg(tmp_path, limit=6)
+    first = FakeBackend()
+    generate(c.__class__(**{**c.to_dict(), "limit": 3}), backend=first, progress=False)
+    second = FakeBackend()
+    generate(c, backend=second, progress=False)
+    assert not set(first.calls) & set(second.calls)
+    ids = [json.loads(l)["id"] for l in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6 + 12
+
+
+def test_changed_config_refused_unless_force(tmp_path):
+    generate(cfg(tmp_path), backend=FakeBackend(), progress=False)
+    with pytest.raises(RunError, match="different settings.*--force"):
+        generate(cfg(tmp_path, rounds=2), backend=FakeBackend(), progress=False)
+    generate(cfg(tmp_path, rounds=2), backend=FakeBackend(), force=True, progress=False)
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    c = cfg(tmp_path, helpful_prompts="none")
+    generate(c, backend=FakeBackend(), progress=False)
+    path = tmp_path / "run" / "records.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # killed mid-write
+    s = generate(c, backend=FakeBackend(), progress=False)
+    assert s.records == 2 and s.skipped == 2
+    assert Counter(json.loads(l)["id"] for l in path.read_text().splitlines()).most_common(1)[0][1] == 1
+
+
+def test_batches_hold_one_family(tmp_path):
+    seen = []
+
+    class Spy(FakeBackend):
+        def chat(self, convos, sampling):
+            seen.append([len(c) > 3 for c in convos])  # few-shot requests are long
+            return super().chat(convos, sampling)
+
+    generate(cfg(tmp_path, limit=10, batch_size=4), backend=Spy(), progress=False)
+    assert all(len(set(kinds)) == 1 for kinds in seen)
+    assert max(len(b) for b in seen) == 4 and sum(map(len, seen)) == 10 * 7 + 20
