@@ -12,7 +12,7 @@ from charter.cli import main
     (["generate", "--backend", "fakee"], "unknown backend 'fakee' (did you mean 'fake'?)"),
     (["generate", "--backend", "fake", "--prompts", "nope.jsonl"], "nope.jsonl: prompt file not found"),
     (["generate", "--backend", "fake", "--constitution", "nope.yaml"], "nope.yaml: file not found"),
-    (["generate", "--backend", "fake", "--rounds", "-2"], "rounds must be >= 0"),
+    (["generate", "--backend", "fake", "--rounds", "-2"], "command line: rounds must be >= 0"),
     (["export", "nowhere", "--out", "x.jsonl"], "no records at nowhere"),
 ])
 def test_clean_errors(tmp_path, monkeypatch, capsys, args, message):

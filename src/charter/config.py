@@ -161,4 +161,5 @@ def load_generate_config(path: str | None, overrides: dict[str, Any]) -> Generat
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
         data.update(raw)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return build_config(GenerateConfig, data, path or "command line").validate(path or "config")
+    where = path or "command line"
+    return build_config(GenerateConfig, data, where).validate(where)

@@ -240,10 +240,10 @@ class HFBackend:
         ctx = self._encode(text, templated)
         full = self._encode(text + continuation, templated)
         # Tokens can merge across the boundary: score from where the two encodings diverge.
-        keep = max(_common_prefix_len(ctx, full), 1 if len(full) > 1 else 0)
-        if not full or keep == 0:  # nothing conditions the first token: prepend BOS/pad
-            full = [self.tokenizer.bos_token_id or self.pad_id] + full
-            keep = 1
+        keep = _common_prefix_len(ctx, full)
+        if keep == 0:  # nothing conditions the first token: prepend BOS (or pad)
+            bos = self.tokenizer.bos_token_id
+            full, keep = [self.pad_id if bos is None else bos] + full, 1
         return full, len(full) - keep
 
     def _score_chunk(self, pairs: list[tuple[Ids, int]]) -> list[Score]:
