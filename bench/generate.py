@@ -1,0 +1,87 @@
+"""Benchmark: the CAI pipeline vs the backend's raw batched generation, and the few-shot cost.
+
+    .venv/bin/python bench/generate.py [--backend transformers] [--prompts 16] [--rounds 2]
+
+Prints a table: records/s and generated tokens/s of `charter generate` (few-shot on, prefix cache
+on), raw batched generation of plain prompts by the same backend at the same batch size, and the
+pipeline without few-shot examples and with the prefix cache disabled.
+Targets (issue "Charter core"): pipeline >= 0.8x raw; few-shot overhead <= 15% of no-few-shot time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from charter.backends import create_backend  # noqa: E402
+from charter.config import GenerateConfig  # noqa: E402
+from charter.generate import generate  # noqa: E402
+from charter.prompts import load_prompts  # noqa: E402
+from charter.types import Sampling  # noqa: E402
+
+
+def pipeline(backend, args, **overrides) -> tuple[float, int, int]:
+    with tempfile.TemporaryDirectory() as out:
+        cfg = GenerateConfig(backend=args.backend, model=args.model, limit=args.prompts, rounds=args.rounds,
+                             helpful_prompts="none", max_tokens=args.max_tokens, batch_size=args.batch_size,
+                             out=out, seed=args.seed, **overrides)
+        t0 = time.time()
+        s = generate(cfg, backend=backend, progress=False)
+        return time.time() - t0, s.records, s.tokens
+
+
+def raw(backend, args, target_tokens: int) -> tuple[float, int]:
+    """Plain prompts in batches of batch_size until at least as many tokens as the pipeline made."""
+    convos = [list(it.messages) for it in load_prompts("default", "red_team")]
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed)
+    tokens, t0, i = 0, time.time(), 0
+    while tokens < target_tokens:
+        batch = [convos[(i + k) % len(convos)] for k in range(args.batch_size)]
+        tokens += sum(c.completion_tokens for c in backend.chat(batch, sampling))
+        i += args.batch_size
+    return time.time() - t0, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="transformers")
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    backend = create_backend(args.backend, args.model)
+    backend.chat([[{"role": "user", "content": "Hi"}]], Sampling(max_tokens=4))  # warm up
+    rows = []
+    secs, recs, toks = pipeline(backend, args)
+    rows.append(("pipeline (few-shot, prefix cache)", secs, recs, toks))
+    rsecs, rtoks = raw(backend, args, toks)
+    rows.append(("raw batched generation", rsecs, None, rtoks))
+    nsecs, nrecs, ntoks = pipeline(backend, args, few_shot="none")
+    rows.append(("pipeline, no few-shot", nsecs, nrecs, ntoks))
+    if hasattr(backend, "prefix_cache"):
+        backend.prefix_cache = False
+        csecs, crecs, ctoks = pipeline(backend, args)
+        rows.append(("pipeline (few-shot, no prefix cache)", csecs, crecs, ctoks))
+        backend.prefix_cache = True
+    print(f"\nbackend={args.backend} model={args.model} prompts={args.prompts} rounds={args.rounds} "
+          f"max_tokens={args.max_tokens} batch={args.batch_size} threads={os.cpu_count()}\n")
+    print(f"{'run':40} {'seconds':>8} {'records/s':>10} {'tokens':>7} {'tok/s':>7}")
+    for name, s, r, t in rows:
+        print(f"{name:40} {s:8.1f} {(r / s if r else float('nan')):10.3f} {t:7d} {t / s:7.1f}")
+    ratio = (toks / secs) / (rtoks / rsecs)
+    # few-shot overhead per generated token (runs differ in how many tokens they generate)
+    overhead = (secs / toks) / (nsecs / ntoks) - 1
+    print(f"\npipeline / raw tokens/s: {ratio:.2f}x (target >= 0.8x)")
+    print(f"few-shot overhead (time per generated token): {overhead:+.0%} (target <= 15%)")
+    backend.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct) through the default backend."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charter.config import GenerateConfig
+from charter.generate import generate
+from charter.store import load_run
+
+pytestmark = pytest.mark.slow
+SMALL = dict(limit=2, helpful_samples=1, rounds=2, max_tokens=24, batch_size=8, seed=1)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from charter.backends import create_backend
+
+    b = create_backend("transformers", "embedded")
+    yield b
+    b.close()
+
+
+def check_run(out: Path, rounds: int, critique: bool) -> None:
+    recs = load_run(out)
+    assert len(recs) == 2 + 2 and all(r.error is None for r in recs)
+    for r in recs:
+        assert r.initial and r.tokens["completion"] > 0 and r.model == "embedded"
+        if r.kind == "red_team":
+            assert len(r.rounds) == rounds and r.final == r.rounds[-1].revision
+            assert all((x.critique is not None) == critique for x in r.rounds)
+            assert all(x.revision for x in r.rounds)
+
+
+@pytest.mark.parametrize("fmt", ["chat", "text"])
+@pytest.mark.parametrize("critique", [True, False])
+def test_generate_real_model(backend, tmp_path, fmt, critique):
+    cfg = GenerateConfig(format=fmt, critique=critique, out=str(tmp_path / "run"), **SMALL)
+    s = generate(cfg, backend=backend, progress=False)
+    assert s.records == 4 and s.failures == 0 and s.tokens > 0
+    check_run(tmp_path / "run", 2, critique)
+
+
+def test_text_format_stops_at_turn_boundaries(backend, tmp_path):
+    cfg = GenerateConfig(format="text", out=str(tmp_path / "run"), **{**SMALL, "max_tokens": 64})
+    generate(cfg, backend=backend, progress=False)
+    for r in load_run(tmp_path / "run"):
+        texts = [r.initial] + [t for x in r.rounds for t in (x.critique, x.revision)]
+        assert not any(tag in t for t in texts for tag in ("\n\nHuman:", "\n\nCritiqueRequest:", "\n\nRevisionRequest:"))
+
+
+def test_resume_after_sigkill(tmp_path):
+    """Kill the CLI mid-run; the same command finishes the run with every record exactly once."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "charter.cli", "generate", "--limit", "4", "--helpful-samples", "1",
+           "--rounds", "1", "--max-tokens", "16", "--batch-size", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = out / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and records.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = records.read_text().count("\n")
+    assert 2 <= before < 8, "the run should have been killed part-way"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    skipped = int(re.search(r"(\d+) already done", done.stdout).group(1))
+    assert before <= skipped < 8  # records written before the kill were kept, not redone
+    ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 8
