@@ -132,3 +132,12 @@ def test_missing_local_path_is_a_clear_error(tmp_path):
         HFBackend(str(tmp_path / "nope"))
     with pytest.raises(BackendError, match="config.json"):
         HFBackend(str(tmp_path))
+
+
+def test_unavailable_hub_id_is_a_clear_error():
+    from charter.backends.hf import HFBackend
+
+    if os.environ.get("HF_HUB_OFFLINE") != "1":
+        pytest.skip("needs HF_HUB_OFFLINE=1 so that no download is attempted")
+    with pytest.raises(BackendError, match="--model embedded"):
+        HFBackend("charter-test/no-such-model")

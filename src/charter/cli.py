@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_export(sub)
     _add_constitution(sub)
+    # Commands that live beside their modules (each `register(sub)` adds its parser; imports stay light).
+    # -- registered commands (one line each) --
     return parser
 
 
