@@ -125,3 +125,33 @@ def test_batches_hold_one_family(tmp_path):
     generate(cfg(tmp_path, limit=10, batch_size=4), backend=Spy(), progress=False)
     assert all(len(set(kinds)) == 1 for kinds in seen)
     assert max(len(b) for b in seen) == 4 and sum(map(len, seen)) == 10 * 7 + 20
+
+
+def test_streaming_scheduler_matches_batch(tmp_path):
+    """Engines that batch internally get conversations advancing independently; same records."""
+    import threading
+
+    class Concurrent(FakeBackend):
+        concurrency = 4
+
+        def __init__(self):
+            super().__init__()
+            self.active, self.peak, self.lock = 0, 0, threading.Lock()
+
+        def chat(self, convos, sampling):
+            assert len(convos) == 1
+            with self.lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            import time
+            time.sleep(0.002)
+            with self.lock:
+                self.active -= 1
+            return super().chat(convos, sampling)
+
+    conc = Concurrent()
+    generate(cfg(tmp_path / "a", limit=8), backend=conc, progress=False)
+    generate(cfg(tmp_path / "b", limit=8), backend=FakeBackend(), progress=False)
+    key = lambda r: (r.id, r.initial, [(x.principle, x.critique, x.revision) for x in r.rounds])
+    assert sorted(map(key, load_run(tmp_path / "a" / "run"))) == sorted(map(key, load_run(tmp_path / "b" / "run")))
+    assert 1 < conc.peak <= 4

@@ -7,6 +7,7 @@ finished job is written at once and a new prompt takes its place.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Runner:
         return self.backend.chat(requests, self.sampling)
 
     def run(self, items: Iterable[PromptItem]) -> None:
+        """Batch scheduler for in-process engines that batch per call (transformers)."""
         queue, active = deque(items), []
         window = 2 * self.s.batch_size  # enough jobs in flight to fill a batch of one family
         while queue or active:
@@ -131,6 +133,37 @@ class Runner:
                 if outs is None or self.advance(job, outs[i]):
                     self.finish(job, None if outs is not None else error)
                     active.remove(job)
+
+
+    def run_streaming(self, items: Iterable[PromptItem], workers: int) -> None:
+        """For engines that batch internally (llama.cpp slots, HTTP servers, vLLM): `workers`
+        conversations in flight, each advancing step by step on its own, so a prompt's round 2
+        never waits for another prompt's round 1 and the engine's slots stay full."""
+        queue, lock = deque(items), threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    job = self.new_job(queue.popleft())
+                error, done = None, False
+                while not done:
+                    try:
+                        out = self.call([job])[0]
+                    except Exception as exc:  # a failed call fails its record, not the run
+                        error = f"{type(exc).__name__}: {exc}"
+                        break
+                    with lock:
+                        done = self.advance(job, out)
+                with lock:
+                    self.finish(job, error)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
 
 def pick_batch(active: list[Job], size: int) -> list[Job]:
@@ -207,7 +240,9 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
         bar.set_postfix_str(f"{summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
 
     try:
-        Runner(backend, constitution, settings_from(cfg), on_record, on_tokens).run(todo)
+        runner = Runner(backend, constitution, settings_from(cfg), on_record, on_tokens)
+        workers = getattr(backend, "concurrency", None)  # set by engines that batch internally
+        runner.run_streaming(todo, workers) if workers else runner.run(todo)
     finally:
         bar.close()
         summary.seconds = time.time() - t0
