@@ -43,3 +43,18 @@ def test_help_is_fast_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert time.time() - t0 < 5
+
+
+def test_backend_option_checked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--backend-option", "fial_on=x", "--quiet"]) == 2
+    assert "unknown option 'fial_on' for backend 'fake' (did you mean 'fail_on'?)" in capsys.readouterr().err
+
+
+def test_backend_option_reaches_backend(tmp_path, monkeypatch, capsys):
+    """Options merge file < flags and reach the constructor (fail_on makes every record fail)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text("backend: fake\nbackend_options: {fail_on: 'nothing-matches'}\n")
+    args = ["generate", "--config", "run.yaml", "--backend-option", "fail_on=<|user|>", "--limit", "1", "--quiet"]
+    assert main(args) == 1
+    assert "3 records written (3 failed)" in capsys.readouterr().out

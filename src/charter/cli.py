@@ -16,7 +16,11 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="red-team prompts -> critiques and revisions (SL-CAI data)")
     p.add_argument("--config", help="YAML file of generate settings (flags override it)")
     p.add_argument("--model", help="'embedded' (default), a local HF checkpoint / GGUF path, or a hub id")
-    p.add_argument("--backend", help="transformers (default) | llamacpp | fake")
+    p.add_argument("--backend", help="transformers (default) | llamacpp | openai | fake")
+    p.add_argument("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
+    p.add_argument("--concurrency", type=int, help="requests in flight for engines that batch internally (openai, llamacpp)")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to the backend's constructor (repeatable; VALUE parsed as YAML)")
     p.add_argument("--prompts", help="red-team prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default', advbench, harmbench, do-not-answer, hf:ORG/NAME")
     p.add_argument("--helpful-prompts", help="helpfulness prompts (same sources), or 'none'")
     p.add_argument("--prompt-field", help="column holding the prompt (default: auto-detect)")
@@ -45,12 +49,35 @@ def cmd_generate(a: argparse.Namespace) -> int:
     keys = ["model", "backend", "prompts", "helpful_prompts", "prompt_field", "constitution", "few_shot", "format",
             "rounds", "critique", "helpful_samples", "limit", "seed", "temperature", "top_p", "max_tokens",
             "batch_size", "out"]
-    cfg = load_generate_config(a.config, {k: getattr(a, k) for k in keys})
+    overrides = {k: getattr(a, k) for k in keys}
+    options = backend_options(a)
+    if options:
+        overrides["backend_options"] = options
+    cfg = load_generate_config(a.config, overrides)
     print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
     summary = generate(cfg, force=a.force, progress=not a.quiet)
     print(summary.line())
     return 1 if summary.failures else 0
+
+
+def backend_options(a: argparse.Namespace) -> dict:
+    """--backend-option KEY=VALUE pairs plus the --base-url / --concurrency shortcuts."""
+    import yaml
+
+    from charter.errors import ConfigError
+
+    options = {}
+    for pair in a.backend_option:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--backend-option expects KEY=VALUE, got '{pair}'")
+        options[key.strip()] = yaml.safe_load(value)
+    if a.base_url:
+        options["base_url"] = a.base_url
+    if a.concurrency:
+        options["concurrency"] = a.concurrency
+    return options
 
 
 def _add_export(sub) -> None:

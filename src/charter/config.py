@@ -160,6 +160,11 @@ def load_generate_config(path: str | None, overrides: dict[str, Any]) -> Generat
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
         data.update(raw)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "backend_options" and isinstance(data.get(key), dict):
+            value = {**data[key], **value}  # flags add to the file's options
+        data[key] = value
     where = path or "command line"
     return build_config(GenerateConfig, data, where).validate(where)

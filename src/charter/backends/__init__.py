@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from typing import Any
 
 from charter.backends.base import Backend
@@ -11,6 +12,7 @@ from charter.errors import BackendError
 BACKENDS: dict[str, str] = {
     "transformers": "charter.backends.hf:HFBackend",
     "llamacpp": "charter.backends.llamacpp:LlamaCppBackend",
+    "openai": "charter.backends.openai_backend:OpenAIBackend",
     "fake": "charter.backends.fake:FakeBackend",
 }
 
@@ -37,4 +39,18 @@ def create_backend(name: str, model: str, **options: Any) -> Backend:
         raise BackendError(
             f"backend '{name}' needs a missing package ({exc.name}); pip install 'charter[{extra}]'"
         ) from exc
-    return getattr(module, cls_name)(model, **options)
+    cls = getattr(module, cls_name)
+    check_options(name, cls, options)
+    return cls(model, **options)
+
+
+def check_options(name: str, cls: type, options: dict[str, Any]) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # the backend passes extra options through to its engine, which checks them
+    allowed = [p for p in params if p not in ("self", "model")]
+    for key in options:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise BackendError(f"unknown option '{key}' for backend '{name}'{tip}; options: {', '.join(allowed)}")
