@@ -22,3 +22,7 @@ def fake():
     from charter.backends.fake import FakeBackend
 
     return FakeBackend()
+
+import sys
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as fault_proxy

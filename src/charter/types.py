@@ -21,6 +21,7 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: bool = False  # ask for the generated tokens' log-probs where the engine offers them
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -34,6 +35,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"  # "stop" | "length"
+    logprob: float | None = None  # sum over generated tokens, when requested and offered
 
 
 @dataclass(frozen=True)

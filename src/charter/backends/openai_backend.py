@@ -45,7 +45,7 @@ class OpenAIBackend:
     def _params(self, sampling: Sampling) -> dict[str, Any]:
         stops = list(sampling.stop)[: self.max_stops] if sampling.stop else None
         p = {"model": self.model_id, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
-             "top_p": sampling.top_p, "stop": stops, "seed": sampling.seed}
+             "top_p": sampling.top_p, "stop": stops, "seed": sampling.seed, "logprobs": sampling.logprobs or None}
         if self.extra_body:
             p["extra_body"] = self.extra_body
         return {k: v for k, v in p.items() if v is not None}
@@ -56,19 +56,28 @@ class OpenAIBackend:
         except self._errors as exc:  # after the client's own retries
             raise BackendError(f"{type(exc).__name__} from {self.client.base_url}: {exc}") from exc
 
-    def _completion(self, text: str | None, finish: str | None, usage, stops: Sequence[str]) -> Completion:
+    def _completion(self, text: str | None, finish: str | None, usage, stops: Sequence[str],
+                    logprob: float | None = None) -> Completion:
         text, cut = _cut(text or "", stops)
         reason = "length" if finish == "length" and not cut else "stop"
-        return Completion(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, reason)
+        return Completion(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+                          reason, logprob)
 
     def _chat_one(self, convo: Sequence[Message], sampling: Sampling) -> Completion:
         r = self._call(self.client.chat.completions.create, messages=list(convo), **self._params(sampling))
         choice = r.choices[0]
-        return self._completion(choice.message.content, choice.finish_reason, r.usage, sampling.stop)
+        content = getattr(choice.logprobs, "content", None)
+        logprob = sum(t.logprob for t in content) if content else None
+        return self._completion(choice.message.content, choice.finish_reason, r.usage, sampling.stop, logprob)
 
     def _complete_one(self, prompt: str, sampling: Sampling) -> Completion:
-        r = self._call(self.client.completions.create, prompt=prompt, **self._params(sampling))
-        return self._completion(r.choices[0].text, r.choices[0].finish_reason, r.usage, sampling.stop)
+        params = self._params(sampling)
+        if sampling.logprobs:
+            params["logprobs"] = 1  # the completions endpoint takes a count, not a flag
+        r = self._call(self.client.completions.create, prompt=prompt, **params)
+        lp = r.choices[0].logprobs
+        logprob = sum(x for x in lp.token_logprobs if x is not None) if lp and lp.token_logprobs else None
+        return self._completion(r.choices[0].text, r.choices[0].finish_reason, r.usage, sampling.stop, logprob)
 
     def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
         return list(self._pool.map(lambda c: self._chat_one(c, sampling), convos))

@@ -1,0 +1,97 @@
+"""A fault-injecting pass-through HTTP proxy for loopback tests of the openai backend.
+
+Requests are forwarded to an upstream server; a seeded schedule makes some of them fail the way
+real servers do: the connection is dropped, 429 with Retry-After, 500/503, or a stall longer
+than the client's timeout. Only 127.0.0.1 is ever contacted, and every stall is bounded.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ("drop", "429", "500", "503", "stall")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that timed out on a stall close their socket: expected here
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, fault_rate: float = 0.3, seed: int = 0, stall_s: float = 3.0):
+        self.upstream = upstream.rstrip("/")
+        self.rate, self.rng, self.stall_s = fault_rate, random.Random(seed), stall_s
+        self.lock = threading.Lock()
+        self.counts = {k: 0 for k in FAULTS + ("ok",)}
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FaultProxy":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def pick(self) -> str:
+        with self.lock:
+            fault = self.rng.choice(FAULTS) if self.rng.random() < self.rate else "ok"
+            self.counts[fault] += 1
+            return fault
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fault = proxy.pick()
+                if fault == "stall":
+                    time.sleep(proxy.stall_s)  # longer than the client's timeout, then hang up
+                if fault in ("drop", "stall"):
+                    self.close_connection = True
+                    self.connection.close()  # no response byte: the client sees a reset
+                    return
+                if fault in ("429", "500", "503"):
+                    return self._reply(int(fault), b'{"error": {"message": "injected"}}', {"Retry-After": "1"} if fault == "429" else {})
+                self._forward(body)
+
+            def do_GET(self) -> None:
+                self._forward(None)
+
+            def _forward(self, body: bytes | None) -> None:
+                req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": "application/json"})
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                try:
+                    with opener.open(req, timeout=300) as r:
+                        self._reply(r.status, r.read(), {})
+                except urllib.error.HTTPError as e:
+                    self._reply(e.code, e.read(), {})
+
+            def _reply(self, code: int, data: bytes, headers: dict) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
