@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads must not spin: tests run torch beside llama.cpp servers and subprocesses,
+# and spinning threads on 2 cores slowed small matmuls ~40x in our measurements.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "anthropic-cai"
 

@@ -90,6 +90,14 @@ def test_prefix_cache_does_not_change_greedy_output(backend):
     assert backend._prefixes.store  # the cache was really used
     again = [c.text for c in backend.complete(prompts, GREEDY)]  # hit: a reused cache is not stale
     assert again == plain
+    # A longer shared prefix extends the stored entry instead of recomputing it.
+    longer = [prefix + "Human: Hello!\n\nAssistant: Hi.\n\nHuman: " + q for q in QUESTIONS[:2]]
+    backend.prefix_cache = False
+    try:
+        plain = [c.text for c in backend.complete(longer, GREEDY)]
+    finally:
+        backend.prefix_cache = True
+    assert [c.text for c in backend.complete(longer, GREEDY)] == plain
 
 
 def test_stop_strings_cut_the_text(backend):

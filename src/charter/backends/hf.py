@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig
+from transformers.cache_utils import DynamicLayer
 
 from charter.errors import BackendError
 from charter.models import resolve_hf_checkpoint
@@ -58,6 +59,47 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+class _GrowLayer(DynamicLayer):
+    """A KV layer with spare capacity: DynamicLayer torch.cat-s the whole cache every decode step,
+    which on CPU costs more than the attention itself once the context is ~2k tokens."""
+
+    reserve = 256  # spare slots allocated whenever the buffer has to grow
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor, batch: int) -> None:
+        """Copy (broadcasting a batch-1 prefix to ``batch`` rows) into a buffer with spare room."""
+        self.lazy_initialization(keys, values)
+        n, cap = keys.shape[-2], keys.shape[-2] + self.reserve
+        b, h = batch, keys.shape[1]
+        self._k = keys.new_empty((b, h, cap, keys.shape[-1]))
+        self._v = values.new_empty((b, h, cap, values.shape[-1]))
+        self._k[:, :, :n], self._v[:, :, :n] = keys, values
+        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = self.get_seq_length()
+        end = n + key_states.shape[-2]
+        buf = getattr(self, "_k", None)
+        # Re-adopt when the buffer is full or was replaced (batch_repeat_interleave, deepcopy, crop).
+        if buf is None or end > buf.shape[-2] or self.keys.data_ptr() != buf.data_ptr() or n == 0:
+            if n == 0:
+                self.adopt(key_states, value_states, key_states.shape[0])
+                return self.keys, self.values
+            self.adopt(self.keys, self.values, self.keys.shape[0])
+        self._k[:, :, n:end], self._v[:, :, n:end] = key_states, value_states
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+
+def _new_cache(config, reserve: int) -> DynamicCache:
+    """A DynamicCache whose full-attention layers grow in place (sliding ones are kept as is)."""
+    cache = DynamicCache(config=config)
+    layers = [_GrowLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    for layer in layers:
+        layer.reserve = reserve
+    cache.layers = layers
+    return cache
+
+
 class _PrefixCache:
     """A few batch-1 KV caches keyed by their token prefix, least recently used evicted."""
 
@@ -65,7 +107,7 @@ class _PrefixCache:
         self.model, self.entries = model, entries
         self.store: OrderedDict[tuple[int, ...], DynamicCache] = OrderedDict()
 
-    def get(self, prefix: Ids, batch: int) -> DynamicCache:
+    def get(self, prefix: Ids, batch: int, reserve: int) -> DynamicCache:
         """A fresh cache for ``prefix`` expanded to ``batch`` rows (generate mutates its cache)."""
         key = tuple(prefix)
         if key not in self.store:
@@ -73,9 +115,11 @@ class _PrefixCache:
             while len(self.store) > self.entries:
                 self.store.popitem(last=False)
         self.store.move_to_end(key)
-        cache = copy.deepcopy(self.store[key])
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
+        cache = _new_cache(self.model.config, reserve)
+        for mine, stored in zip(cache.layers, self.store[key].layers):
+            if not isinstance(mine, _GrowLayer):
+                raise NotImplementedError("prefix caching supports full-attention layers only")
+            mine.adopt(stored.keys, stored.values, batch)
         return cache
 
     def _compute(self, key: tuple[int, ...]) -> DynamicCache:
@@ -182,14 +226,19 @@ class HFBackend:
         )
         if not greedy:
             cfg.temperature, cfg.top_p, cfg.top_k = sampling.temperature, sampling.top_p, None
-        if sampling.stop:
-            cfg.stop_strings = list(sampling.stop)
+        if any(sampling.stop):
+            cfg.stop_strings = [s for s in sampling.stop if s]  # halts rows early; _finish cuts the text
         return cfg
 
     def _generate_chunk(self, rows: list[Ids], sampling: Sampling) -> list[Completion]:
         plen = self._shared_prefix(rows)
         input_ids, mask = self._layout(rows, plen)
-        extra = {"cache": self._prefixes.get(rows[0][:plen], len(rows))} if plen else {}
+        # Room for the uncached prompt tokens and every new token: the buffer never regrows.
+        reserve = input_ids.shape[1] - plen + sampling.max_tokens + 1
+        if plen:
+            cache = self._prefixes.get(rows[0][:plen], len(rows), reserve)
+        else:
+            cache = _new_cache(self.model.config, sampling.max_tokens + 1)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.no_grad():
@@ -198,7 +247,7 @@ class HFBackend:
                 attention_mask=mask,
                 generation_config=self._gen_config(sampling),
                 tokenizer=self.tokenizer,
-                **extra,
+                cache=cache,
             )
         new = out[:, input_ids.shape[1] :].tolist()
         return [self._finish(r, toks, sampling) for r, toks in zip(rows, new)]
@@ -207,11 +256,11 @@ class HFBackend:
         """Cut at EOS (finished rows are padded with it) and at the first stop string."""
         hit_eos = False
         for n, t in enumerate(toks):
-            if t in self.eos_ids:
+            if t in self.eos_ids or t == self.pad_id:
                 toks, hit_eos = toks[:n], True
                 break
         text = self.tokenizer.decode(toks, skip_special_tokens=False)
-        cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
+        cut = min((i for i in (text.find(s) for s in sampling.stop if s) if i >= 0), default=-1)
         if cut >= 0:
             text = text[:cut]
         reason = "stop" if hit_eos or cut >= 0 or len(toks) < sampling.max_tokens else "length"
@@ -255,10 +304,10 @@ class HFBackend:
         with torch.no_grad():
             logits = self.model(
                 input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
-            ).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = input_ids[:, -(keep - 1) :] if keep > 1 else input_ids[:, :0]
-        tok_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            ).logits[:, :-1].float()
+        targets = input_ids[:, input_ids.shape[1] - (keep - 1) :]
+        # gather - logsumexp: no second vocab-sized tensor as log_softmax would allocate.
+        tok_lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return [Score(float(tok_lp[i, tok_lp.shape[1] - m :].sum()) if m else 0.0, m) for i, (_, m) in enumerate(pairs)]
 
     def close(self) -> None:

@@ -1,0 +1,172 @@
+"""`charter eval`: compare models on a run's held-out prompts and judge its revisions -> eval.json.
+
+eval.json (schema "charter.eval/1"); every part is present only if it was computed:
+  run, records, created, charter_version, settings {models, judge, limit, seed, bootstrap, sampling}
+  models: {label: {spec,
+           revision_preference: {n, mean_delta, share_preferred, logp_initial, logp_final,
+                                 by_round: [{round, n, mean_delta, share_preferred}]},
+           evasive: {n, rate, red_team_rate, helpful_rate, judge_rate?}}}
+      mean_delta = mean over red-team records of logp(final revision) - logp(initial), per-token
+      log-probs under that model; share_preferred = share of records where the revision is likelier.
+  elo: {harmless|helpful: {players: {label: {elo, low, high}}, comparisons, position_bias}}
+      harmless: judged on red-team prompts; helpful: on helpfulness prompts (all prompts if none).
+      Elo is centred at mean 0; low/high: 95% bootstrap interval; position_bias: mean P("(A)").
+  revisions: [{run, label, records, curves: {harmless|helpful: {rounds: [{round, n, p_revision,
+      elo, elo_low, elo_high}]}}}]   p_revision = mean P(revision k preferred over the initial answer);
+      elo = revision k's Elo with the initial answer at 0.
+  answers: [{id, kind, prompt, answers: {label: text}, evasive: {label: bool}}]
+  verdicts: [{id, question, a, b, p_a, swapped, p_first}]  (the model comparisons behind elo)
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from charter.evaluate.curves import revision_curves
+from charter.evaluate.elo import bootstrap_elo
+from charter.evaluate.evasive import is_evasive, judge_evasive
+from charter.evaluate.judge import Pair, judge_pairs, position_bias
+from charter.evaluate.likelihood import revision_preference
+from charter.types import Record, Sampling
+
+SCHEMA = "charter.eval/1"
+EVAL_FILE = "eval.json"
+
+
+def open_backend(spec: str, default_backend: str = "transformers"):
+    """'MODEL' on the default backend, or 'BACKEND:MODEL' (e.g. fake:base, llamacpp:/m.gguf)."""
+    from charter.backends import BACKENDS, create_backend
+
+    name, _, model = spec.partition(":")
+    if model and name in BACKENDS:
+        return create_backend(name, model)
+    return create_backend(default_backend, spec)
+
+
+def held_out(records: Sequence[Record], limit: int | None) -> list[Record]:
+    """One record per distinct prompt (helpfulness samples share a prompt), up to `limit` per kind."""
+    seen, out, counts = set(), [], {}
+    for r in records:
+        key = json.dumps(r.prompt, sort_keys=True)
+        if key in seen or (limit is not None and counts.get(r.kind, 0) >= limit):
+            continue
+        seen.add(key)
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+        out.append(r)
+    return out
+
+
+def answer_all(backend, prompts: Sequence[Record], sampling: Sampling) -> list[str]:
+    return [c.text.strip() for c in backend.chat([p.prompt for p in prompts], sampling)]
+
+
+def model_pairs(prompts: Sequence[Record], answers: dict[str, list[str]], kinds: set[str]) -> list[Pair]:
+    return [Pair(p.id, tuple(p.prompt), a, b, answers[a][i], answers[b][i])
+            for i, p in enumerate(prompts) if p.kind in kinds
+            for a, b in itertools.combinations(answers, 2)]
+
+
+def compare_models(judge, prompts: Sequence[Record], answers: dict[str, list[str]], seed: int,
+                   bootstrap: int) -> tuple[dict, list]:
+    """Elo per question from every pair of models on every prompt of the question's kind."""
+    helpful_kinds = {"helpful"} if any(p.kind == "helpful" for p in prompts) else {"red_team", "helpful"}
+    elo, verdicts = {}, []
+    for question, kinds in (("harmless", {"red_team"}), ("helpful", helpful_kinds)):
+        vs = judge_pairs(judge, model_pairs(prompts, answers, kinds), [question], seed)
+        verdicts += vs
+        elo[question] = {"players": bootstrap_elo([(v.a, v.b, v.p_a) for v in vs], list(answers),
+                                                  samples=bootstrap, seed=seed),
+                         "comparisons": len(vs), "position_bias": position_bias(vs)}
+    return elo, verdicts
+
+
+def evasive_summary(prompts: Sequence[Record], texts: list[str], judged: list[float] | None) -> dict:
+    flags = [is_evasive(t) for t in texts]
+
+    def rate(kind: str | None) -> float | None:
+        sel = [f for f, p in zip(flags, prompts) if kind is None or p.kind == kind]
+        return sum(sel) / len(sel) if sel else None
+
+    out = {"n": len(flags), "rate": rate(None), "red_team_rate": rate("red_team"), "helpful_rate": rate("helpful")}
+    if judged is not None:
+        out["judge_rate"] = sum(judged) / len(judged) if judged else None
+    return out
+
+
+def model_labels(specs: Sequence[str]) -> list[str]:
+    if len(set(specs)) != len(specs):
+        from charter.errors import ConfigError
+
+        raise ConfigError("--models lists the same model twice; give each model once")
+    return list(specs)
+
+
+def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] = (), judge: str | None = None,
+             extra_runs: Sequence[tuple[str, Sequence[Record]]] = (), limit: int | None = None,
+             sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200, judge_evasiveness: bool = False,
+             factory: Callable[[str], object] = open_backend, out: str | Path | None = None,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """Run every evaluation the arguments ask for; eval.json is rewritten after each stage."""
+    from charter import __version__
+
+    sampling = sampling or Sampling(max_tokens=128, temperature=0.7, seed=seed)
+    prompts = held_out([r for r in records if r.error is None], limit)
+    labels = model_labels(models)
+    result: dict = {"schema": SCHEMA, "run": str(run), "records": len(prompts), "charter_version": __version__,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "settings": {"models": labels, "judge": judge, "limit": limit, "seed": seed,
+                                 "bootstrap": bootstrap, "sampling": sampling.to_dict()},
+                    "models": {}, "verdicts": []}
+    path = Path(out) if out else Path(run) / EVAL_FILE
+    save = lambda: _write_json(path, result)  # noqa: E731 - partial results survive a crash
+    opened: dict[str, object] = {}
+
+    def get(spec: str):  # the judge may also be one of the models: load it once
+        if spec not in opened:
+            opened[spec] = factory(spec)
+        return opened[spec]
+
+    try:
+        answers = {}
+        for label in labels:
+            log(f"eval: {label}: revision likelihoods and answers to {len(prompts)} prompts")
+            b = get(label)
+            pref = revision_preference(b, prompts)
+            answers[label] = answer_all(b, prompts, sampling)
+            result["models"][label] = {"spec": label, "revision_preference": pref}
+            if label != judge:
+                opened.pop(label).close()  # free memory before the next model loads
+            save()
+        result["answers"] = [{"id": p.id, "kind": p.kind, "prompt": p.prompt,
+                              "answers": {m: answers[m][i] for m in labels},
+                              "evasive": {m: is_evasive(answers[m][i]) for m in labels}} for i, p in enumerate(prompts)]
+        jb = get(judge) if judge else None
+        for label in labels:
+            judged = judge_evasive(jb, [p.prompt for p in prompts], answers[label]) if jb and judge_evasiveness else None
+            result["models"][label]["evasive"] = evasive_summary(prompts, answers[label], judged)
+        if jb is not None and len(labels) >= 2:
+            log(f"eval: judge {judge}: pairwise comparisons of {len(labels)} models")
+            result["elo"], verdicts = compare_models(jb, prompts, answers, seed, bootstrap)
+            result["verdicts"] += [v.to_dict() for v in verdicts]
+            save()
+        if jb is not None:
+            log(f"eval: judge {judge}: revisions vs initial answers for {1 + len(extra_runs)} run(s)")
+            result["revisions"] = revision_curves(jb, [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs],
+                                                  seed=seed, bootstrap=bootstrap)
+        save()
+    finally:
+        for b in opened.values():
+            b.close()
+    return result
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,656 @@
+"""RL-CAI AI feedback: soft preference labels from a feedback model's multiple-choice answers.
+
+For each prompt the policy samples answers; for each pair, a feedback model reads
+
+    Consider the following conversation between a human and an assistant:
+    [conversation]
+    [principle] Options:
+     (A) [[[answer]]]
+     (B) [[[answer]]]
+    The answer is:
+
+and the normalised probabilities of "(A)" and "(B)" (charter.choice.option_probs) are the label.
+Both option orders are asked and averaged (position bias); one principle is drawn per comparison
+(seeded), or K drawn and averaged (ensemble). In chain-of-thought mode the model first writes
+"Let's think step-by-step:" reasoning, then the options are scored after it and the near-certain
+probabilities are clamped (paper: 40-60%).
+
+Formats: "text" scores raw transcript strings; "chat" sends the whole question as one user message
+and scores "(A)" as the assistant's reply. Loaders read Charter's YAML and the paper's files
+(RLMadisonInstructions.json, RLMadisonFewShotPrompts.json, RLMadisonPrecogFewShotPrompts.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from charter.choice import LETTERS, clamp, option_label, option_probs
+from charter.config import FORMATS, build_config, check_keys, read_yaml
+from charter.errors import ConfigError, InputError, RunError
+from charter.prompts import parse_transcript
+from charter.templates import TEXT_STOPS, text_initial, transcript
+from charter.types import Message, Sampling
+
+DATA = Path(__file__).parent / "data"
+DEFAULT_FEEDBACK = DATA / "feedback.yaml"
+
+HEADER = "Consider the following conversation between a human and an assistant:"
+ANSWER_CUE = "The answer is:"
+ANSWER = "\n\n" + ANSWER_CUE
+COT_CUE = "Let's think step-by-step:"
+COT = "\n\n" + COT_CUE
+AFTER_COT = "So the answer is:"
+COT_STOPS = ("\n\nSo the answer is", "\n\nThe answer is", "\n\nConsider the following", "\n\nHuman:", "\n\n-----")
+EXAMPLE_GAP = "\n\n"
+
+
+# ---- principles and few-shot examples -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackPrinciple:
+    id: str
+    text: str  # a request to pick an option; " Options:" is appended by the template
+
+
+@dataclass(frozen=True)
+class FeedbackExample:
+    """A demonstration of the labelling task: the answer is `better`'s letter."""
+
+    conversation: tuple[Message, ...]
+    better: str
+    worse: str
+    principle: str  # the principle text shown with this example
+    better_option: str = "A"  # which letter `better` gets
+    reasoning: str | None = None  # chain-of-thought demonstration (optional)
+
+    def options(self) -> list[str]:
+        return [self.better, self.worse] if self.better_option == "A" else [self.worse, self.better]
+
+
+@dataclass(frozen=True)
+class FeedbackSet:
+    principles: tuple[FeedbackPrinciple, ...]
+    examples: tuple[FeedbackExample, ...] = ()
+    source: str = ""
+
+
+def _read(path: Path) -> Any:
+    if not path.exists():
+        raise InputError("file not found; check the path (or use 'default')", str(path))
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
+    return read_yaml(path)
+
+
+def _text(value: Any, what: str, where: str, line: int | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{what} must be non-empty text", where, line)
+    return value.strip()
+
+
+def clean_paper_principle(text: str) -> str:
+    """'\\nPlease choose ... Options:' -> 'Please choose ...' (the template adds ' Options:')."""
+    text = text.strip()
+    if text.endswith("Options:"):
+        text = text[: -len("Options:")].rstrip()
+    return text
+
+
+def load_feedback_principles(path: Path) -> list[FeedbackPrinciple]:
+    """Charter YAML (`principles: [{id, text}]`) or the paper's RLMadisonInstructions.json (strings)."""
+    data, where = _read(path), str(path)
+    if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
+        return [FeedbackPrinciple(f"paper-{i}", _text(clean_paper_principle(x), f"principle {i}", where, None))
+                for i, x in enumerate(data)]
+    if isinstance(data, dict) and isinstance(data.get("principles"), list) and data["principles"]:
+        check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+        out = []
+        for item in data["principles"]:
+            line = item.get("__line__") if isinstance(item, dict) else None
+            if not isinstance(item, dict):
+                raise InputError("each feedback principle must be a mapping with 'id' and 'text'", where)
+            check_keys(item, ["id", "text", "description"], where)
+            pid = _text(str(item.get("id", "")), "'id'", where, line)
+            out.append(FeedbackPrinciple(pid, clean_paper_principle(_text(item.get("text"), f"principle '{pid}': 'text'", where, line))))
+        ids = [p.id for p in out]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise InputError(f"duplicate principle ids: {', '.join(dupes)}; make each id unique", where)
+        return out
+    raise InputError("not a feedback principles file: expected 'principles: [{id, text}]' (Charter YAML) "
+                     "or the paper's list of instruction strings (RLMadisonInstructions.json)", where)
+
+
+def _seeded_principle(principles: Sequence[FeedbackPrinciple], key: str) -> FeedbackPrinciple:
+    return random.Random(f"few-shot:{key}").choice(list(principles))
+
+
+_PRECOG_OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)
+_PRECOG = re.compile(r"^\s*Human: [^\n]*\n\n(?P<convo>.*?)\n\n\{\}(?P<opts>.*?)\n\nAssistant: Let's think step by step:"
+                     r"(?P<reason>.*?)\n\nHuman:\s*So the answer is:\s*\((?P<ans>[A-H])\)\s*$", re.S)
+_HA_TURN = re.compile(r"(?:^|\n\n)(H|A):[ \t]*")
+
+
+def _parse_precog(text: str, where: str, principles: Sequence[FeedbackPrinciple], i: int) -> FeedbackExample:
+    m = _PRECOG.match(text)
+    opts = _PRECOG_OPTION.findall(m.group("opts")) if m else []
+    if not m or len(opts) != 2:
+        raise InputError(f"chain-of-thought example {i} is not in the paper's format (conversation, '{{}}', "
+                         "two options, \"Let's think step by step:\", 'So the answer is: (X)')", where)
+    parts = _HA_TURN.split(m.group("convo"))
+    convo = [{"role": "user" if s == "H" else "assistant", "content": c.strip()} for s, c in zip(parts[1::2], parts[2::2])]
+    letters = [o[0] for o in opts]
+    ans = m.group("ans")
+    if ans not in letters or not convo:
+        raise InputError(f"chain-of-thought example {i}: answer ({ans}) is not one of its options", where)
+    better = opts[letters.index(ans)][1].strip()
+    worse = opts[1 - letters.index(ans)][1].strip()
+    return FeedbackExample(tuple(convo), better, worse, _seeded_principle(principles, f"{i}").text,
+                           "A" if letters.index(ans) == 0 else "B", m.group("reason").strip())
+
+
+def load_feedback_examples(path: Path, principles: Sequence[FeedbackPrinciple]) -> list[FeedbackExample]:
+    """Charter YAML (`examples:`), the paper's RLMadisonFewShotPrompts.json ({prompt, corrects,
+    incorrects}) or RLMadisonPrecogFewShotPrompts.json (chain-of-thought transcripts).
+
+    The paper's examples carry no principle: each gets one drawn from `principles` by a fixed seed,
+    and the better answer's letter alternates A, B, A, ... so the demonstrations are not all "(A)".
+    """
+    data, where = _read(path), str(path)
+    by_id = {p.id: p for p in principles}
+    out: list[FeedbackExample] = []
+    if isinstance(data, list) and data and all(isinstance(x, dict) and "prompt" in x and "corrects" in x for x in data):
+        for i, item in enumerate(data):
+            convo = parse_transcript(_text(item.get("prompt"), f"example {i}: 'prompt'", where, None))
+            if not convo:
+                raise InputError(f"example {i}: 'prompt' must be a '\\n\\nHuman: ... \\n\\nAssistant:' transcript", where)
+            corrects, incorrects = item.get("corrects") or [], item.get("incorrects") or []
+            if not corrects or not incorrects:
+                raise InputError(f"example {i}: needs non-empty 'corrects' and 'incorrects'", where)
+            for c, w in itertools.product(corrects, incorrects):
+                k = len(out)
+                out.append(FeedbackExample(tuple(convo), _text(c, "correct", where, None), _text(w, "incorrect", where, None),
+                                           _seeded_principle(principles, f"{k}").text, "AB"[k % 2]))
+        return out
+    if isinstance(data, list) and data and all(isinstance(x, dict) and set(x) == {"prompt"} for x in data):
+        return [_parse_precog(x["prompt"], where, principles, i) for i, x in enumerate(data)]
+    if isinstance(data, dict) and "examples" in data:
+        check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+        for item in data["examples"] or []:
+            line = item.get("__line__") if isinstance(item, dict) else None
+            if not isinstance(item, dict):
+                raise InputError("each example must be a mapping", where)
+            check_keys(item, ["id", "principle", "conversation", "better", "worse", "better_option", "reasoning"], where)
+            convo = [{"role": str(m.get("role")), "content": _text(m.get("content"), "content", where, m.get("__line__"))}
+                     for m in item.get("conversation") or []]
+            if not convo or convo[-1]["role"] != "user":
+                raise InputError("an example's conversation must end with a user turn (the options are the replies)", where, line)
+            pid = item.get("principle")
+            if pid is None:
+                text = _seeded_principle(principles, str(len(out))).text
+            elif pid in by_id:
+                text = by_id[pid].text
+            else:
+                raise InputError(f"example principle '{pid}' is not among the principles ({', '.join(by_id)})", where, line)
+            letter = str(item.get("better_option", "A"))
+            if letter not in ("A", "B"):
+                raise InputError(f"better_option must be A or B, not '{letter}'", where, line)
+            reasoning = item.get("reasoning")
+            out.append(FeedbackExample(tuple(convo), _text(item.get("better"), "'better'", where, line),
+                                       _text(item.get("worse"), "'worse'", where, line), text, letter,
+                                       _text(reasoning, "'reasoning'", where, line) if reasoning is not None else None))
+        return out
+    raise InputError("not a feedback few-shot file: expected 'examples:' (Charter YAML), the paper's list of "
+                     "{prompt, corrects, incorrects} (RLMadisonFewShotPrompts.json) or its chain-of-thought "
+                     "transcripts (RLMadisonPrecogFewShotPrompts.json)", where)
+
+
+def load_feedback(principles: str = "default", few_shot: str = "default") -> FeedbackSet:
+    """Principles from `principles`; examples from `few_shot` ('default': ours, 'none': no examples)."""
+    path = DEFAULT_FEEDBACK if principles == "default" else Path(principles)
+    ps = load_feedback_principles(path)
+    if few_shot == "none":
+        shots: list[FeedbackExample] = []
+    else:
+        shot_path = DEFAULT_FEEDBACK if few_shot == "default" else Path(few_shot)
+        if few_shot == "default" and path != DEFAULT_FEEDBACK and _has_examples(path):
+            shot_path = path
+        # A Charter YAML's examples name principles of their own file; the paper's examples get
+        # principles drawn from the set in use.
+        own = load_feedback_principles(shot_path) if _has_principles(shot_path) else ps
+        shots = load_feedback_examples(shot_path, own)
+    return FeedbackSet(tuple(ps), tuple(shots), str(path))
+
+
+def _has_examples(path: Path) -> bool:
+    data = _read(path)
+    return isinstance(data, dict) and "examples" in data
+
+
+def _has_principles(path: Path) -> bool:
+    data = _read(path)
+    return isinstance(data, dict) and isinstance(data.get("principles"), list)
+
+
+def draw_principles(principles: Sequence[FeedbackPrinciple], seed: int, key: str, k: int = 1) -> list[FeedbackPrinciple]:
+    """K distinct principles for one comparison, seeded by (seed, key): stable across runs and resumes."""
+    rng = random.Random(f"{seed}:{key}")
+    return rng.sample(list(principles), min(k, len(principles)))
+
+
+# ---- building the questions ---------------------------------------------------------------------
+
+def render_options(options: Sequence[str]) -> str:
+    return "".join(f"\n {option_label(i)} [[[{o.strip()}]]]" for i, o in enumerate(options))
+
+
+def question(conversation: Sequence[Message], principle: str, options: Sequence[str]) -> str:
+    """The multiple-choice question without its answer cue (conversation ends with a user turn)."""
+    return f"{HEADER}{transcript(conversation)}\n\n{principle} Options:{render_options(options)}"
+
+
+def few_shot_prefix(examples: Sequence[FeedbackExample], fmt: str, cot: bool) -> str | list[Message]:
+    """Demonstrations in the chosen format; in CoT mode only examples with reasoning are used."""
+    shots = [e for e in examples if e.reasoning] if cot else list(examples)
+    if fmt == "chat":
+        msgs: list[Message] = []
+        for e in shots:
+            q = question(e.conversation, e.principle, e.options())
+            answer = f"({e.better_option})"
+            if cot:
+                msgs += [{"role": "user", "content": q + COT}, {"role": "assistant", "content": e.reasoning or ""},
+                         {"role": "user", "content": AFTER_COT}, {"role": "assistant", "content": answer}]
+            else:
+                msgs += [{"role": "user", "content": q + ANSWER}, {"role": "assistant", "content": answer}]
+        return msgs
+    blocks = []
+    for e in shots:
+        q = question(e.conversation, e.principle, e.options())
+        if cot:
+            blocks.append(f"{q}{COT} {e.reasoning}\n\n{AFTER_COT} ({e.better_option})")
+        else:
+            blocks.append(f"{q}{ANSWER} ({e.better_option})")
+    return "".join(b + EXAMPLE_GAP for b in blocks)
+
+
+def _join(prefix: str, q: str) -> str:
+    return prefix + (q.lstrip("\n") if prefix else q)
+
+
+def direct_context(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return list(prefix) + [{"role": "user", "content": (q + ANSWER).strip()}]
+    return _join(prefix, q) + ANSWER  # type: ignore[arg-type]
+
+
+def cot_prompt(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return list(prefix) + [{"role": "user", "content": (q + COT).strip()}]
+    return _join(prefix, q) + COT  # type: ignore[arg-type]
+
+
+def cot_context(prefix: str | list[Message], q: str, reasoning: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return cot_prompt(prefix, q, fmt) + [  # type: ignore[operator]
+            {"role": "assistant", "content": reasoning.strip()}, {"role": "user", "content": AFTER_COT}]
+    return f"{cot_prompt(prefix, q, fmt)} {reasoning.strip()}\n\n{AFTER_COT}"
+
+
+@dataclass
+class Answered:
+    """One question in one option order: the context scored, P(option i), and any reasoning."""
+
+    context: Any
+    probs: list[float]
+    reasoning: str | None = None
+
+
+def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
+        cot: Sampling | None = None) -> list[Answered]:
+    """Score each (question, n_options); with `cot`, sample reasoning first, then score after it."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
+    reasonings: list[str | None] = [None] * len(questions)
+    if cot is not None:
+        prompts = [cot_prompt(prefix, q, fmt) for q, _ in questions]
+        if fmt == "chat":
+            done = backend.chat(prompts, cot)
+        else:
+            stops = tuple(dict.fromkeys(tuple(cot.stop) + COT_STOPS))
+            done = backend.complete(prompts, replace(cot, stop=stops))
+        reasonings = [c.text.strip() for c in done]
+        contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
+    else:
+        contexts = [direct_context(prefix, q, fmt) for q, _ in questions]
+    out: list[Answered] = []
+    # option_probs scores one n for a whole call: group by number of options.
+    by_n: dict[int, list[int]] = {}
+    for i, (_, n) in enumerate(questions):
+        by_n.setdefault(n, []).append(i)
+    probs: list[list[float]] = [[] for _ in questions]
+    for n, idx in by_n.items():
+        for i, p in zip(idx, option_probs(backend, [contexts[i] for i in idx], n_options=n)):
+            probs[i] = p
+    for ctx, p, r in zip(contexts, probs, reasonings):
+        out.append(Answered(ctx, p, r))
+    return out
+
+
+def pair_preference(first: list[float], second: list[float], band: tuple[float, float] | None = None) -> float:
+    """P(x better than y) from order (x, y) [P(A)] and order (y, x) [P(B)], position-averaged.
+
+    With `band` (chain of thought) each order's P(A) is clamped first; the band must be
+    symmetric around 0.5 so that P(B) = 1 - P(A) stays inside it too.
+    """
+    pa1 = first[0] / (first[0] + first[1])
+    pa2 = second[0] / (second[0] + second[1])
+    if band is not None:
+        pa1, pa2 = clamp(pa1, *band), clamp(pa2, *band)
+    return (pa1 + (1.0 - pa2)) / 2.0
+
+
+# ---- labelling ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelConfig:
+    """Everything that defines a `charter label` run."""
+
+    policy: str = "embedded"
+    backend: str = "transformers"
+    feedback_model: str | None = None  # default: the policy model
+    feedback_backend: str | None = None  # default: the policy's backend
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    prompts: str = "default"
+    prompt_field: str | None = None
+    principles: str = "default"
+    few_shot: str = "default"
+    format: str = "chat"  # how the feedback model is asked
+    policy_format: str | None = None  # how the policy is sampled (default: same as format)
+    samples: int = 2
+    ensemble: int = 1
+    cot: bool = False
+    clamp_low: float = 0.4
+    clamp_high: float = 0.6
+    limit: int | None = None
+    seed: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    cot_max_tokens: int = 256
+    cot_temperature: float = 0.0
+    batch_size: int = 8  # prompts per batch (each batch is written as it completes)
+    out: str = "runs/labels.jsonl"
+
+    NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out")
+
+    def validate(self, where: str = "config") -> "LabelConfig":
+        from charter.backends import check_backend_name
+
+        check_backend_name(self.backend)
+        if self.feedback_backend:
+            check_backend_name(self.feedback_backend)
+        for name in ("format", "policy_format"):
+            v = getattr(self, name)
+            if v is not None and v not in FORMATS:
+                raise ConfigError(f"{where}: {name} must be one of {FORMATS}, not '{v}'")
+        for name, low in (("samples", 2), ("ensemble", 1), ("max_tokens", 1), ("cot_max_tokens", 1), ("batch_size", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}: {name} must be >= {low}, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"{where}: limit must be >= 0")
+        if not (0 <= self.clamp_low <= 0.5 <= self.clamp_high <= 1) or abs(self.clamp_low + self.clamp_high - 1) > 1e-9:
+            raise ConfigError(f"{where}: the clamp band must be symmetric around 0.5 (e.g. 0.4 0.6), "
+                              f"got {self.clamp_low} {self.clamp_high}")
+        if not 0 <= self.temperature <= 5 or not 0 <= self.cot_temperature <= 5 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"{where}: temperatures must be in [0, 5] and top_p in (0, 1]")
+        suffix = Path(self.out).suffix.lower()
+        if suffix not in (".jsonl", ".parquet"):
+            raise ConfigError(f"{where}: out must end in .jsonl or .parquet, got '{self.out}'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self, extra: str = "") -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_KEYS}
+        return hashlib.sha256((json.dumps(d, sort_keys=True) + extra).encode()).hexdigest()[:16]
+
+
+def load_label_config(path: str | None, overrides: dict[str, Any]) -> LabelConfig:
+    data: dict[str, Any] = {}
+    if path:
+        raw = read_yaml(path) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        data.update(raw)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    where = path or "command line"
+    return build_config(LabelConfig, data, where).validate(where)
+
+
+def transcripts_path(out: str | Path) -> Path:
+    """labels.jsonl -> labels.transcripts.jsonl (also for .parquet outputs)."""
+    p = Path(out)
+    return p.with_name(p.stem + ".transcripts.jsonl")
+
+
+def _append(path: Path, rows: Sequence[dict]) -> None:
+    import os
+
+    if not rows:
+        return
+    with path.open("a", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_transcripts(path: Path) -> list[dict]:
+    """Transcript lines of a labels run, skipping a torn final line."""
+    if not path.exists():
+        return []
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+@dataclass
+class LabelSummary:
+    prompts: int = 0
+    comparisons: int = 0
+    rows: int = 0
+    skipped: int = 0
+    failures: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+    out: str = ""
+    mean_score: float | None = None
+
+    def line(self) -> str:
+        ms = f", mean score {self.mean_score:.3f}" if self.mean_score is not None else ""
+        return (f"{self.rows} preference rows from {self.comparisons} comparisons over {self.prompts} prompts "
+                f"({self.skipped} skipped, {self.failures} failed, {self.resumed} prompts resumed{ms}) "
+                f"in {self.seconds:.1f}s -> {self.out}")
+
+
+def _same_backend(cfg: LabelConfig) -> bool:
+    return (cfg.feedback_model or cfg.policy) == cfg.policy and (cfg.feedback_backend or cfg.backend) == cfg.backend
+
+
+def sample_answers(policy, prompts: Sequence[Sequence[Message]], n: int, fmt: str, sampling: Sampling) -> list[list[str]]:
+    """n answers per prompt from the policy (chat: template applied; text: raw transcript)."""
+    flat = [list(p) for p in prompts for _ in range(n)]
+    if fmt == "chat":
+        done = policy.chat(flat, sampling)
+    else:
+        stops = tuple(dict.fromkeys(tuple(sampling.stop) + TEXT_STOPS))
+        done = policy.complete([text_initial(p) for p in flat], replace(sampling, stop=stops))
+    texts = [c.text.strip() for c in done]
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def label_comparisons(feedback, fs: FeedbackSet, items: Sequence[dict], cfg: LabelConfig) -> list[dict]:
+    """Label comparisons {"id", "prompt", "answers": [x, y]}: transcript dicts with score = P(x better)."""
+    fmt = cfg.format
+    prefix = few_shot_prefix(fs.examples, fmt, cfg.cot)
+    cot = Sampling(max_tokens=cfg.cot_max_tokens, temperature=cfg.cot_temperature, top_p=cfg.top_p, seed=cfg.seed) if cfg.cot else None
+    band = (cfg.clamp_low, cfg.clamp_high) if cfg.cot else None
+    questions: list[tuple[str, int]] = []
+    plan = []
+    for item in items:
+        x, y = item["answers"]
+        drawn = draw_principles(fs.principles, cfg.seed, item["id"], cfg.ensemble)
+        for p in drawn:
+            questions.append((question(item["prompt"], p.text, [x, y]), 2))
+            questions.append((question(item["prompt"], p.text, [y, x]), 2))
+        plan.append(drawn)
+    answered = ask(feedback, prefix, questions, fmt, cot)
+    out, k = [], 0
+    for item, drawn in zip(items, plan):
+        asks, prefs = [], []
+        for p in drawn:
+            first, second = answered[k], answered[k + 1]
+            k += 2
+            pref = pair_preference(first.probs, second.probs, band)
+            prefs.append(pref)
+            for order, a in (("xy", first), ("yx", second)):
+                asks.append({"principle": p.id, "principle_text": p.text, "order": order, "context": a.context,
+                             "probs": a.probs, "reasoning": a.reasoning})
+        out.append({**item, "principles": [p.id for p in drawn], "per_principle": prefs,
+                    "score_first": sum(prefs) / len(prefs), "asks": asks})
+    return out
+
+
+def preference_row(t: dict) -> dict:
+    """TRL conversational preference row; score = P(chosen better) >= 0.5."""
+    x, y = t["answers"]
+    s = t["score_first"]
+    chosen, rejected, score = (x, y, s) if s >= 0.5 else (y, x, 1.0 - s)
+    return {"prompt": t["prompt"], "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}], "score": score, "id": t["id"]}
+
+
+def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False, force: bool = False,
+          progress: bool = True) -> LabelSummary:
+    """Sample answers, label every pair, and write rows + transcripts batch by batch (resumable)."""
+    from charter.backends import create_backend
+    from charter.export import write_rows
+    from charter.prompts import load_prompts
+
+    start = time.time()
+    fs = load_feedback(cfg.principles, cfg.few_shot)
+    items = load_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit, samples=1)
+    extra = json.dumps([asdict(p) for p in fs.principles] + [asdict(e) for e in fs.examples], sort_keys=True)
+    fingerprint = cfg.fingerprint(extra)
+    out, tpath = Path(cfg.out), transcripts_path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for p in (out, tpath):
+            if p.exists():
+                p.unlink()
+    old = read_transcripts(tpath)
+    if old and not force and any(t.get("fingerprint") != fingerprint for t in old):
+        raise RunError(f"{tpath} was made with different settings; use a new --out, pass --overwrite to start "
+                       "again, or --force to continue it anyway")
+    if tpath.exists():  # cut a torn final line before appending
+        data = tpath.read_bytes()
+        if data and not data.endswith(b"\n"):
+            tpath.write_bytes(data[: data.rfind(b"\n") + 1])
+    status: dict[str, bool] = {}
+    for t in old:  # a prompt's last line says whether it is done (failures are redone)
+        status[t["prompt_id"]] = not t.get("error")
+    done = {pid for pid, ok in status.items() if ok}
+    kept = [t for t in old if t["prompt_id"] in done]
+    todo = [it for it in items if it.id not in done]
+    summary = LabelSummary(prompts=len(items), resumed=len(items) - len(todo), out=str(out))
+    if out.suffix.lower() == ".jsonl":  # rows are appended as batches finish; rewritten whole at the end
+        write_rows([preference_row(t) for t in kept if t.get("score_first") is not None], out)
+    own = []
+    try:
+        if todo and policy is None:
+            policy = create_backend(cfg.backend, cfg.policy, **cfg.backend_options)
+            own.append(policy)
+        if todo and feedback is None:
+            if _same_backend(cfg):
+                feedback = policy
+            else:
+                feedback = create_backend(cfg.feedback_backend or cfg.backend, cfg.feedback_model or cfg.policy,
+                                          **cfg.backend_options)
+                own.append(feedback)
+        sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        meta = {"fingerprint": fingerprint, "policy": cfg.policy, "feedback_model": cfg.feedback_model or cfg.policy,
+                "format": cfg.format, "cot": cfg.cot}
+        for b in range(0, len(todo), cfg.batch_size):
+            batch = todo[b:b + cfg.batch_size]
+            lines: list[dict] = []
+            try:
+                answers = sample_answers(policy, [it.messages for it in batch], cfg.samples,
+                                         cfg.policy_format or cfg.format, sampling)
+                comps, skipped = [], []
+                for it, ans in zip(batch, answers):
+                    for i, j in itertools.combinations(range(len(ans)), 2):
+                        c = {"id": f"{it.id}:{i}-{j}", "prompt_id": it.id, "prompt": list(it.messages),
+                             "answers": [ans[i], ans[j]], "samples": [i, j], **meta}
+                        if not ans[i] or not ans[j]:
+                            skipped.append({**c, "skipped": "empty answer", "score_first": None})
+                        elif ans[i] == ans[j]:
+                            skipped.append({**c, "skipped": "identical answers", "score_first": None})
+                        else:
+                            comps.append(c)
+                lines = label_comparisons(feedback, fs, comps, cfg) + skipped if comps else skipped
+            except Exception as exc:  # a failed batch is a set of rows with `error`, redone on resume
+                summary.failures += len(batch)
+                lines = [{"id": f"{it.id}:error", "prompt_id": it.id, "prompt": list(it.messages), **meta,
+                          "error": f"{type(exc).__name__}: {exc}", "score_first": None} for it in batch]
+            _append(tpath, lines)
+            if out.suffix.lower() == ".jsonl":
+                with out.open("a", encoding="utf-8") as fh:
+                    for t in lines:
+                        if t.get("score_first") is not None:
+                            fh.write(json.dumps(preference_row(t), ensure_ascii=False) + "\n")
+            if progress:
+                n = min(b + cfg.batch_size, len(todo))
+                print(f"  label: {n}/{len(todo)} prompts ({time.time() - start:.0f}s)", file=sys.stderr)
+    finally:
+        for bk in own:
+            bk.close()
+    final = [t for t in read_transcripts(tpath)]
+    last: dict[str, dict] = {}
+    for t in final:  # the last line of an id wins (a retried failure replaces its error line)
+        last[t["id"]] = t
+    ok_prompts = {t["prompt_id"] for t in last.values() if not t.get("error")}
+    lines = [t for t in last.values() if not (t.get("error") and t["prompt_id"] in ok_prompts)]
+    rows = [preference_row(t) for t in lines if t.get("score_first") is not None]
+    write_rows(rows, out)
+    summary.comparisons = sum(1 for t in lines if not t.get("error"))
+    summary.skipped = sum(1 for t in lines if t.get("skipped"))
+    summary.rows = len(rows)
+    summary.failures = sum(1 for t in lines if t.get("error"))
+    summary.mean_score = sum(r["score"] for r in rows) / len(rows) if rows else None
+    summary.seconds = time.time() - start
+    return summary
+
+
+__all__ = ["FeedbackPrinciple", "FeedbackExample", "FeedbackSet", "LabelConfig", "LabelSummary", "load_feedback",
+           "load_feedback_principles", "load_feedback_examples", "draw_principles", "question", "few_shot_prefix",
+           "ask", "pair_preference", "label", "label_comparisons", "preference_row", "transcripts_path",
+           "LETTERS"]

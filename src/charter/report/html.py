@@ -1,0 +1,262 @@
+"""One self-contained HTML report for one or more runs: no server, no network, inline CSS/JS/PNGs.
+
+Model text is untrusted: everything dynamic goes through `esc` (html.escape), nothing reaches the
+script, and a Content-Security-Policy allows only the report's own script (by hash), so even a
+missed escape could not run code. Filtering toggles `hidden` from data attributes.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from charter.report import assets
+from charter.store import CONFIG, load_run
+from charter.types import Record
+
+esc = html.escape
+
+
+@dataclass
+class RunData:
+    name: str
+    path: Path
+    records: list[Record]
+    config: dict
+    evaluation: dict | None
+
+
+def load_report_run(path: str | Path) -> RunData:
+    p = Path(path)
+    records = load_run(p)
+    folder = p if p.is_dir() else p.parent
+    cfg_path, eval_path = folder / CONFIG, folder / "eval.json"
+    config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+    evaluation = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.exists() else None
+    return RunData(folder.name or str(folder), folder, records, config or {}, evaluation)
+
+
+# ---- small HTML helpers ------------------------------------------------------------------------
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f'<td class="num">{v:.3f}</td>'
+        return f'<td class="num">{v}</td>' if isinstance(v, int) else f"<td>{esc(str(v))}</td>"
+
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def img(png_b64: str, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{png_b64}">'
+
+
+def card(value: object, label: str) -> str:
+    return f'<div class="card"><b>{esc(str(value))}</b><span>{esc(label)}</span></div>'
+
+
+def words(text: str | None) -> int:
+    return len((text or "").split())
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+
+def summary_section(run: RunData) -> str:
+    recs, cfg = run.records, run.config
+    ok = [r for r in recs if r.error is None]
+    kinds = Counter(r.kind for r in recs)
+    tokens = sum(r.tokens.get("completion", 0) for r in recs), sum(r.tokens.get("prompt", 0) for r in recs)
+    first = recs[0] if recs else None
+    cards = "".join([card(len(recs), "records"), card(kinds.get("red_team", 0), "red-team"),
+                     card(kinds.get("helpful", 0), "helpfulness"), card(len(recs) - len(ok), "failures"),
+                     card(f"{tokens[0]:,}", "tokens generated"), card(f"{tokens[1]:,}", "prompt tokens")])
+    settings = [("model", first.model if first else cfg.get("model", "")),
+                ("backend", first.backend if first else cfg.get("backend", "")),
+                ("format", cfg.get("format", first.format if first else "")),
+                ("rounds", cfg.get("rounds", max((len(r.rounds) for r in recs), default=0))),
+                ("critique", cfg.get("critique", "")),
+                ("sampling", json.dumps(first.sampling) if first else ""),
+                ("constitution", cfg.get("constitution", "")), ("prompts", cfg.get("prompts", ""))]
+    return (f'<h3>{esc(run.name)} <span class="muted">{esc(str(run.path))}</span></h3>'
+            f'<div class="cards">{cards}</div>' + table(["setting", "value"], [(k, str(v)) for k, v in settings]))
+
+
+def principle_counts(runs: Sequence[RunData]) -> Counter:
+    return Counter(x.principle for run in runs for r in run.records for x in r.rounds)
+
+
+def principles_section(runs: Sequence[RunData]) -> str:
+    from charter.report.plots import principle_plot
+
+    counts = principle_counts(runs)
+    if not counts:
+        return '<p class="muted">No critique/revision rounds yet.</p>'
+    return ('<div class="plots">' + img(principle_plot(dict(counts)), "principle usage") + "</div>"
+            + table(["principle", "rounds"], counts.most_common()))
+
+
+def length_series(run: RunData) -> list[float]:
+    """Mean words of the answer after each round (0 = initial), red-team records only."""
+    red = [r for r in run.records if r.kind == "red_team" and r.error is None and r.initial is not None]
+    depth = max((len(r.rounds) for r in red), default=0)
+    cols = [[words(r.initial) for r in red]] + [[words(r.rounds[k].revision) for r in red if len(r.rounds) > k]
+                                                 for k in range(depth)]
+    return [sum(c) / len(c) for c in cols if c]
+
+
+def lengths_section(runs: Sequence[RunData]) -> str:
+    from charter.report.plots import lengths_plot
+
+    series = {run.name: length_series(run) for run in runs}
+    if not any(series.values()):
+        return '<p class="muted">No red-team answers.</p>'
+    depth = max(len(s) for s in series.values())
+    head = ["run"] + ["initial"] + [f"revision {k}" for k in range(1, depth)]
+    rows = [[name] + [f"{v:.1f}" for v in s] for name, s in series.items()]
+    return '<div class="plots">' + img(lengths_plot(series), "answer lengths by round") + "</div>" + table(head, rows)
+
+
+def failures_section(runs: Sequence[RunData]) -> str:
+    rows = [(run.name, r.id, r.kind, r.error or "") for run in runs for r in run.records if r.error]
+    return table(["run", "record", "kind", "error"], rows) if rows else '<p class="muted">No failures.</p>'
+
+
+def evaluation_section(runs: Sequence[RunData]) -> str:
+    parts = [_evaluation(run.name, run.evaluation) for run in runs if run.evaluation]
+    return "".join(parts) or '<p class="muted">No eval.json next to the run(s); run <code>charter eval</code> first.</p>'
+
+
+def _evaluation(name: str, ev: dict) -> str:
+    from charter.report.plots import elo_plot, revision_plot
+
+    s = ev.get("settings", {})
+    out = [f'<h3>{esc(name)}: {ev.get("records", 0)} held-out prompts'
+           f'<span class="badge">judge: {esc(str(s.get("judge") or "none"))}</span></h3>']
+    models = ev.get("models", {})
+    if models:
+        rows = []
+        for label, m in models.items():
+            p, e = m.get("revision_preference", {}), m.get("evasive", {})
+            rows.append([label, p.get("n", 0), p.get("mean_delta", 0.0), _pct(p.get("share_preferred")),
+                         _pct(e.get("rate")), _pct(e.get("red_team_rate")), _pct(e.get("judge_rate"))])
+        out.append("<h3>Preference for revisions and evasiveness</h3>" + table(
+            ["model", "records", "Δ logp/token (revision − initial)", "revision preferred", "evasive",
+             "evasive (red-team)", "evasive (judge)"], rows))
+    if ev.get("elo"):
+        rows = [[q, label, f"{v['elo']:+.0f}", f"[{v['low']:+.0f}, {v['high']:+.0f}]", e["comparisons"],
+                 round(e["position_bias"], 3)] for q, e in ev["elo"].items() for label, v in e["players"].items()]
+        out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
+                   + img(elo_plot(ev["elo"]), "Elo scores") + "</div>"
+                   + table(["question", "model", "Elo", "95% CI", "comparisons", "judge P(A)"], rows))
+    if ev.get("revisions"):
+        rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], f"{r['elo']:+.0f}",
+                 f"[{r['elo_low']:+.0f}, {r['elo_high']:+.0f}]"]
+                for run in ev["revisions"] for q, c in run["curves"].items() for r in c["rounds"]]
+        out.append('<h3>Judge score vs revision number</h3><div class="plots">'
+                   + img(revision_plot(ev["revisions"], "elo"), "Elo vs revision number")
+                   + img(revision_plot(ev["revisions"], "p_revision"), "P(revision preferred) vs revision number")
+                   + "</div>" + table(["run", "question", "revision", "n", "P(revision > initial)", "Elo vs initial",
+                                       "95% CI"], rows))
+    if ev.get("answers"):
+        out.append(_answers(ev["answers"]))
+    return "".join(out)
+
+
+def _answers(answers: list[dict]) -> str:
+    items = []
+    for a in answers:
+        turns = "".join(_turn("prompt", "user", m["content"]) for m in a["prompt"] if m.get("role") == "user")
+        for label, text in a["answers"].items():
+            flag = ' <span class="badge err">evasive</span>' if a.get("evasive", {}).get(label) else ""
+            turns += _turn("initial", esc(label) + flag, text, raw_label=True)
+        items.append(f'<details class="chain-ev"><summary>{esc(a["id"])} <span class="badge kind">{esc(a["kind"])}'
+                     f"</span> {esc(_first_user(a['prompt'])[:120])}</summary>{turns}</details>")
+    return f"<h3>Model answers ({len(answers)})</h3>" + "".join(items)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0%}"
+
+
+def _first_user(prompt: Sequence[dict]) -> str:
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def _turn(cls: str, who: str, text: str | None, raw_label: bool = False) -> str:
+    label = who if raw_label else esc(who)
+    return f'<div class="turn {cls}"><span class="who">{label}</span>{esc(text or "")}</div>'
+
+
+def chain(run: RunData, r: Record, show_run: bool = False) -> str:
+    pids = "|" + "|".join(dict.fromkeys(x.principle for x in r.rounds)) + "|"
+    turns = [_turn("prompt", m["role"], m["content"]) for m in r.prompt]
+    turns.append(_turn("initial", "initial answer", r.initial))
+    for k, x in enumerate(r.rounds, 1):
+        tag = f'round {k} <span class="badge">{esc(x.principle)}</span>'
+        if x.critique is not None:
+            turns.append(_turn("critique", f"critique · {tag}", x.critique, raw_label=True))
+        turns.append(_turn("revision", f"revision · {tag}", x.revision, raw_label=True))
+    badges = f'<span class="badge kind">{esc(r.kind)}</span>'
+    badges += f'<span class="badge kind">{esc(run.name)}</span>' if show_run else ""
+    badges += "".join(f'<span class="badge">{esc(p)}</span>' for p in dict.fromkeys(x.principle for x in r.rounds))
+    if r.error:
+        badges += '<span class="badge err">failed</span>'
+        turns.append(f'<div class="turn failure">{esc(r.error)}</div>')
+    return (f'<details class="chain" data-principles="{esc(pids)}" data-run="{esc(run.name)}" data-kind="{esc(r.kind)}">'
+            f"<summary>{esc(_first_user(r.prompt)[:140])} {badges}</summary>{''.join(turns)}</details>")
+
+
+def _select(id_: str, label: str, values: Sequence[str]) -> str:
+    opts = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
+    return f'<label>{esc(label)} <select id="{id_}"><option value="">all</option>{opts}</select></label>'
+
+
+def chains_section(runs: Sequence[RunData]) -> str:
+    controls = ['<input id="search" type="search" placeholder="search prompts, answers, critiques…">',
+                _select("principle", "principle", sorted(principle_counts(runs))),
+                _select("kind", "kind", sorted({r.kind for run in runs for r in run.records}))]
+    if len(runs) > 1:
+        controls.append(_select("run", "run", [run.name for run in runs]))
+    many = len(runs) > 1
+    body = "".join(chain(run, r, many) for run in runs for r in sorted(run.records, key=lambda r: r.kind != "red_team"))
+    return f'<div class="controls">{"".join(controls)}<span id="shown" class="muted"></span></div>{body}'
+
+
+SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("lengths", "Answer lengths"),
+            ("failures", "Failures"), ("evaluation", "Evaluation"), ("chains", "Chains")]
+
+
+def render(runs: Sequence[RunData]) -> str:
+    bodies = {"summary": "".join(summary_section(r) for r in runs), "principles": principles_section(runs),
+              "lengths": lengths_section(runs), "failures": failures_section(runs),
+              "evaluation": evaluation_section(runs), "chains": chains_section(runs)}
+    nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS)
+    main = "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{bodies[k]}</section>' for k, t in SECTIONS)
+    digest = base64.b64encode(hashlib.sha256(assets.JS.encode()).digest()).decode()
+    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
+    names = ", ".join(r.name for r in runs)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Charter report: {esc(names)}</title><style>{assets.CSS}</style></head><body>"
+            f"<header><h1>Charter report</h1><p>{esc(names)} · Constitutional AI critique → revision runs</p></header>"
+            f"<nav>{nav}</nav><main>{main}</main><script>{assets.JS}</script></body></html>")
+
+
+def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    runs = [load_report_run(p) for p in paths]
+    target = Path(out) if out else runs[0].path / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(runs), encoding="utf-8")
+    return target

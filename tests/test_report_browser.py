@@ -1,0 +1,78 @@
+"""The report in a real headless Chromium: loads without console errors, filters, searches, and
+shows a prompt holding <script> as text.
+
+Needs Debian's chromium + chromium-driver (apt) and selenium (pip); skips with a message otherwise.
+selenium-manager never runs: the driver path is given explicitly.
+"""
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from charter.report.html import write_report
+from charter.store import load_run
+from test_report import XSS, make_run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,2000"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install selenium")
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        pytest.skip("chromium/chromedriver missing: apt-get install -y chromium chromium-driver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="charter-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={profile}"]:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def visible(driver) -> int:
+    return sum(el.is_displayed() for el in driver.find_elements("css selector", ".chain"))
+
+
+def test_report_in_chromium(browser, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.support.ui import Select
+
+    run = make_run(tmp_path)
+    page = write_report([run], tmp_path / "report.html")
+    browser.get(page.resolve().as_uri())
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # the <script>alert(1)</script> prompt did not run
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert not errors, errors  # includes CSP violations: our own script must be allowed by its hash
+    records = load_run(run)
+    assert visible(browser) == len(records) == 8
+    assert browser.find_element("id", "shown").text == "8 of 8 shown"
+
+    principle = Select(browser.find_element("id", "principle"))
+    pid = principle.options[1].get_attribute("value")
+    principle.select_by_value(pid)
+    assert visible(browser) == sum(any(x.principle == pid for x in r.rounds) for r in records) > 0
+    principle.select_by_value("")
+
+    search = browser.find_element("id", "search")
+    search.send_keys("HOTWIRE")
+    assert visible(browser) == 1
+    search.clear()
+    search.send_keys("alert(1)")
+    assert visible(browser) >= 1  # found as text
+
+    assert len(browser.find_elements("tag name", "script")) == 1
+    assert not browser.find_elements("css selector", "img[src='x'], .chain b, .chain-ev b")
+    hits = browser.find_elements("xpath", "//summary[contains(., '<script>alert(1)</script>')]")
+    assert hits and XSS in hits[0].text
+    browser.save_screenshot(str(tmp_path / "report.png"))
