@@ -1,8 +1,10 @@
 """A fault-injecting pass-through HTTP proxy for loopback tests of the openai backend.
 
 Requests are forwarded to an upstream server; a seeded schedule makes some of them fail the way
-real servers do: the connection is dropped, 429 with Retry-After, 500/503, or a stall longer
-than the client's timeout. Only 127.0.0.1 is ever contacted, and every stall is bounded.
+real servers do: the connection is dropped, 429 with Retry-After, 500/503, or a stall (a slow
+answer). A stall is not turned into a client timeout here: a timed-out request keeps running
+upstream, and on a loaded 2-core machine the retries pile up behind it. Timeouts are tested
+against a server that never answers instead. Only 127.0.0.1 is ever contacted.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fault_rate: float = 0.3, seed: int = 0, stall_s: float = 3.0):
+    def __init__(self, upstream: str, fault_rate: float = 0.3, seed: int = 0, stall_s: float = 2.0):
         self.upstream = upstream.rstrip("/")
         self.rate, self.rng, self.stall_s = fault_rate, random.Random(seed), stall_s
         self.lock = threading.Lock()
@@ -63,8 +65,8 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fault = proxy.pick()
                 if fault == "stall":
-                    time.sleep(proxy.stall_s)  # longer than the client's timeout, then hang up
-                if fault in ("drop", "stall"):
+                    time.sleep(proxy.stall_s)  # a slow answer, bounded
+                if fault == "drop":
                     self.close_connection = True
                     self.connection.close()  # no response byte: the client sees a reset
                     return
@@ -95,3 +97,24 @@ class FaultProxy:
                 self.wfile.write(data)
 
         return Handler
+
+
+class Blackhole:
+    """A server that accepts connections and never answers: the client's timeout must fire."""
+
+    def __init__(self):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __enter__(self) -> "Blackhole":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()

@@ -11,7 +11,7 @@ from charter.generate import generate
 from charter.store import load_run
 from charter.types import Sampling
 
-from fault_proxy import FaultProxy
+from fault_proxy import Blackhole, FaultProxy
 
 pytest.importorskip("xllamacpp")
 pytest.importorskip("openai")
@@ -60,13 +60,21 @@ def test_text_format_and_logprobs(server_url):
 
 def test_faulty_server_every_record_once(server_url, tmp_path):
     """Drops, 429 + Retry-After, 500/503 and stalls: the run completes, each record exactly once."""
-    with FaultProxy(server_url, fault_rate=0.35, seed=7, stall_s=12.0) as proxy:
-        cfg = run_cfg(tmp_path, proxy.url, limit=4, options={"timeout": 10.0, "max_retries": 12})
+    with FaultProxy(server_url, fault_rate=0.35, seed=7) as proxy:
+        cfg = run_cfg(tmp_path, proxy.url, limit=4, options={"timeout": 120.0, "max_retries": 12})
         s = generate(cfg, progress=False)
     lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
     ids = Counter(json.loads(line)["id"] for line in lines)
     assert s.failures == 0 and len(ids) == 8 and max(ids.values()) == 1
     assert sum(v for k, v in proxy.counts.items() if k != "ok") >= 3, proxy.counts
+
+
+def test_hung_server_times_out_per_record(tmp_path):
+    with Blackhole() as hole:
+        cfg = run_cfg(tmp_path, hole.url, limit=1, helpful_prompts="none", options={"timeout": 0.5, "max_retries": 1})
+        s = generate(cfg, progress=False)
+    recs = load_run(tmp_path / "run")
+    assert s.failures == len(recs) == 1 and "APITimeoutError" in recs[0].error
 
 
 def test_dead_server_fails_records_not_run(tmp_path):

@@ -6,10 +6,15 @@ become one clean line on stderr and a non-zero exit, here and only here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Sequence
 
 from charter.errors import CharterError
+
+# Commands that live beside their modules: each `register(sub)` adds its parser and imports
+# nothing heavy at module level.
+COMMAND_MODULES = ("charter.train.cli", "charter.evaluate.cli", "charter.report.cli", "charter.feedback_cli")
 
 
 def _add_generate(sub) -> None:
@@ -127,14 +132,14 @@ def cmd_constitution(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charter", description="Constitutional AI toolkit: critique-revision data, "
-                                     "export, (soon) training, AI feedback and evaluation.")
+                                     "export, fine-tuning, AI feedback, evaluation and reports.")
     parser.add_argument("--version", action="version", version=f"charter {__import__('charter').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_export(sub)
     _add_constitution(sub)
-    # Commands that live beside their modules (each `register(sub)` adds its parser; imports stay light).
-    # -- registered commands (one line each) --
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
