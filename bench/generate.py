@@ -46,7 +46,35 @@ def raw(backend, args, target_tokens: int) -> tuple[float, int]:
     return time.time() - t0, tokens
 
 
-def main() -> None:
+def measure(backend, args) -> list[tuple[str, float, int | None, int]]:
+    """Rows of (run, seconds, records, generated tokens) for one backend."""
+    backend.chat([[{"role": "user", "content": "Hi"}]], Sampling(max_tokens=4))  # warm up
+    secs, recs, toks = pipeline(backend, args)
+    rows = [("pipeline (few-shot, prefix cache)", secs, recs, toks)]
+    rsecs, rtoks = raw(backend, args, toks)
+    rows.append(("raw batched generation", rsecs, None, rtoks))
+    nsecs, nrecs, ntoks = pipeline(backend, args, few_shot="none")
+    rows.append(("pipeline, no few-shot", nsecs, nrecs, ntoks))
+    if getattr(backend, "prefix_cache", None) is True:
+        backend.prefix_cache = False
+        rows.append(("pipeline (few-shot, no prefix cache)", *pipeline(backend, args)))
+        backend.prefix_cache = True
+    return rows
+
+
+def print_table(name: str, rows, args) -> None:
+    print(f"\nbackend={name} model={args.model} prompts={args.prompts} rounds={args.rounds} "
+          f"max_tokens={args.max_tokens} batch={args.batch_size}")
+    print(f"{'run':40} {'seconds':>8} {'records/s':>10} {'tokens':>7} {'tok/s':>7}")
+    for run, s, r, t in rows:
+        print(f"{run:40} {s:8.1f} {(r / s if r else float('nan')):10.3f} {t:7d} {t / s:7.1f}")
+    (secs, _, toks), (rsecs, _, rtoks), (nsecs, _, ntoks) = [(x[1], x[2], x[3]) for x in rows[:3]]
+    # few-shot overhead per generated token (the runs differ in how many tokens they generate)
+    print(f"pipeline / raw tokens/s: {(toks / secs) / (rtoks / rsecs):.2f}x; "
+          f"few-shot overhead (time per generated token): {(secs / toks) / (nsecs / ntoks) - 1:+.0%}")
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="transformers")
     ap.add_argument("--model", default="embedded")
@@ -55,31 +83,14 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     backend = create_backend(args.backend, args.model)
-    backend.chat([[{"role": "user", "content": "Hi"}]], Sampling(max_tokens=4))  # warm up
-    rows = []
-    secs, recs, toks = pipeline(backend, args)
-    rows.append(("pipeline (few-shot, prefix cache)", secs, recs, toks))
-    rsecs, rtoks = raw(backend, args, toks)
-    rows.append(("raw batched generation", rsecs, None, rtoks))
-    nsecs, nrecs, ntoks = pipeline(backend, args, few_shot="none")
-    rows.append(("pipeline, no few-shot", nsecs, nrecs, ntoks))
-    if hasattr(backend, "prefix_cache"):
-        backend.prefix_cache = False
-        csecs, crecs, ctoks = pipeline(backend, args)
-        rows.append(("pipeline (few-shot, no prefix cache)", csecs, crecs, ctoks))
-        backend.prefix_cache = True
-    print(f"\nbackend={args.backend} model={args.model} prompts={args.prompts} rounds={args.rounds} "
-          f"max_tokens={args.max_tokens} batch={args.batch_size} threads={os.cpu_count()}\n")
-    print(f"{'run':40} {'seconds':>8} {'records/s':>10} {'tokens':>7} {'tok/s':>7}")
-    for name, s, r, t in rows:
-        print(f"{name:40} {s:8.1f} {(r / s if r else float('nan')):10.3f} {t:7d} {t / s:7.1f}")
-    ratio = (toks / secs) / (rtoks / rsecs)
-    # few-shot overhead per generated token (runs differ in how many tokens they generate)
-    overhead = (secs / toks) / (nsecs / ntoks) - 1
-    print(f"\npipeline / raw tokens/s: {ratio:.2f}x (target >= 0.8x)")
-    print(f"few-shot overhead (time per generated token): {overhead:+.0%} (target <= 15%)")
+    print_table(args.backend, measure(backend, args), args)
+    print("targets: pipeline >= 0.8x raw; few-shot overhead <= 15%")
     backend.close()
 
 

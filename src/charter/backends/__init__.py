@@ -13,6 +13,7 @@ BACKENDS: dict[str, str] = {
     "transformers": "charter.backends.hf:HFBackend",
     "llamacpp": "charter.backends.llamacpp:LlamaCppBackend",
     "openai": "charter.backends.openai_backend:OpenAIBackend",
+    "vllm": "charter.backends.vllm_backend:VLLMBackend",
     "fake": "charter.backends.fake:FakeBackend",
 }
 

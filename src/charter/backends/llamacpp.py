@@ -117,6 +117,9 @@ class LlamaCppBackend:
         if n_parallel < 1:
             raise BackendError(f"n_parallel must be at least 1, got {n_parallel}")
         self.n_parallel = n_parallel
+        # Conversations the pipeline keeps in flight (it advances each independently): enough to
+        # refill a slot as soon as it frees.
+        self.concurrency = QUEUE_FACTOR * n_parallel
         self.n_ctx = n_ctx or SLOT_CTX * n_parallel
         xlc = _import_xllamacpp()
         params = self._params(xlc, threads, server_params)
