@@ -42,6 +42,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--out", help="run directory (default runs/default); re-running resumes")
+    p.add_argument("--executor", choices=["local", "ray"], help="ray: shard prompts over Ray workers (RAY_ADDRESS picks the cluster)")
+    p.add_argument("--workers", type=int, help="ray: backend instances (default: one per CPU, or per GPU with num_gpus)")
     p.add_argument("--force", action="store_true", help="continue a run directory even if its settings changed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
@@ -53,7 +55,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     keys = ["model", "backend", "prompts", "helpful_prompts", "prompt_field", "constitution", "few_shot", "format",
             "rounds", "critique", "helpful_samples", "limit", "seed", "temperature", "top_p", "max_tokens",
-            "batch_size", "out"]
+            "batch_size", "out", "executor", "workers"]
     overrides = {k: getattr(a, k) for k in keys}
     options = backend_options(a)
     if options:

@@ -92,14 +92,19 @@ class GenerateConfig:
     max_tokens: int = 256
     batch_size: int = 16
     out: str = "runs/default"
+    executor: str = "local"  # "ray": shard prompts over Ray workers (RAY_ADDRESS picks the cluster)
+    workers: int | None = None  # ray: backend instances (default: one per 1 CPU / GPU available)
+    worker_resources: dict[str, Any] = field(default_factory=dict)  # ray: e.g. {num_gpus: 1}
 
     # Keys that do not change what a run produces; editing them keeps a run resumable.
-    NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out")
+    NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out", "executor", "workers", "worker_resources")
 
     def validate(self, where: str = "config") -> "GenerateConfig":
         from charter.backends import check_backend_name
 
         check_backend_name(self.backend)
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"{where}: executor must be 'local' or 'ray', not '{self.executor}'")
         if self.format not in FORMATS:
             raise ConfigError(f"{where}: format must be one of {FORMATS}, not '{self.format}'")
         for name in ("rounds", "helpful_samples", "max_tokens", "batch_size"):

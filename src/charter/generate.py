@@ -51,9 +51,9 @@ def plan(item: PromptItem, s: Settings) -> list[str]:
 
 class Runner:
     def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
-                 on_record: Callable[[Record], None], on_tokens: Callable[[int], None] = lambda n: None):
+                 on_record: Callable[[Record], None]):
         self.backend, self.c, self.s = backend, constitution, settings
-        self.on_record, self.on_tokens = on_record, on_tokens
+        self.on_record = on_record
         self.sampling = settings.sampling
         if settings.format == "text":  # turn boundaries end every step cleanly
             self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
@@ -91,7 +91,6 @@ class Runner:
         name, text = self.step_name(job), out.text.strip()
         job.record.tokens["prompt"] += out.prompt_tokens
         job.record.tokens["completion"] += out.completion_tokens
-        self.on_tokens(out.completion_tokens)
         if name == "initial":
             job.record.initial = text
         elif name == "critique":
@@ -212,7 +211,6 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
 
     from tqdm import tqdm
 
-    from charter.backends import create_backend
     from charter.constitution import load_constitution
     from charter.store import RunStore
 
@@ -225,7 +223,6 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     summary = Summary(skipped=len(items) - len(todo))
     if not todo:
         return summary
-    backend = backend or create_backend(cfg.backend, cfg.model, **cfg.backend_options)
     bar = tqdm(total=len(todo), unit="rec", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
 
@@ -233,17 +230,34 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
         store.append(rec)
         summary.records += 1
         summary.failures += rec.error is not None
+        summary.tokens += rec.tokens.get("completion", 0)
         bar.update(1)
-
-    def on_tokens(n: int) -> None:
-        summary.tokens += n
         bar.set_postfix_str(f"{summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
 
     try:
-        runner = Runner(backend, constitution, settings_from(cfg), on_record, on_tokens)
-        workers = getattr(backend, "concurrency", None)  # set by engines that batch internally
-        runner.run_streaming(todo, workers) if workers else runner.run(todo)
+        if cfg.executor == "ray":
+            from charter.ray_executor import run_on_ray
+
+            run_on_ray(cfg, constitution, settings_from(cfg), todo, on_record)
+        else:
+            run_local(cfg, backend, constitution, todo, on_record)
     finally:
         bar.close()
         summary.seconds = time.time() - t0
     return summary
+
+
+def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: list[PromptItem],
+              on_record: Callable[[Record], None]) -> None:
+    from charter.backends import create_backend
+
+    backend = backend or create_backend(cfg.backend, cfg.model, **cfg.backend_options)
+    run_items(backend, constitution, settings_from(cfg), todo, on_record)
+
+
+def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: list[PromptItem],
+              on_record: Callable[[Record], None]) -> None:
+    """The scheduler that suits the engine: streaming where it batches internally."""
+    runner = Runner(backend, constitution, settings, on_record)
+    workers = getattr(backend, "concurrency", None)
+    runner.run_streaming(items, workers) if workers else runner.run(items)
