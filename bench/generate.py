@@ -47,17 +47,22 @@ def raw(backend, args, target_tokens: int) -> tuple[float, int]:
 
 
 def measure(backend, args) -> list[tuple[str, float, int | None, int]]:
-    """Rows of (run, seconds, records, generated tokens) for one backend."""
+    """Rows of (run, seconds, records, generated tokens) for one backend, printed as they come."""
     backend.chat([[{"role": "user", "content": "Hi"}]], Sampling(max_tokens=4))  # warm up
+    rows = []
+
+    def add(name, secs, recs, toks):
+        rows.append((name, secs, recs, toks))
+        print(f"  measured {name}: {secs:.1f}s, {toks} tokens", file=sys.stderr, flush=True)
+
     secs, recs, toks = pipeline(backend, args)
-    rows = [("pipeline (few-shot, prefix cache)", secs, recs, toks)]
+    add("pipeline (few-shot, prefix cache)", secs, recs, toks)
     rsecs, rtoks = raw(backend, args, toks)
-    rows.append(("raw batched generation", rsecs, None, rtoks))
-    nsecs, nrecs, ntoks = pipeline(backend, args, few_shot="none")
-    rows.append(("pipeline, no few-shot", nsecs, nrecs, ntoks))
-    if getattr(backend, "prefix_cache", None) is True:
+    add("raw batched generation", rsecs, None, rtoks)
+    add("pipeline, no few-shot", *pipeline(backend, args, few_shot="none"))
+    if getattr(backend, "prefix_cache", None) is True and not args.skip_nocache:
         backend.prefix_cache = False
-        rows.append(("pipeline (few-shot, no prefix cache)", *pipeline(backend, args)))
+        add("pipeline (few-shot, no prefix cache)", *pipeline(backend, args))
         backend.prefix_cache = True
     return rows
 
@@ -78,10 +83,11 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="transformers")
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--skip-nocache", action="store_true", help="skip the (slow) run without prefix cache")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 

@@ -4,7 +4,8 @@
 
 Each variant runs in its own subprocess (so peak RSS, /proc VmHWM, is its own) on synthetic rows
 truncated to exactly --tokens tokens; the first step is a warm-up and is not timed. Variants:
-full, lora, and full-bf16 / lora-bf16 (CPU autocast to bf16; pays only on CPUs with native bf16).
+full, lora, with suffixes -nogc (no gradient checkpointing; TRL turns it on by default) and -bf16
+(CPU autocast to bf16; pays only on CPUs with native bf16), e.g. full-nogc,lora-nogc-bf16.
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def one(args) -> dict:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
         trainer_opts = {"max_steps": args.steps, "max_length": args.tokens, "per_device_train_batch_size": args.batch,
                         "save_strategy": "no", "logging_steps": args.steps}
-        if args.variant.endswith("-bf16"):
+        if "-bf16" in args.variant:
             trainer_opts["bf16"] = True
+        if "-nogc" in args.variant:
+            trainer_opts["gradient_checkpointing"] = False
         cfg = load_sft_config(None, model=args.model, data=data, out=os.path.join(tmp, "out"),
                               lora=args.variant.startswith("lora"), trainer=trainer_opts)
         trainer = build_sft_trainer(cfg, progress=False)

@@ -77,3 +77,14 @@ def test_resume_after_sigkill(tmp_path):
     assert before <= skipped < 8  # records written before the kill were kept, not redone
     ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 8
+
+
+def test_helpful_samples_differ(backend, tmp_path):
+    """Two samples of one prompt in one batch must be two draws, not one draw twice."""
+    cfg = GenerateConfig(limit=2, helpful_samples=2, rounds=0, max_tokens=24, out=str(tmp_path / "run"))
+    generate(cfg, backend=backend, progress=False)
+    helpful = [r for r in load_run(tmp_path / "run") if r.kind == "helpful"]
+    by_prompt = {}
+    for r in helpful:
+        by_prompt.setdefault(r.prompt[-1]["content"], []).append(r.initial)
+    assert len(by_prompt) == 2 and all(len(set(v)) == 2 for v in by_prompt.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from charter import templates
@@ -54,6 +54,7 @@ class Runner:
                  on_record: Callable[[Record], None]):
         self.backend, self.c, self.s = backend, constitution, settings
         self.on_record = on_record
+        self.calls = 0
         self.sampling = settings.sampling
         if settings.format == "text":  # turn boundaries end every step cleanly
             self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
@@ -111,9 +112,14 @@ class Runner:
 
     def call(self, batch: Sequence[Job]) -> list[Completion]:
         requests = [self.request(j) for j in batch]
+        # A fresh seed per call: engines that reseed per call would otherwise repeat the same
+        # random stream, and two samples of one prompt could come out identical.
+        self.calls += 1
+        seed = None if self.sampling.seed is None else self.sampling.seed * 1_000_003 + self.calls
+        sampling = replace(self.sampling, seed=seed)
         if self.s.format == "text":
-            return self.backend.complete(requests, self.sampling)
-        return self.backend.chat(requests, self.sampling)
+            return self.backend.complete(requests, sampling)
+        return self.backend.chat(requests, sampling)
 
     def run(self, items: Iterable[PromptItem]) -> None:
         """Batch scheduler for in-process engines that batch per call (transformers)."""

@@ -1,0 +1,206 @@
+"""What SFT and DPO share: strict config, data files, LoRA, estimate, resume, saving, the loss log.
+
+torch / transformers / trl / peft are imported inside functions, so `charter --help` stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from charter.config import build_config, check_keys, read_yaml, strip_lines
+from charter.errors import BackendError, ConfigError, InputError
+
+CHECKPOINTS = "checkpoints"  # trainer checkpoints live here, beside the final model in `out`
+ADAPTER = "adapter"
+LOG, PLOT = "train_log.jsonl", "loss.png"
+# Keys that Charter sets from its own top-level settings; two places for one value invite confusion.
+OWN_KEYS = {"output_dir": "out", "seed": "seed"}
+# Rough SFT throughput of SmolLM2-135M on 2 CPU cores, tokens/s, scaled by model size for others:
+# bench/train.py (batch 4 x 256) on a shared 2-core box measured full 16-20, LoRA 10-51; an idle
+# box is faster (~170 full was reported), so this errs long.
+TOKENS_PER_S = {"full": 20.0, "lora": 15.0}
+REF_PARAMS = 135e6
+
+
+def load_train_config(cls, path: str | None, overrides: dict[str, Any]):
+    """defaults < YAML < flags; `trainer:` keys merge (flags such as --max-steps land there)."""
+    data: dict[str, Any] = {}
+    if path:
+        raw = read_yaml(path) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        data.update(raw)
+    where = path or "command line"
+    if not isinstance(data.get("trainer") or {}, dict):
+        raise ConfigError(f"{where}: 'trainer' must be a mapping of trl config keys to values")
+    trainer = dict(data.get("trainer") or {})
+    trainer.update({k: v for k, v in (overrides.pop("trainer", None) or {}).items() if v is not None})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if trainer:
+        data["trainer"] = trainer
+    cfg = build_config(cls, data, where)
+    cfg.where = where
+    for name in ("data", "out"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"{where}: '{name}' is required (pass --{name} or set it in the config file)")
+    return cfg
+
+
+def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str) -> None:
+    """Reject keys that trl's config class does not have, with a did-you-mean suggestion."""
+    for key, own in OWN_KEYS.items():
+        if key in trainer:
+            raise ConfigError(f"{where}: set '{own}' at the top level, not 'trainer.{key}'")
+    names = [f.name for f in dataclasses.fields(args_cls) if f.init]
+    check_keys(trainer, names, f"{where} (trainer: -> trl.{args_cls.__name__})")
+
+
+def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
+    """trl config from our defaults < the user's `trainer:` dict; bad values become ConfigErrors."""
+    check_trainer_keys(cfg.trainer, args_cls, cfg.where)
+    import torch
+
+    # TRL defaults to bf16, which transformers refuses on CPU unless use_cpu is set. CPU autocast to
+    # bf16 only pays on CPUs with native bf16 (AVX512-BF16/AMX); on an AVX2 CPU it ran 5x slower than fp32.
+    device = {} if torch.cuda.is_available() else {"use_cpu": True, "bf16": _cpu_has_bf16()}
+    values = {**defaults, **device, **strip_lines(cfg.trainer)}
+    values.update(output_dir=str(Path(cfg.out) / CHECKPOINTS), seed=cfg.seed)
+    if not progress:
+        values.setdefault("disable_tqdm", True)
+    try:
+        return args_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{cfg.where}: trainer settings rejected by trl.{args_cls.__name__}: {exc}") from exc
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def lora_config(lora: bool | dict[str, Any]):
+    """None for full fine-tuning; else peft.LoraConfig(our defaults < the user's dict)."""
+    if lora is False:
+        return None
+    from peft import LoraConfig
+
+    values: dict[str, Any] = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    if isinstance(lora, dict):
+        user = strip_lines(lora)
+        check_keys(user, [f.name for f in dataclasses.fields(LoraConfig) if f.init], "lora (-> peft.LoraConfig)")
+        values.update(user)
+    try:
+        return LoraConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"lora settings rejected by peft.LoraConfig: {exc}") from exc
+
+
+def resolve_model(model: str) -> str:
+    from charter.models import resolve_hf_checkpoint
+
+    return resolve_hf_checkpoint(model)
+
+
+def read_rows(path: str, needed: tuple[str, ...], alternatives: tuple[tuple[str, ...], ...] = ()):
+    """A .jsonl/.parquet file as a datasets.Dataset that has one of the needed column sets."""
+    import datasets
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found; pass a run directory or an exported .jsonl/.parquet file", path)
+    loaders = {".jsonl": datasets.Dataset.from_json, ".json": datasets.Dataset.from_json,
+               ".parquet": datasets.Dataset.from_parquet}
+    if p.suffix.lower() not in loaders:
+        raise InputError("training data must be a run directory, .jsonl or .parquet", path)
+    try:
+        ds = loaders[p.suffix.lower()](str(p))
+    except Exception as exc:  # datasets wraps parse errors in many types
+        raise InputError(f"could not read the dataset ({exc}); check the file format", path) from exc
+    for cols in (needed, *alternatives):
+        if all(c in ds.column_names for c in cols):
+            return ds
+    want = " or ".join(repr(" + ".join(c)) for c in (needed, *alternatives))
+    raise InputError(f"the dataset needs column(s) {want}; found: {', '.join(ds.column_names) or 'none'}", path)
+
+
+def last_checkpoint(out: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(out) / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def estimate(trainer, row_tokens: list[int], mode: str) -> str:
+    """Steps and rough time from the tokenized rows and a calibrated rate (see TOKENS_PER_S)."""
+    args, n_rows = trainer.args, len(row_tokens)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(n_rows / per_step) * math.ceil(args.num_train_epochs)
+    tokens = sum(row_tokens) / max(n_rows, 1) * min(per_step, n_rows) * steps
+    params = sum(p.numel() for p in trainer.model.parameters())
+    secs = tokens / (TOKENS_PER_S[mode] * REF_PARAMS / max(params, 1))
+    return (f"{n_rows} rows, {steps} steps of {per_step} rows, ~{int(tokens)} tokens; rough time on 2 CPU cores: "
+            f"{_human(secs)} ({mode}, calibrated on SmolLM2-135M on a busy box)")
+
+
+def _human(secs: float) -> str:
+    return f"{secs / 3600:.1f} h" if secs > 5400 else f"{secs / 60:.0f} min" if secs > 90 else f"{secs:.0f} s"
+
+
+def run_trainer(trainer, out: str | Path) -> None:
+    """Train, resuming from the newest checkpoint in `out` if there is one."""
+    resume = last_checkpoint(out)
+    if resume:
+        print(f"resuming from {resume}", file=sys.stderr)
+    trainer.train(resume_from_checkpoint=resume)
+
+
+def save(trainer, out: str | Path, merge: bool = True) -> Path:
+    """A plain HF checkpoint in `out` (LoRA: adapter in out/adapter, merged weights in out), plus the log."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.model
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(out / ADAPTER)
+        trainer.processing_class.save_pretrained(out / ADAPTER)
+        model = model.merge_and_unload() if merge else None
+    if model is not None:
+        model.config.use_cache = True  # training turns the KV cache off; generation wants it on
+        model.save_pretrained(out)
+        trainer.processing_class.save_pretrained(out)
+    write_log(trainer.state.log_history, out)
+    return out
+
+
+def write_log(history: list[dict[str, Any]], out: Path) -> None:
+    with (out / LOG).open("w", encoding="utf-8") as fh:
+        for row in history:
+            fh.write(json.dumps(row) + "\n")
+    points = [(r["step"], r["loss"]) for r in history if "loss" in r and "step" in r]
+    if not points:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the JSONL log is the record; the plot is a convenience
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+    ax.set(xlabel="step", ylabel="training loss", title=out.name)
+    fig.tight_layout()
+    fig.savefig(out / PLOT, dpi=100)
+    plt.close(fig)
+
+
+def load_error(model: str, exc: Exception) -> BackendError:
+    return BackendError(f"could not load model '{model}' for training: {exc}. Pass a local checkpoint directory "
+                        "or --model embedded (hub downloads need network)")

@@ -1,0 +1,109 @@
+"""`charter train dpo`: preference tuning on (revised, initial) or AI-feedback pairs, over trl.DPOTrainer.
+
+Soft labels. A row may carry `score` = p, the feedback model's probability that `chosen` is better
+(RL-CAI's soft labels). The right per-row objective is the soft-target DPO loss
+    -p * log σ(β·Δ) - (1 - p) * log σ(-β·Δ)        (Δ = chosen minus rejected implicit reward)
+i.e. conservative DPO with a per-row ε = 1 - p. TRL takes one global label_smoothing, and (in 1.16)
+only for the robust/EXO/AOT losses, so instead `soft_labels: sample` (the default) draws each row's
+hard label from p, seeded: the pair is kept with probability p and swapped otherwise. The stock
+sigmoid loss on those labels equals the soft-target loss in expectation (one epoch sees each row
+once, as SGD would sample it). `soft_labels: hard` keeps the more probable order (p >= 0.5) and
+ignores the strength. Rows without a score are hard labels as given. A global alternative stays one
+setting away: `trainer: {loss_type: [robust], label_smoothing: 0.1}` is passed through.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charter.errors import ConfigError, InputError
+from charter.train import common
+
+TRAINER_DEFAULTS: dict[str, Any] = dict(
+    num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
+    gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
+    save_total_limit=2, report_to="none", dataloader_num_workers=0, beta=0.1,
+)
+LR = {"full": 1e-6, "lora": 1e-5}  # TRL's DPO default; LoRA updates need a larger step
+SOFT_LABELS = ("sample", "hard")
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class DPORunConfig:
+    """Everything that defines a `charter train dpo` run (configs/train/dpo.yaml)."""
+
+    model: str = "embedded"
+    data: str = ""
+    out: str = ""
+    lora: bool | dict[str, Any] = False
+    merge: bool = True
+    soft_labels: str = "sample"  # how a row's `score` is used: see the module docstring
+    seed: int = 0
+    trainer: dict[str, Any] = field(default_factory=dict)  # passed through to trl.DPOConfig
+    where = "config"  # not a field (no YAML key): where the settings came from, for messages
+
+
+def load_dpo_config(path: str | None = None, **overrides: Any) -> DPORunConfig:
+    cfg = common.load_train_config(DPORunConfig, path, overrides)
+    if cfg.soft_labels not in SOFT_LABELS:
+        raise ConfigError(f"{cfg.where}: soft_labels must be one of {SOFT_LABELS}, not '{cfg.soft_labels}'")
+    return cfg
+
+
+def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[str, Any]]:
+    """Hard (prompt, chosen, rejected) rows: each scored row keeps its order with probability p ('sample')."""
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(rows):
+        p = row.get("score")
+        if p is not None and not 0 <= p <= 1:
+            raise InputError(f"row {i + 1}: score must be a probability in [0, 1], got {p}")
+        keep = True if p is None else (rng.random() < p if mode == "sample" else p >= 0.5)
+        chosen, rejected = (row["chosen"], row["rejected"]) if keep else (row["rejected"], row["chosen"])
+        out.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected})
+    return out
+
+
+def dpo_dataset(cfg: DPORunConfig):
+    import datasets
+
+    path = Path(cfg.data)
+    if path.is_dir() or path.name == "records.jsonl":
+        from charter.export import dpo_rows
+        from charter.store import load_run
+
+        rows = dpo_rows(load_run(path))
+    else:
+        rows = common.read_rows(cfg.data, COLUMNS).to_list()
+    if not rows:
+        raise InputError("no preference rows (a run needs red-team records whose revision differs from the answer)",
+                         str(path))
+    return datasets.Dataset.from_list(apply_scores(rows, cfg.soft_labels, cfg.seed))
+
+
+def build_dpo_trainer(cfg: DPORunConfig, progress: bool = True):
+    from trl import DPOConfig, DPOTrainer
+
+    mode = "lora" if cfg.lora is not False else "full"
+    args = common.trainer_args(DPOConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[mode]}, progress)
+    dataset = dpo_dataset(cfg)
+    try:
+        return DPOTrainer(model=common.resolve_model(cfg.model), args=args, train_dataset=dataset,
+                          peft_config=common.lora_config(cfg.lora))
+    except OSError as exc:
+        raise common.load_error(cfg.model, exc) from exc
+
+
+def train_dpo(cfg: DPORunConfig, progress: bool = True) -> Path:
+    trainer = build_dpo_trainer(cfg, progress)
+    mode = "lora" if cfg.lora is not False else "full"
+    ds = trainer.train_dataset
+    # Each row is two forward/backward sequences, both with the prompt.
+    tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
+    print(f"charter train dpo: {common.estimate(trainer, tokens, mode)}", file=sys.stderr)
+    common.run_trainer(trainer, cfg.out)
+    return common.save(trainer, cfg.out, cfg.merge)

@@ -1,0 +1,147 @@
+"""`charter train sft|dpo` on the real embedded model, kept tiny: 1-2 steps of 2 short rows."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from charter.backends import create_backend  # noqa: E402
+from charter.config import GenerateConfig  # noqa: E402
+from charter.errors import ConfigError, InputError  # noqa: E402
+from charter.generate import generate  # noqa: E402
+from charter.train import cli as train_cli  # noqa: E402
+from charter.train.dpo import apply_scores, load_dpo_config, train_dpo  # noqa: E402
+from charter.train.sft import build_sft_trainer, load_sft_config, train_sft  # noqa: E402
+from charter.types import Sampling  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+# One step of 2 rows x <= 96 tokens; no activation recompute (pointless at this size, and the CPU is slow).
+TINY = {"max_steps": 1, "max_length": 96, "per_device_train_batch_size": 2, "save_steps": 1,
+        "gradient_checkpointing": False}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A fake-backend run: 4 red-team records (2 rounds) + 4 helpful samples."""
+    out = tmp_path_factory.mktemp("gen") / "run"
+    generate(GenerateConfig(backend="fake", limit=4, rounds=2, helpful_samples=1, out=str(out)), progress=False)
+    return out
+
+
+def _chats(out_dir) -> str:
+    backend = create_backend("transformers", str(out_dir))
+    text = backend.chat([[{"role": "user", "content": "Say hello."}]], Sampling(max_tokens=8, temperature=0))[0].text
+    backend.close()
+    return text
+
+
+def test_configs_load_and_pass_trl_key_checks(tmp_path):
+    from trl import DPOConfig, SFTConfig
+
+    from charter.train.common import check_trainer_keys
+
+    sft = load_sft_config(str(CONFIGS / "sft.yaml"), data="d", out="o")
+    dpo = load_dpo_config(str(CONFIGS / "dpo.yaml"), data="d", out="o", trainer={"max_steps": 3})
+    assert sft.trainer["lr_scheduler_type"] == "constant" and sft.trainer["num_train_epochs"] == 1
+    assert dpo.trainer["max_steps"] == 3 and dpo.trainer["beta"] == 0.1  # flags merge into trainer:
+    check_trainer_keys(sft.trainer, SFTConfig, "sft.yaml")
+    check_trainer_keys(dpo.trainer, DPOConfig, "dpo.yaml")
+
+
+def test_unknown_trainer_key_suggests(tmp_path, run):
+    f = tmp_path / "sft.yaml"
+    f.write_text("trainer:\n  learning_rat: 1.0e-5\n")
+    cfg = load_sft_config(str(f), data=str(run), out=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match=r"unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        train_sft(cfg, progress=False)
+    f.write_text("lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'lr'"):
+        load_sft_config(str(f), data="d", out="o")
+
+
+def test_dataset_without_messages_is_a_clean_error(tmp_path):
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"text": "hi", "label": 1}) + "\n")
+    cfg = load_sft_config(None, data=str(f), out=str(tmp_path / "o"))
+    with pytest.raises(InputError, match=r"needs column\(s\) 'messages' or 'prompt \+ completion'; found: text, label"):
+        train_sft(cfg, progress=False)
+    dcfg = load_dpo_config(None, data=str(f), out=str(tmp_path / "o"))
+    with pytest.raises(InputError, match="'prompt \\+ chosen \\+ rejected'; found: text, label"):
+        train_dpo(dcfg, progress=False)
+
+
+def test_cli_requires_data_and_out(capsys):
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "sft", "--data", "x"])
+    with pytest.raises(ConfigError, match="'out' is required"):
+        args.func(args)
+
+
+def test_loss_mask_covers_only_the_assistant_answer(tmp_path, run):
+    cfg = load_sft_config(None, data=str(run), out=str(tmp_path / "o"), trainer={**TINY, "max_length": 512})
+    trainer = build_sft_trainer(cfg, progress=False)
+    tok = trainer.processing_class
+    assert len(trainer.train_dataset) == 8
+    for src in trainer.train_dataset:
+        row = src
+        ids, labels = row["input_ids"], row["labels"]
+        n_prompt = len(tok.apply_chat_template(src["prompt"], add_generation_prompt=True, tokenize=True)["input_ids"])
+        assert all(lab == -100 for lab in labels[:n_prompt])  # the whole prompt, up to "<|im_start|>assistant\n"
+        assert labels[n_prompt:] == ids[n_prompt:] and len(ids) > n_prompt
+        answer = tok.decode(ids[n_prompt:])
+        assert answer.startswith(src["completion"][0]["content"][:10]) and "<|im_end|>" in answer
+
+
+def test_sft_full_trains_and_loads(tmp_path, run, capsys):
+    out = tmp_path / "sft"
+    cfg = load_sft_config(None, data=str(run), out=str(out), trainer=TINY)
+    assert train_sft(cfg, progress=False) == out
+    err = capsys.readouterr().err
+    assert "1 steps of 2 rows" in err and "rough time" in err
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log)
+    assert isinstance(_chats(out), str)
+
+
+def test_sft_lora_merges_loads_and_resumes(tmp_path, run, capsys):
+    out = tmp_path / "lora"
+    # LoRA keeps TRL's default gradient checkpointing on: the path a default run takes.
+    trainer = {k: v for k, v in TINY.items() if k != "gradient_checkpointing"}
+    cfg = load_sft_config(None, data=str(run), out=str(out), lora={"r": 4}, revision="all", trainer=trainer)
+    train_sft(cfg, progress=False)
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
+    assert isinstance(_chats(out), str)
+    capsys.readouterr()
+    train_sft(cfg, progress=False)  # the same command again: finds checkpoint-1 and resumes (nothing left to do)
+    assert "resuming from" in capsys.readouterr().err and (out / "checkpoints" / "checkpoint-1").is_dir()
+
+
+def test_dpo_from_scored_file_trains_and_loads(tmp_path, run):
+    from charter.export import dpo_rows
+    from charter.store import load_run
+
+    rows = [{**r, "score": 0.8} for r in dpo_rows(load_run(run))]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "dpo"
+    cfg = load_dpo_config(None, data=str(f), out=str(out), lora=True, trainer=TINY)
+    train_dpo(cfg, progress=False)
+    assert (out / "config.json").is_file() and (out / "train_log.jsonl").is_file()
+    assert (out / "loss.png").is_file() or pytest.importorskip("matplotlib") is None
+    assert isinstance(_chats(out), str)
+
+
+def test_soft_labels_sample_and_hard():
+    rows = [{"prompt": [], "chosen": ["a"], "rejected": ["b"], "score": 0.8} for _ in range(2000)]
+    kept = sum(r["chosen"] == ["a"] for r in apply_scores(rows, "sample", seed=0)) / len(rows)
+    assert 0.77 < kept < 0.83  # each label is drawn from the score
+    assert apply_scores(rows, "sample", 0) == apply_scores(rows, "sample", 0)  # seeded
+    flipped = apply_scores([{**rows[0], "score": 0.3}], "hard", 0)[0]
+    assert flipped["chosen"] == ["b"] and "score" not in flipped
+    assert apply_scores([{"prompt": [], "chosen": ["a"], "rejected": ["b"]}], "sample", 0)[0]["chosen"] == ["a"]
+    with pytest.raises(InputError, match="score must be a probability"):
+        apply_scores([{**rows[0], "score": 1.5}], "hard", 0)
