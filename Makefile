@@ -9,7 +9,7 @@ $(VENV): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
 demo: $(VENV)
-	.venv/bin/charter generate --limit 6 --rounds 2 --out $(DEMO)
+	.venv/bin/charter generate --limit 6 --rounds 2 --max-tokens 128 --out $(DEMO)
 	.venv/bin/charter export $(DEMO) --format sft --out $(DEMO)/sft.jsonl
 	.venv/bin/charter export $(DEMO) --format dpo --out $(DEMO)/dpo.jsonl
 

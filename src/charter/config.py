@@ -49,6 +49,34 @@ def read_yaml(path: str | Path) -> Any:
         raise InputError(f"invalid YAML: {problem}; fix the syntax", str(path), line) from exc
 
 
+def read_data_file(path: Path) -> Any:
+    """A JSON or YAML data file (constitutions, few-shots, feedback sets), errors with the line."""
+    if not path.exists():
+        raise InputError("file not found; check the path (or use 'default')", str(path))
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
+    return read_yaml(path)
+
+
+def require_text(value: Any, what: str, where: str, line: int | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{what} must be non-empty text", where, line)
+    return value.strip()
+
+
+def read_config_file(path: str | None) -> dict[str, Any]:
+    """A YAML config file as a mapping ({} without a path)."""
+    if not path:
+        return {}
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+    return raw
+
+
 def strip_lines(value: Any) -> Any:
     """Drop the '__line__' bookkeeping keys (recursively)."""
     if isinstance(value, dict):
@@ -157,14 +185,7 @@ def build_config(cls, data: dict[str, Any], where: str):
 
 
 def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
-    data: dict[str, Any] = {}
-    if path:
-        raw = read_yaml(path)
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
-        data.update(raw)
+    data = read_config_file(path)
     for key, value in overrides.items():
         if value is None:
             continue

@@ -7,13 +7,11 @@
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
-from typing import Any
 
-from charter.config import check_keys, read_yaml
+from charter.config import check_keys, read_data_file as _read, require_text as _text
 from charter.errors import InputError
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
@@ -22,23 +20,6 @@ DEFAULT_CONSTITUTION = DATA / "constitution.yaml"
 DEFAULT_FEW_SHOT = DATA / "few_shot.yaml"
 _SEGMENT = re.compile(r"\n\n(Human|Assistant|CritiqueRequest|Critique|RevisionRequest|Revision):")
 _PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Critique|Revision):\s*$")
-
-
-def _read(path: Path) -> Any:
-    if not path.exists():
-        raise InputError("file not found; check the path (or use 'default')", str(path))
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
-    return read_yaml(path)
-
-
-def _text(value: Any, what: str, where: str, line: int | None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{what} must be non-empty text", where, line)
-    return value.strip()
 
 
 def _clean_paper(text: str) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from charter.choice import LETTERS, clamp, option_label, option_probs
-from charter.config import FORMATS, build_config, check_keys, read_yaml
+from charter.config import FORMATS, build_config, check_keys, read_config_file, read_data_file as _read, require_text as _text
 from charter.errors import ConfigError, InputError, RunError
 from charter.prompts import parse_transcript
 from charter.templates import TEXT_STOPS, text_initial, transcript
@@ -81,23 +81,6 @@ class FeedbackSet:
     principles: tuple[FeedbackPrinciple, ...]
     examples: tuple[FeedbackExample, ...] = ()
     source: str = ""
-
-
-def _read(path: Path) -> Any:
-    if not path.exists():
-        raise InputError("file not found; check the path (or use 'default')", str(path))
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
-    return read_yaml(path)
-
-
-def _text(value: Any, what: str, where: str, line: int | None) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{what} must be non-empty text", where, line)
-    return value.strip()
 
 
 def clean_paper_principle(text: str) -> str:
@@ -430,12 +413,7 @@ class LabelConfig:
 
 
 def load_label_config(path: str | None, overrides: dict[str, Any]) -> LabelConfig:
-    data: dict[str, Any] = {}
-    if path:
-        raw = read_yaml(path) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
-        data.update(raw)
+    data = read_config_file(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     where = path or "command line"
     return build_config(LabelConfig, data, where).validate(where)

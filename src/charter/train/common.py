@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from charter.config import build_config, check_keys, read_yaml, strip_lines
+from charter.config import build_config, check_keys, read_config_file, strip_lines
 from charter.errors import BackendError, ConfigError, InputError
 
 CHECKPOINTS = "checkpoints"  # trainer checkpoints live here, beside the final model in `out`
@@ -28,12 +28,7 @@ REF_PARAMS = 135e6
 
 def load_train_config(cls, path: str | None, overrides: dict[str, Any]):
     """defaults < YAML < flags; `trainer:` keys merge (flags such as --max-steps land there)."""
-    data: dict[str, Any] = {}
-    if path:
-        raw = read_yaml(path) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
-        data.update(raw)
+    data = dict(read_config_file(path))
     where = path or "command line"
     if not isinstance(data.get("trainer") or {}, dict):
         raise ConfigError(f"{where}: 'trainer' must be a mapping of trl config keys to values")
