@@ -68,18 +68,24 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-def backend_options(a: argparse.Namespace) -> dict:
-    """--backend-option KEY=VALUE pairs plus the --base-url / --concurrency shortcuts."""
+def parse_backend_options(pairs: Sequence[str]) -> dict:
+    """--backend-option KEY=VALUE pairs (VALUE parsed as YAML) -> constructor options."""
     import yaml
 
     from charter.errors import ConfigError
 
     options = {}
-    for pair in a.backend_option:
+    for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"--backend-option expects KEY=VALUE, got '{pair}'")
         options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def backend_options(a: argparse.Namespace) -> dict:
+    """--backend-option pairs plus the --base-url / --concurrency shortcuts."""
+    options = parse_backend_options(a.backend_option)
     if a.base_url:
         options["base_url"] = a.base_url
     if a.concurrency:

@@ -9,16 +9,9 @@ import sys
 
 
 def _backend_options(pairs: list[str], batch_size: int | None = None) -> dict:
-    import yaml
+    from charter.cli import parse_backend_options
 
-    from charter.errors import ConfigError
-
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--backend-option expects KEY=VALUE, got '{pair}'")
-        options[key.strip()] = yaml.safe_load(value)
+    options = parse_backend_options(pairs)
     if batch_size:
         options.setdefault("batch_size", batch_size)
     return options
