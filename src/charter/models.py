@@ -73,6 +73,8 @@ def _embedded_checkpoint() -> Path:
     try:
         _convert_gguf(gguf, tmp)
         (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
+        if (target / _COMPLETE_MARKER).is_file():
+            return target  # another process finished first while we converted
         if target.exists():  # a stale half-written dir (no marker) from an older crash
             shutil.rmtree(target, ignore_errors=True)
         try:
