@@ -149,10 +149,14 @@ class GenerateConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self, extra: str = "") -> str:
-        """Hash of the settings that shape the results (plus resolved file contents)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_KEYS}
-        blob = json.dumps(d, sort_keys=True) + extra
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return fingerprint(self.to_dict(), self.NON_RESULT_KEYS, extra)
+
+
+def fingerprint(settings: dict[str, Any], ignore: tuple[str, ...], extra: str = "") -> str:
+    """Hash of the settings that shape a run's results (plus resolved file contents), so a
+    changed config on an existing output is noticed; `ignore` lists keys that may change."""
+    d = {k: v for k, v in settings.items() if k not in ignore}
+    return hashlib.sha256((json.dumps(d, sort_keys=True) + extra).encode()).hexdigest()[:16]
 
 
 def _coerce(name: str, value: Any, typ: Any, where: str) -> Any:

@@ -21,7 +21,6 @@ and scores "(A)" as the assistant's reply. Loaders read Charter's YAML and the p
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from charter.choice import LETTERS, clamp, option_label, option_probs
-from charter.config import FORMATS, build_config, read_config_file
+from charter.config import FORMATS, build_config, fingerprint, read_config_file
 from charter.errors import ConfigError, RunError
 from charter.templates import TEXT_STOPS, text_initial, transcript
 from charter.types import Message, Sampling
@@ -214,8 +213,7 @@ class LabelConfig:
         return asdict(self)
 
     def fingerprint(self, extra: str = "") -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_KEYS}
-        return hashlib.sha256((json.dumps(d, sort_keys=True) + extra).encode()).hexdigest()[:16]
+        return fingerprint(self.to_dict(), self.NON_RESULT_KEYS, extra)
 
 
 def load_label_config(path: str | None, overrides: dict[str, Any]) -> LabelConfig:

@@ -22,6 +22,13 @@ OWN_KEYS = {"output_dir": "out", "seed": "seed"}
 # Rough SFT throughput of SmolLM2-135M on 2 CPU cores, tokens/s, scaled by model size for others:
 # bench/train.py (batch 4 x 256) on a shared 2-core box measured full 16-20, LoRA 10-51; an idle
 # box is faster (~170 full was reported), so this errs long.
+# The paper's recipe shape (1 epoch, constant LR, no warm-up) plus what keeps a CPU run small,
+# shared by SFT and DPO; each adds its own keys and learning rates.
+TRAINER_DEFAULTS: dict[str, Any] = dict(
+    num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
+    gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
+    save_total_limit=2, report_to="none", dataloader_num_workers=0,
+)
 TOKENS_PER_S = {"full": 20.0, "lora": 15.0}
 REF_PARAMS = 135e6
 

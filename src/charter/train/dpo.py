@@ -22,11 +22,7 @@ from typing import Any
 from charter.errors import ConfigError, InputError
 from charter.train import common
 
-TRAINER_DEFAULTS: dict[str, Any] = dict(
-    num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
-    gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
-    save_total_limit=2, report_to="none", dataloader_num_workers=0, beta=0.1,
-)
+TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "beta": 0.1}
 LR = {"full": 1e-6, "lora": 1e-5}  # TRL's DPO default; LoRA updates need a larger step
 SOFT_LABELS = ("sample", "hard")
 COLUMNS = ("prompt", "chosen", "rejected")

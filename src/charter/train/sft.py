@@ -16,11 +16,7 @@ from charter.errors import ConfigError, InputError
 from charter.train import common
 
 # The paper's recipe (§3.1): one epoch at a constant learning rate. Sizes keep a small run to minutes on 2 cores.
-TRAINER_DEFAULTS: dict[str, Any] = dict(
-    num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
-    gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
-    save_total_limit=2, report_to="none", dataloader_num_workers=0,
-)
+TRAINER_DEFAULTS = common.TRAINER_DEFAULTS  # SFT adds nothing to the shared shape
 LR = {"full": 2e-5, "lora": 1e-4}  # unless trainer.learning_rate is set
 
 
