@@ -44,6 +44,28 @@ def test_critique_request_follows_drawn_principle(tmp_path):
         assert any(call.endswith(f"<|user|>{p.revision}\n<|assistant|>") and r.rounds[0].critique in call for call in fake.calls)
 
 
+@pytest.mark.parametrize("fmt", ["chat", "text"])
+def test_full_context_keeps_every_round(tmp_path, fmt):
+    """Round k continues the conversation so far; `latest` shows the latest revision only."""
+    fake = FakeBackend()
+    generate(cfg(tmp_path, rounds=2, helpful_prompts="none", format=fmt), backend=fake, progress=False)
+    c = load_constitution()
+    for r in load_run(tmp_path / "run"):
+        first, second = r.rounds
+        critique_2 = [x for x in fake.calls if x.count(r.initial) and first.revision in x
+                      and x.rstrip().endswith(("<|assistant|>", "Critique:")) and second.critique not in x]
+        assert len(critique_2) == 1  # round 2's critique call
+        call = critique_2[0]
+        order = [call.rindex(s) for s in (r.initial, c.principle(first.principle).critique, first.critique,
+                                          first.revision, c.principle(second.principle).critique)]
+        assert order == sorted(order)
+    latest = FakeBackend()
+    generate(cfg(tmp_path, rounds=2, helpful_prompts="none", format=fmt, context="latest", out=str(tmp_path / "l")),
+             backend=latest, progress=False)
+    for r in load_run(tmp_path / "l"):
+        assert not any(r.initial in x and r.rounds[0].revision in x for x in latest.calls)
+
+
 def test_few_shot_prefix_precedes_every_critique(tmp_path):
     fake = FakeBackend()
     generate(cfg(tmp_path, rounds=1, helpful_prompts="none"), backend=fake, progress=False)

@@ -149,3 +149,29 @@ def test_unavailable_hub_id_is_a_clear_error():
         pytest.skip("needs HF_HUB_OFFLINE=1 so that no download is attempted")
     with pytest.raises(BackendError, match="--model embedded"):
         HFBackend("charter-test/no-such-model")
+
+
+def test_conversation_cache_does_not_change_greedy_output(backend):
+    """A conversation's next call reuses its own KV from the last call (after the shared prefix)."""
+    shot = [{"role": "user", "content": SHOT * 4}, {"role": "assistant", "content": "Understood."}]
+
+    def dialogue():
+        backend._rows.clear()
+        backend._prefixes.store.clear()
+        convos = [shot + convo(q) for q in QUESTIONS]
+        first = backend.chat(convos, GREEDY)
+        convos = [c + [{"role": "assistant", "content": o.text}, {"role": "user", "content": "Say more."}]
+                  for c, o in zip(convos, first)]
+        second = backend.chat(convos[:2], GREEDY) + backend.chat(convos[2:], GREEDY)  # new batch shapes
+        return [o.text for o in first + second], second[0].prompt_tokens
+
+    backend.prefix_cache = False
+    try:
+        plain, _ = dialogue()
+    finally:
+        backend.prefix_cache = True
+    cached, prompt_tokens = dialogue()
+    assert cached == plain
+    # every conversation was kept, and the second calls found them
+    assert len(backend._rows.entries) == len(QUESTIONS)
+    assert all(len(e.tokens) > prompt_tokens - len(e.prefix) - 20 for e in backend._rows.entries.values())

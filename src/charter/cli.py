@@ -34,6 +34,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--format", choices=["chat", "text"], help="chat messages (template applied) or the paper's raw transcripts")
     p.add_argument("--rounds", type=int, help="critique/revision rounds per red-team prompt (default 4)")
     p.add_argument("--no-critique", dest="critique", action="store_const", const=False, help="ablation: revise directly, no critique")
+    p.add_argument("--context", choices=["full", "latest"],
+                   help="what round k critiques: full = the conversation so far (default), latest = prompt + latest revision")
     p.add_argument("--helpful-samples", type=int, help="answers per helpfulness prompt (default 2)")
     p.add_argument("--limit", type=int, help="use at most N prompts from each prompt set")
     p.add_argument("--seed", type=int)
@@ -54,7 +56,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from charter.generate import generate
 
     keys = ["model", "backend", "prompts", "helpful_prompts", "prompt_field", "constitution", "few_shot", "format",
-            "rounds", "critique", "helpful_samples", "limit", "seed", "temperature", "top_p", "max_tokens",
+            "rounds", "critique", "context", "helpful_samples", "limit", "seed", "temperature", "top_p", "max_tokens",
             "batch_size", "out", "executor", "workers"]
     overrides = {k: getattr(a, k) for k in keys}
     options = backend_options(a)

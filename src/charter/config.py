@@ -19,6 +19,7 @@ import yaml
 from charter.errors import ConfigError, InputError
 
 FORMATS = ("chat", "text")
+CONTEXTS = ("full", "latest")
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -112,6 +113,7 @@ class GenerateConfig:
     format: str = "chat"
     rounds: int = 4
     critique: bool = True
+    context: str = "full"  # round k sees: "full" = every earlier round; "latest" = the latest revision only
     helpful_samples: int = 2
     limit: int | None = None
     seed: int = 0
@@ -133,6 +135,8 @@ class GenerateConfig:
         check_backend_name(self.backend)
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"{where}: executor must be 'local' or 'ray', not '{self.executor}'")
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"{where}: context must be one of {CONTEXTS}, not '{self.context}'")
         if self.format not in FORMATS:
             raise ConfigError(f"{where}: format must be one of {FORMATS}, not '{self.format}'")
         for name in ("rounds", "helpful_samples", "max_tokens", "batch_size"):

@@ -26,6 +26,7 @@ class Settings:
     seed: int = 0
     batch_size: int = 16
     sampling: Sampling = field(default_factory=Sampling)
+    context: str = "full"  # "full": round k sees every earlier round; "latest": the latest revision only
 
 
 @dataclass
@@ -80,12 +81,20 @@ class Runner:
         if name == "initial":
             return templates.text_initial(prompt) if text else templates.chat_initial(prompt)
         p = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
-        answer, shots = self.current_answer(job), self.c.few_shots
+        shots, past = self.c.few_shots, self.past(job)
+        answer = (job.record.initial or "") if past else self.current_answer(job)
         if name == "critique":
             build = templates.text_critique if text else templates.chat_critique
-            return build(shots, prompt, answer, p)
+            return build(shots, prompt, answer, p, past)
         build = templates.text_revision if text else templates.chat_revision
-        return build(shots, prompt, answer, p, job.critique if self.s.critique else None)
+        return build(shots, prompt, answer, p, job.critique if self.s.critique else None, past)
+
+    def past(self, job: Job) -> list:
+        """Earlier rounds as (principle, critique, revision), when the context keeps them."""
+        if self.s.context != "full":
+            return []
+        return [(draw_principle(self.c, self.s.seed, job.item.id, k), r.critique, r.revision)
+                for k, r in enumerate(job.record.rounds)]
 
     def advance(self, job: Job, out: Completion) -> bool:
         """Apply one completion; True when the job is finished."""
@@ -208,7 +217,7 @@ def resolve_items(cfg) -> list[PromptItem]:
 
 def settings_from(cfg) -> Settings:
     sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, sampling)
+    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, sampling, cfg.context)
 
 
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:

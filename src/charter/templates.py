@@ -31,18 +31,32 @@ def chat_initial(prompt: Sequence[Message]) -> list[Message]:
     return list(prompt)
 
 
-def chat_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle) -> list[Message]:
-    return few_shot_messages(shots) + list(prompt) + [
-        {"role": "assistant", "content": answer}, {"role": "user", "content": p.critique}]
+Past = Sequence[tuple[Principle, "str | None", str]]  # earlier rounds: (principle, critique, revision)
+
+
+def _past_messages(past: Past) -> list[Message]:
+    msgs: list[Message] = []
+    for p, critique, revision in past:
+        if critique is not None:
+            msgs += [{"role": "user", "content": p.critique}, {"role": "assistant", "content": critique}]
+        msgs += [{"role": "user", "content": p.revision}, {"role": "assistant", "content": revision}]
+    return msgs
+
+
+def chat_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
+                  past: Past = ()) -> list[Message]:
+    """Few-shots, the prompt, the answer and any earlier rounds, then this round's critique request."""
+    return few_shot_messages(shots) + list(prompt) + [{"role": "assistant", "content": answer}] + _past_messages(past) + [
+        {"role": "user", "content": p.critique}]
 
 
 def chat_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  critique: str | None) -> list[Message]:
+                  critique: str | None, past: Past = ()) -> list[Message]:
     """With a critique: continue the critique conversation. Without (ablation): revise directly."""
     if critique is None:
         return few_shot_messages(shots, critique=False) + list(prompt) + [
-            {"role": "assistant", "content": answer}, {"role": "user", "content": p.revision}]
-    return chat_critique(shots, prompt, answer, p) + [
+            {"role": "assistant", "content": answer}] + _past_messages(past) + [{"role": "user", "content": p.revision}]
+    return chat_critique(shots, prompt, answer, p, past) + [
         {"role": "assistant", "content": critique}, {"role": "user", "content": p.revision}]
 
 
@@ -75,14 +89,24 @@ def text_initial(prompt: Sequence[Message]) -> str:
     return transcript(prompt) + "\n\nAssistant:"
 
 
-def text_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle) -> str:
-    return (few_shot_text(shots) + transcript(prompt) + f"\n\nAssistant: {answer}"
+def _past_text(past: Past) -> str:
+    out = ""
+    for p, critique, revision in past:
+        if critique is not None:
+            out += f"\n\nCritiqueRequest: {p.critique}\n\nCritique: {critique}"
+        out += f"\n\nRevisionRequest: {p.revision}\n\nRevision: {revision}"
+    return out
+
+
+def text_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
+                  past: Past = ()) -> str:
+    return (few_shot_text(shots) + transcript(prompt) + f"\n\nAssistant: {answer}" + _past_text(past)
             + f"\n\nCritiqueRequest: {p.critique}\n\nCritique:")
 
 
 def text_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  critique: str | None) -> str:
+                  critique: str | None, past: Past = ()) -> str:
     if critique is None:
         return (few_shot_text(shots, critique=False) + transcript(prompt) + f"\n\nAssistant: {answer}"
-                + f"\n\nRevisionRequest: {p.revision}\n\nRevision:")
-    return text_critique(shots, prompt, answer, p) + f" {critique}\n\nRevisionRequest: {p.revision}\n\nRevision:"
+                + _past_text(past) + f"\n\nRevisionRequest: {p.revision}\n\nRevision:")
+    return text_critique(shots, prompt, answer, p, past) + f" {critique}\n\nRevisionRequest: {p.revision}\n\nRevision:"

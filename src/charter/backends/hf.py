@@ -1,20 +1,20 @@
 """In-process transformers backend: batched generation, automatic prefix KV caching, scoring.
 
 CAI prompts share a long few-shot prefix, so the KV cache of the longest common token prefix of
-a batch is computed once (batch 1), kept in a small LRU and expanded to the batch. Rows are laid
-out as ``[prefix][pad..pad][suffix]``: generate derives position ids from the attention mask
-(pads do not count) and, restarting from a non-empty cache, only runs the uncached tokens.
+a batch is computed once (batch 1), kept in a small LRU and attended to by every row without
+copies (``hf_cache``). Rows are laid out as ``[prefix][pad..pad][suffix]``: generate derives
+position ids from the attention mask (pads do not count) and, restarting from a non-empty cache,
+only runs the uncached tokens.
 """
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig
-from transformers.cache_utils import DynamicLayer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from charter.backends.hf_cache import (ATTENTION, PrefixCache, RowCache, active_cache, full_attention, new_cache,
+                                      row_kv)
 from charter.errors import BackendError
 from charter.models import resolve_hf_checkpoint
 from charter.types import Completion, Message, Sampling, Score
@@ -42,7 +42,7 @@ def _load(model: str, dtype: str, device: str):
     dev = _pick_device(device)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=_pick_dtype(dtype, dev))
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=_pick_dtype(dtype, dev), attn_implementation=ATTENTION)
     except (OSError, ValueError) as exc:
         raise BackendError(
             f"could not load model '{model}': {exc}. It was not found locally and hub downloads "
@@ -59,79 +59,6 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-class _GrowLayer(DynamicLayer):
-    """A KV layer with spare capacity: DynamicLayer torch.cat-s the whole cache every decode step,
-    which on CPU costs more than the attention itself once the context is ~2k tokens."""
-
-    reserve = 256  # spare slots allocated whenever the buffer has to grow
-
-    def adopt(self, keys: torch.Tensor, values: torch.Tensor, batch: int) -> None:
-        """Copy (broadcasting a batch-1 prefix to ``batch`` rows) into a buffer with spare room."""
-        self.lazy_initialization(keys, values)
-        n, cap = keys.shape[-2], keys.shape[-2] + self.reserve
-        b, h = batch, keys.shape[1]
-        self._k = keys.new_empty((b, h, cap, keys.shape[-1]))
-        self._v = values.new_empty((b, h, cap, values.shape[-1]))
-        self._k[:, :, :n], self._v[:, :, :n] = keys, values
-        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        n = self.get_seq_length()
-        end = n + key_states.shape[-2]
-        buf = getattr(self, "_k", None)
-        # Re-adopt when the buffer is full or was replaced (batch_repeat_interleave, deepcopy, crop).
-        if buf is None or end > buf.shape[-2] or self.keys.data_ptr() != buf.data_ptr() or n == 0:
-            if n == 0:
-                self.adopt(key_states, value_states, key_states.shape[0])
-                return self.keys, self.values
-            self.adopt(self.keys, self.values, self.keys.shape[0])
-        self._k[:, :, n:end], self._v[:, :, n:end] = key_states, value_states
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
-        return self.keys, self.values
-
-
-def _new_cache(config, reserve: int) -> DynamicCache:
-    """A DynamicCache whose full-attention layers grow in place (sliding ones are kept as is)."""
-    cache = DynamicCache(config=config)
-    layers = [_GrowLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    for layer in layers:
-        layer.reserve = reserve
-    cache.layers = layers
-    return cache
-
-
-class _PrefixCache:
-    """A few batch-1 KV caches keyed by their token prefix, least recently used evicted."""
-
-    def __init__(self, model, entries: int = 4):
-        self.model, self.entries = model, entries
-        self.store: OrderedDict[tuple[int, ...], DynamicCache] = OrderedDict()
-
-    def get(self, prefix: Ids, batch: int, reserve: int) -> DynamicCache:
-        """A fresh cache for ``prefix`` expanded to ``batch`` rows (generate mutates its cache)."""
-        key = tuple(prefix)
-        if key not in self.store:
-            self.store[key] = self._compute(key)
-            while len(self.store) > self.entries:
-                self.store.popitem(last=False)
-        self.store.move_to_end(key)
-        cache = _new_cache(self.model.config, reserve)
-        for mine, stored in zip(cache.layers, self.store[key].layers):
-            if not isinstance(mine, _GrowLayer):
-                raise NotImplementedError("prefix caching supports full-attention layers only")
-            mine.adopt(stored.keys, stored.values, batch)
-        return cache
-
-    def _compute(self, key: tuple[int, ...]) -> DynamicCache:
-        """Extend the longest stored prefix of ``key`` (if any) rather than start from scratch."""
-        best = max((k for k in self.store if len(k) <= len(key) and key[: len(k)] == k), key=len, default=())
-        cache = copy.deepcopy(self.store[best]) if best else DynamicCache(config=self.model.config)
-        rest = torch.tensor([key[len(best):]], device=self.model.device)
-        with torch.no_grad():
-            out = self.model(input_ids=rest, cache=cache, use_cache=True)
-        return out.cache
-
-
 class HFBackend:
     name = "transformers"
 
@@ -144,6 +71,7 @@ class HFBackend:
         prefix_cache: bool = True,
         threads: int | None = None,
         min_prefix: int = 256,
+        row_cache_mb: int = 2048,
     ):
         if threads:
             torch.set_num_threads(threads)
@@ -153,7 +81,15 @@ class HFBackend:
         self.tokenizer, self.model = _load(model, dtype, device)
         self.pad_id = self._pad_id()
         self.eos_ids = self._eos_ids()
-        self._prefixes = _PrefixCache(self.model)
+        self._prefixes = PrefixCache(self.model)
+        self._reuse = full_attention(self.model.config)  # both caches need full-attention layers
+        self._rows = RowCache(row_cache_mb * 2**20 // self._kv_bytes_per_token())
+
+    def _kv_bytes_per_token(self) -> int:
+        c = self.model.config
+        heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return max(1, c.num_hidden_layers * 2 * heads * head_dim * self.model.dtype.itemsize)
 
     def _pad_id(self) -> int:
         tok = self.tokenizer
@@ -195,23 +131,30 @@ class HFBackend:
                 results[i] = done
         return results  # type: ignore[return-value]
 
-    def _shared_prefix(self, rows: list[Ids]) -> int:
-        """Tokens of the chunk's common prefix worth caching (0: none); each row keeps >= 1 token."""
-        if not self.prefix_cache:
-            return 0
+    def _shared_prefix(self, rows: list[Ids]) -> tuple[int, ...]:
+        """The chunk's common prefix worth caching (``()``: none); each row keeps >= 1 token.
+        A stored prefix that fits wins, so conversations keep the prefix their KV follows."""
+        if not (self.prefix_cache and self._reuse):
+            return ()
+        key = self._prefixes.covering(rows)
+        if key is not None and len(key) >= self.min_prefix:
+            return key
+        if len(rows) < 2:  # a lone row's "common prefix" is the row itself
+            return ()
         n = min(len(r) for r in rows) - 1
         for r in rows[1:]:
             n = min(n, _common_prefix_len(rows[0], r))
-        return n if n >= self.min_prefix else 0
+        return tuple(rows[0][:n]) if n >= self.min_prefix else ()
 
-    def _layout(self, rows: list[Ids], plen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[prefix][pads][suffix] per row; with plen=0 it is plain left padding."""
-        width = max(len(r) for r in rows) - plen
+    def _layout(self, rows: list[Ids], plen: int, reused: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[prefix][pads][reused own tokens][pads][new tokens] per row; pads are masked out."""
+        wide_c = max(reused)
+        wide_u = max(len(r) - plen - n for r, n in zip(rows, reused))
         ids, mask = [], []
-        for r in rows:
-            pads = width - (len(r) - plen)
-            ids.append(r[:plen] + [self.pad_id] * pads + r[plen:])
-            mask.append([1] * plen + [0] * pads + [1] * (len(r) - plen))
+        for r, n in zip(rows, reused):
+            pc, pu = wide_c - n, wide_u - (len(r) - plen - n)
+            ids.append(r[:plen] + [self.pad_id] * pc + r[plen : plen + n] + [self.pad_id] * pu + r[plen + n :])
+            mask.append([1] * plen + [0] * pc + [1] * n + [0] * pu + [1] * (len(r) - plen - n))
         dev = self.model.device
         return torch.tensor(ids, device=dev), torch.tensor(mask, device=dev)
 
@@ -231,17 +174,19 @@ class HFBackend:
         return cfg
 
     def _generate_chunk(self, rows: list[Ids], sampling: Sampling) -> list[Completion]:
-        plen = self._shared_prefix(rows)
-        input_ids, mask = self._layout(rows, plen)
+        key = self._shared_prefix(rows)
+        plen = len(key)
+        reuse = self.prefix_cache and self._reuse
+        hits = [self._rows.match(key, r[plen:]) for r in rows] if reuse else [(None, 0)] * len(rows)
+        input_ids, mask = self._layout(rows, plen, [n for _, n in hits])
+        width = max(n for _, n in hits)
+        fresh = input_ids.shape[1] - plen - width
         # Room for the uncached prompt tokens and every new token: the buffer never regrows.
-        reserve = input_ids.shape[1] - plen + sampling.max_tokens + 1
-        if plen:
-            cache = self._prefixes.get(rows[0][:plen], len(rows), reserve)
-        else:
-            cache = _new_cache(self.model.config, sampling.max_tokens + 1)
+        cache = new_cache(self.model.config, self._prefixes.get(key) if plen else None,
+                          self._rows.own_kv(hits, width), fresh + sampling.max_tokens + 1)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        with torch.no_grad():
+        with torch.no_grad(), active_cache(cache):
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -250,7 +195,22 @@ class HFBackend:
                 cache=cache,
             )
         new = out[:, input_ids.shape[1] :].tolist()
+        if reuse:
+            self._remember(cache, rows, key, hits, width, fresh, new)
         return [self._finish(r, toks, sampling) for r, toks in zip(rows, new)]
+
+    def _remember(self, cache, rows: list[Ids], key: tuple[int, ...], hits, width: int, fresh: int,
+                  new: list[Ids]) -> None:
+        """Keep each row's own KV (prompt after the prefix, and its completion up to EOS)."""
+        plen, start = len(key), width + fresh
+        fed = cache.layers[0].keys.shape[-2] - start  # generated tokens whose KV was computed
+        for i, (r, (eid, n)) in enumerate(zip(rows, hits)):
+            gen = new[i][:fed]
+            k = next((j + 1 for j, t in enumerate(gen) if t in self.eos_ids or t == self.pad_id), len(gen))
+            u = len(r) - plen - n
+            index = [*range(width - n, width), *range(start - u, start), *range(start, start + k)]
+            kv = row_kv(cache, i, torch.tensor(index, device=self.model.device))
+            self._rows.save(key, r[plen:] + gen[:k], kv, eid)
 
     def _finish(self, prompt: Ids, toks: Ids, sampling: Sampling) -> Completion:
         """Cut at EOS (finished rows are padded with it) and at the first stop string."""
@@ -298,7 +258,7 @@ class HFBackend:
     def _score_chunk(self, pairs: list[tuple[Ids, int]]) -> list[Score]:
         """Left padding puts every continuation at the end, so only the last logits are needed."""
         rows = [p[0] for p in pairs]
-        input_ids, mask = self._layout(rows, 0)
+        input_ids, mask = self._layout(rows, 0, [0] * len(rows))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(m for _, m in pairs) + 1
         with torch.no_grad():
@@ -312,4 +272,5 @@ class HFBackend:
 
     def close(self) -> None:
         self._prefixes.store.clear()
+        self._rows.clear()
         self.model = None  # type: ignore[assignment]
