@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from charter.backends.hf_cache import (ATTENTION, PrefixCache, RowCache, active_cache, full_attention, new_cache,
-                                      row_kv)
+from charter.backends.hf_cache import (ATTENTION, PrefixCache, RowCache, active_cache, common_prefix_len,
+                                      full_attention, new_cache, row_kv)
 from charter.errors import BackendError
 from charter.models import resolve_hf_checkpoint
 from charter.types import Completion, Message, Sampling, Score
@@ -49,14 +49,6 @@ def _load(model: str, dtype: str, device: str):
             "need network; pass a local path or --model embedded"
         ) from exc
     return tok, lm.to(dev).eval()
-
-
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class HFBackend:
@@ -143,7 +135,7 @@ class HFBackend:
             return ()
         n = min(len(r) for r in rows) - 1
         for r in rows[1:]:
-            n = min(n, _common_prefix_len(rows[0], r))
+            n = min(n, common_prefix_len(rows[0], r))
         return tuple(rows[0][:n]) if n >= self.min_prefix else ()
 
     def _layout(self, rows: list[Ids], plen: int, reused: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,7 +241,7 @@ class HFBackend:
         ctx = self._encode(text, templated)
         full = self._encode(text + continuation, templated)
         # Tokens can merge across the boundary: score from where the two encodings diverge.
-        keep = _common_prefix_len(ctx, full)
+        keep = common_prefix_len(ctx, full)
         if keep == 0:  # nothing conditions the first token: prepend BOS (or pad)
             bos = self.tokenizer.bos_token_id
             full, keep = [self.pad_id if bos is None else bos] + full, 1

@@ -17,10 +17,10 @@ position ids come from the mask, so every row's positions stay those it was comp
 """
 from __future__ import annotations
 
-import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from transformers import AttentionInterface, DynamicCache
@@ -131,7 +131,7 @@ class _Entry:
     kv: KV  # batch 1, one position per token
 
 
-def _common(a: list[int], b: list[int]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n, i = min(len(a), len(b)), 0
     while i < n and a[i] == b[i]:
         i += 1
@@ -151,7 +151,7 @@ class RowCache:
         best, best_n = None, 0
         for eid, e in self.entries.items():
             if e.prefix is prefix or e.prefix == prefix:
-                n = _common(e.tokens, own)
+                n = common_prefix_len(e.tokens, own)
                 if n > best_n:
                     best, best_n = eid, n
         return best, min(best_n, len(own) - 1)  # the last token must run to give logits
