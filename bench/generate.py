@@ -61,7 +61,8 @@ def measure(backend, args) -> list[tuple[str, float, int | None, int]]:
     for _ in range(args.repeat):
         secs, recs, toks = pipeline(backend, args)
         add("pipeline (few-shot, prefix cache)", secs, recs, toks)
-        add("raw batched generation", *(lambda s, t: (s, None, t))(*raw(backend, args, toks)))
+        rsecs, rtoks = raw(backend, args, toks)
+        add("raw batched generation", rsecs, None, rtoks)
         add("pipeline, no few-shot", *pipeline(backend, args, few_shot="none"))
     if getattr(backend, "prefix_cache", None) is True and not args.skip_nocache:
         backend.prefix_cache = False

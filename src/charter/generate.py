@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 from charter import templates
 from charter.backends.base import Backend
 from charter.constitution import draw_principle
-from charter.types import Completion, Constitution, PromptItem, Record, Round, Sampling
+from charter.types import Completion, Constitution, FewShotRound, PromptItem, Record, Round, Sampling
 
 @dataclass
 class Settings:
@@ -89,12 +89,13 @@ class Runner:
         build = templates.text_revision if text else templates.chat_revision
         return build(shots, prompt, answer, p, job.critique if self.s.critique else None, past)
 
-    def past(self, job: Job) -> list:
-        """Earlier rounds as (principle, critique, revision), when the context keeps them."""
+    def past(self, job: Job) -> list[FewShotRound]:
+        """Earlier rounds in the shape of a demonstration's, when the context keeps them."""
         if self.s.context != "full":
             return []
-        return [(draw_principle(self.c, self.s.seed, job.item.id, k), r.critique, r.revision)
-                for k, r in enumerate(job.record.rounds)]
+        principles = [self.c.principle(r.principle) for r in job.record.rounds]
+        return [FewShotRound(p.critique, r.critique or "", p.revision, r.revision)
+                for p, r in zip(principles, job.record.rounds)]
 
     def advance(self, job: Job, out: Completion) -> bool:
         """Apply one completion; True when the job is finished."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from charter.types import FewShot, Message, Principle
+from charter.types import FewShot, FewShotRound, Message, Principle
 
 TEXT_TAGS = {"user": "Human", "assistant": "Assistant"}
 TEXT_STOPS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:",
@@ -16,14 +16,20 @@ TEXT_STOPS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCriti
 EXAMPLE_SEPARATOR = "\n\n-----"
 
 
+def round_messages(rounds: Sequence[FewShotRound], critique: bool = True) -> list[Message]:
+    """Critique/revision rounds as turns: a demonstration's, or the running conversation's earlier ones."""
+    msgs: list[Message] = []
+    for r in rounds:
+        if critique:
+            msgs += [{"role": "user", "content": r.critique_request}, {"role": "assistant", "content": r.critique}]
+        msgs += [{"role": "user", "content": r.revision_request}, {"role": "assistant", "content": r.revision}]
+    return msgs
+
+
 def few_shot_messages(shots: Sequence[FewShot], critique: bool = True) -> list[Message]:
     msgs: list[Message] = []
     for shot in shots:
-        msgs += list(shot.conversation)
-        for r in shot.rounds:
-            if critique:
-                msgs += [{"role": "user", "content": r.critique_request}, {"role": "assistant", "content": r.critique}]
-            msgs += [{"role": "user", "content": r.revision_request}, {"role": "assistant", "content": r.revision}]
+        msgs += list(shot.conversation) + round_messages(shot.rounds, critique)
     return msgs
 
 
@@ -31,31 +37,20 @@ def chat_initial(prompt: Sequence[Message]) -> list[Message]:
     return list(prompt)
 
 
-Past = Sequence[tuple[Principle, "str | None", str]]  # earlier rounds: (principle, critique, revision)
-
-
-def _past_messages(past: Past) -> list[Message]:
-    msgs: list[Message] = []
-    for p, critique, revision in past:
-        if critique is not None:
-            msgs += [{"role": "user", "content": p.critique}, {"role": "assistant", "content": critique}]
-        msgs += [{"role": "user", "content": p.revision}, {"role": "assistant", "content": revision}]
-    return msgs
-
-
 def chat_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  past: Past = ()) -> list[Message]:
+                  past: Sequence[FewShotRound] = ()) -> list[Message]:
     """Few-shots, the prompt, the answer and any earlier rounds, then this round's critique request."""
-    return few_shot_messages(shots) + list(prompt) + [{"role": "assistant", "content": answer}] + _past_messages(past) + [
+    return few_shot_messages(shots) + list(prompt) + [{"role": "assistant", "content": answer}] + round_messages(past) + [
         {"role": "user", "content": p.critique}]
 
 
 def chat_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  critique: str | None, past: Past = ()) -> list[Message]:
+                  critique: str | None, past: Sequence[FewShotRound] = ()) -> list[Message]:
     """With a critique: continue the critique conversation. Without (ablation): revise directly."""
     if critique is None:
         return few_shot_messages(shots, critique=False) + list(prompt) + [
-            {"role": "assistant", "content": answer}] + _past_messages(past) + [{"role": "user", "content": p.revision}]
+            {"role": "assistant", "content": answer}] + round_messages(past, critique=False) + [
+            {"role": "user", "content": p.revision}]
     return chat_critique(shots, prompt, answer, p, past) + [
         {"role": "assistant", "content": critique}, {"role": "user", "content": p.revision}]
 
@@ -73,40 +68,32 @@ def transcript(messages: Sequence[Message]) -> str:
     return "".join(out)
 
 
+def round_text(rounds: Sequence[FewShotRound], critique: bool = True) -> str:
+    text = ""
+    for r in rounds:
+        if critique:
+            text += f"\n\nCritiqueRequest: {r.critique_request}\n\nCritique: {r.critique}"
+        text += f"\n\nRevisionRequest: {r.revision_request}\n\nRevision: {r.revision}"
+    return text
+
+
 def few_shot_text(shots: Sequence[FewShot], critique: bool = True) -> str:
-    blocks = []
-    for shot in shots:
-        text = transcript(shot.conversation)
-        for r in shot.rounds:
-            if critique:
-                text += f"\n\nCritiqueRequest: {r.critique_request}\n\nCritique: {r.critique}"
-            text += f"\n\nRevisionRequest: {r.revision_request}\n\nRevision: {r.revision}"
-        blocks.append(text + EXAMPLE_SEPARATOR)
-    return "".join(blocks)
+    return "".join(transcript(s.conversation) + round_text(s.rounds, critique) + EXAMPLE_SEPARATOR for s in shots)
 
 
 def text_initial(prompt: Sequence[Message]) -> str:
     return transcript(prompt) + "\n\nAssistant:"
 
 
-def _past_text(past: Past) -> str:
-    out = ""
-    for p, critique, revision in past:
-        if critique is not None:
-            out += f"\n\nCritiqueRequest: {p.critique}\n\nCritique: {critique}"
-        out += f"\n\nRevisionRequest: {p.revision}\n\nRevision: {revision}"
-    return out
-
-
 def text_critique(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  past: Past = ()) -> str:
-    return (few_shot_text(shots) + transcript(prompt) + f"\n\nAssistant: {answer}" + _past_text(past)
+                  past: Sequence[FewShotRound] = ()) -> str:
+    return (few_shot_text(shots) + transcript(prompt) + f"\n\nAssistant: {answer}" + round_text(past)
             + f"\n\nCritiqueRequest: {p.critique}\n\nCritique:")
 
 
 def text_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: str, p: Principle,
-                  critique: str | None, past: Past = ()) -> str:
+                  critique: str | None, past: Sequence[FewShotRound] = ()) -> str:
     if critique is None:
         return (few_shot_text(shots, critique=False) + transcript(prompt) + f"\n\nAssistant: {answer}"
-                + _past_text(past) + f"\n\nRevisionRequest: {p.revision}\n\nRevision:")
+                + round_text(past, critique=False) + f"\n\nRevisionRequest: {p.revision}\n\nRevision:")
     return text_critique(shots, prompt, answer, p, past) + f" {critique}\n\nRevisionRequest: {p.revision}\n\nRevision:"
