@@ -44,10 +44,7 @@ class CascadeLayer(DynamicLayer):
         self.prefix = prefix if prefix is not None and prefix[0].shape[-2] else None
         self.reserve, self._k = reserve, None
         if own is not None and own[0].shape[-2]:
-            self.lazy_initialization(*own)
-            self._room(own[0], own[1], own[0].shape[-2])
-            self._k[:, :, : own[0].shape[-2]], self._v[:, :, : own[0].shape[-2]] = own
-            self.keys, self.values = self._k[:, :, : own[0].shape[-2]], self._v[:, :, : own[0].shape[-2]]
+            self.update(*own)
 
     def _room(self, keys: torch.Tensor, values: torch.Tensor, size: int) -> None:
         b, h, d = keys.shape[0], keys.shape[1], keys.shape[-1]
@@ -82,12 +79,11 @@ def full_attention(config) -> bool:
 
 
 def new_cache(config, prefix: KV | None, own: KV | None, reserve: int) -> DynamicCache:
-    """A cache of CascadeLayers (full-attention models only; sliding layers cannot share a prefix)."""
+    """Full-attention layers become CascadeLayers; sliding ones stay as they are (callers only pass
+    a prefix or reused KV when every layer is full attention, see ``full_attention``)."""
     cache = DynamicCache(config=config)
-    if not full_attention(config):
-        return cache
-    n = len(cache.layers)
-    cache.layers = [CascadeLayer(prefix[i] if prefix else None, own[i] if own else None, reserve) for i in range(n)]
+    cache.layers = [CascadeLayer(prefix[i] if prefix else None, own[i] if own else None, reserve)
+                    if type(layer) is DynamicLayer else layer for i, layer in enumerate(cache.layers)]
     return cache
 
 
