@@ -49,12 +49,8 @@ def main() -> None:
     for name, make in available(args):
         if args.only and name not in args.only:
             continue
-        backend = make()
         args.backend = name
-        print_table(name, measure(backend, args), args)
-        backend.close()
-        if hasattr(backend, "engine"):
-            backend.engine.close()
+        print_table(name, measure(make, args), args)
 
 
 if __name__ == "__main__":

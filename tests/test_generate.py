@@ -177,3 +177,26 @@ def test_streaming_scheduler_matches_batch(tmp_path):
     key = lambda r: (r.id, r.initial, [(x.principle, x.critique, x.revision) for x in r.rounds])
     assert sorted(map(key, load_run(tmp_path / "a" / "run"))) == sorted(map(key, load_run(tmp_path / "b" / "run")))
     assert 1 < conc.peak <= 4
+
+
+@pytest.mark.parametrize("fmt,critique", [("chat", True), ("chat", False), ("text", True), ("text", False)])
+def test_engines_are_told_the_shared_prefix_every_few_shot_call_starts_with(tmp_path, fmt, critique):
+    class Sharing(FakeBackend):
+        def __init__(self):
+            super().__init__()
+            self.shared = []
+
+        def share_prefix(self, prefix):
+            self.shared.append(prefix)
+
+    fake = Sharing()
+    generate(cfg(tmp_path, format=fmt, critique=critique), backend=fake, progress=False)
+    (prefix,) = fake.shared
+    head = prefix if fmt == "text" else fake.render(prefix).removesuffix("<|assistant|>")
+    few_shot_calls = [c for c in fake.calls if head in c]
+    assert len(few_shot_calls) == 4 * 3 * (2 if critique else 1)  # every critique and revision call
+    assert all(c.startswith(head) for c in few_shot_calls)
+    # a run with nothing to critique does not ask the engine to prepare anything
+    no_rounds = Sharing()
+    generate(cfg(tmp_path, out=str(tmp_path / "h"), rounds=0), backend=no_rounds, progress=False)
+    assert no_rounds.shared == [] and no_rounds.calls

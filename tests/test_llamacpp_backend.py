@@ -121,3 +121,27 @@ def test_two_backends_in_one_process(backend):
     with pytest.raises(BackendError, match="closed"):
         other.complete(["Hello"], GREEDY)
     assert backend.complete(["Hello"], Sampling(max_tokens=2, temperature=0.0))[0].text
+
+
+def test_shared_prefix_is_copied_into_slots_not_recomputed(backend):
+    from charter import templates
+    from charter.constitution import load_constitution
+
+    prefix = templates.few_shot_messages(load_constitution().few_shots)
+    convos = [prefix + c for c in CONVOS]
+    short = Sampling(max_tokens=4, temperature=0.0)  # later tokens may flip on fp rounding: the
+    # copied KV came from a prefill split into other batches than a whole-prompt prefill's
+    before = [c.text for c in backend.chat(convos, short)]  # each slot prefills the block itself
+    backend.chat(CONVOS, GREEDY)  # every slot now holds a short prompt instead
+    backend.share_prefix(prefix)
+    n_prefix = len(backend.tokenize(backend._rendered_prefix(prefix), add_special=True, parse_special=True))
+
+    def cached(convo):  # what llama.cpp found in the slot's KV when the request arrived
+        request = backend._pinned({"messages": convo, **GREEDY_FIELDS}, convo)
+        return backend._call("handle_chat_completions", request)["timings"]["cache_n"]
+
+    assert all(n >= n_prefix - 2 for n in backend._map(cached, convos))  # a boundary token may differ
+    assert [c.text for c in backend.chat(convos, short)] == before  # copied KV, same greedy answers
+
+
+GREEDY_FIELDS = {"max_tokens": 1, "temperature": 0.0, "cache_prompt": True}

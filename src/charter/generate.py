@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 from charter import templates
 from charter.backends.base import Backend
 from charter.constitution import draw_principle
-from charter.types import Completion, Constitution, FewShotRound, PromptItem, Record, Round, Sampling
+from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
 @dataclass
 class Settings:
@@ -88,6 +88,13 @@ class Runner:
             return build(shots, prompt, answer, p, past)
         build = templates.text_revision if text else templates.chat_revision
         return build(shots, prompt, answer, p, job.critique if self.s.critique else None, past)
+
+    def shared_prefix(self) -> list[Message] | str:
+        """What every critique/revision request of this run starts with: the few-shot block."""
+        shots, critique = self.c.few_shots, self.s.critique
+        if self.s.format == "text":
+            return templates.few_shot_text(shots, critique)
+        return templates.few_shot_messages(shots, critique)
 
     def past(self, job: Job) -> list[FewShotRound]:
         """Earlier rounds in the shape of a demonstration's, when the context keeps them."""
@@ -275,5 +282,8 @@ def run_items(backend: Backend, constitution: Constitution, settings: Settings, 
               on_record: Callable[[Record], None]) -> None:
     """The scheduler that suits the engine: streaming where it batches internally."""
     runner = Runner(backend, constitution, settings, on_record)
+    share = getattr(backend, "share_prefix", None)  # optional: engines with per-slot KV
+    if share and constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
+        share(runner.shared_prefix())
     workers = getattr(backend, "concurrency", None)
     runner.run_streaming(items, workers) if workers else runner.run(items)

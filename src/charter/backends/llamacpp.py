@@ -12,7 +12,9 @@ logits, i.e. log p(token | context, previous tokens), exactly what scoring needs
 """
 from __future__ import annotations
 
+import itertools
 import json
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -38,6 +40,8 @@ SLOT_CTX = 4096
 # conversation is next, keeps only the shared few-shot prefix, and prefill (~150 tok/s on 2 CPU
 # cores for this engine, against ~400 for transformers) doubled the pipeline's time.
 QUEUE_FACTOR = 1
+# Where share_prefix keeps the shared prefix's KV (inside the slot save directory).
+PREFIX_FILE = "charter-shared-prefix.bin"
 # Sampling means the same on every backend: plain temperature + nucleus, no hidden truncation
 # (llama.cpp's defaults would add top_k=40, min_p=0.05).
 NEUTRAL_SAMPLERS = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0}
@@ -135,6 +139,12 @@ class LlamaCppBackend:
         self._http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._pool = ThreadPoolExecutor(QUEUE_FACTOR * n_parallel, thread_name_prefix="llamacpp")
         self._lock = threading.Lock()
+        # Each pool thread sends to its own slot, so a conversation's next step (sent by the one
+        # idle thread) finds its KV; _has_prefix says which slots start with the shared prefix.
+        self._thread = threading.local()
+        self._slot_ids = itertools.count()
+        self._prefix: Sequence[Message] | str | None = None
+        self._has_prefix = [False] * n_parallel
 
     def _params(self, xlc: Any, threads: int | None, server_params: dict[str, Any]) -> Any:
         params = xlc.CommonParams()
@@ -144,6 +154,8 @@ class LlamaCppBackend:
         params.cont_batching = True
         params.cache_prompt = True
         params.verbosity = 0  # errors only; llama.cpp's info log is per token-batch noise
+        self._slot_dir = tempfile.TemporaryDirectory(prefix="charter-slots-")
+        params.slot_save_path = self._slot_dir.name + "/"  # share_prefix copies KV through it
         if threads:
             params.cpuparams.n_threads = threads
             params.cpuparams_batch.n_threads = threads
@@ -199,7 +211,8 @@ class LlamaCppBackend:
         fields = _sampling_fields(sampling)
 
         def one(convo: Sequence[Message]) -> Completion:
-            result = self._call("handle_chat_completions", {"messages": [dict(m) for m in convo], **fields})
+            request = self._pinned({"messages": [dict(m) for m in convo], **fields}, convo)
+            result = self._call("handle_chat_completions", request)
             return self._completion(result, result["choices"][0]["message"].get("content"))
 
         return self._map(one, convos)
@@ -208,7 +221,7 @@ class LlamaCppBackend:
         fields = _sampling_fields(sampling)
 
         def one(prompt: str) -> Completion:
-            result = self._call("handle_completions", {"prompt": prompt, **fields})
+            result = self._call("handle_completions", self._pinned({"prompt": prompt, **fields}, prompt))
             return self._completion(result, result["choices"][0].get("text"))
 
         return self._map(one, prompts)
@@ -235,11 +248,51 @@ class LlamaCppBackend:
             "post_sampling_probs": False,  # log-softmax of the raw logits, not the sampler's
             "cache_prompt": True,
         }
-        content = (self._call("handle_completions", request)["choices"][0].get("logprobs") or {}).get("content") or []
+        content = (self._call("handle_completions", self._pinned(request, prompt))["choices"][0].get("logprobs") or {}).get("content") or []
         got = [t["id"] for t in content]
         if got != cont_ids:
             raise BackendError(f"llama.cpp did not follow the forced continuation ({len(got)}/{len(cont_ids)} tokens)")
         return Score(float(sum(t["logprob"] for t in content)), len(cont_ids))
+
+    # -- slots and the shared prefix ----------------------------------------------------------
+
+    def share_prefix(self, prefix: Sequence[Message] | str) -> None:
+        """Many requests will start with `prefix` (the few-shot block): prefill it once, then copy
+        its KV into a slot (llama.cpp's slot save/restore, a few ms) whenever a request that starts
+        with it lands on a slot that lacks it, instead of every slot prefilling it (seconds each on
+        a CPU). Optional: without it, llama.cpp's own prompt cache still reuses what a slot holds."""
+        text = prefix if isinstance(prefix, str) else self._rendered_prefix(prefix)
+        self._call("handle_completions", {"prompt": text, "max_tokens": 1, "temperature": 0.0, "id_slot": 0,
+                                          "cache_prompt": True})
+        self._post("/slots/0?action=save", {"filename": PREFIX_FILE})
+        with self._lock:
+            self._prefix = prefix
+            self._has_prefix = [slot == 0 for slot in range(self.n_parallel)]
+
+    def _rendered_prefix(self, messages: Sequence[Message]) -> str:
+        """The chat template's text for `messages` as the start of a longer conversation: where two
+        conversations that continue it with different user turns still agree."""
+        a, b = (self.render([*messages, {"role": "user", "content": c}]) for c in ("a", "b"))
+        return a[: next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)]
+
+    def _starts_with_prefix(self, request: Sequence[Message] | str) -> bool:
+        prefix = self._prefix
+        if prefix is None or isinstance(prefix, str) != isinstance(request, str):
+            return False
+        if isinstance(request, str):
+            return request.startswith(prefix)
+        return len(request) > len(prefix) and all(dict(m) == dict(p) for m, p in zip(request, prefix))
+
+    def _pinned(self, request: dict[str, Any], content: Sequence[Message] | str) -> dict[str, Any]:
+        """`request` bound to this thread's slot, with the shared prefix loaded there if it needs it."""
+        slot = getattr(self._thread, "slot", None)
+        if slot is None:
+            slot = self._thread.slot = next(self._slot_ids) % self.n_parallel
+        shared = self._starts_with_prefix(content)
+        if shared and not self._has_prefix[slot]:
+            self._post(f"/slots/{slot}?action=restore", {"filename": PREFIX_FILE})
+        self._has_prefix[slot] = shared
+        return {**request, "id_slot": slot}
 
     # -- template and tokenizer (the embedded server's HTTP endpoints, loopback only) --------
 
@@ -273,6 +326,7 @@ class LlamaCppBackend:
                 return
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._server = None  # the only reference: ~Server joins llama.cpp's threads here
+            self._slot_dir.cleanup()
 
     def __enter__(self) -> "LlamaCppBackend":
         return self
