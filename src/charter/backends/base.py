@@ -2,6 +2,11 @@
 
 Only backends apply chat templates. ``chat`` takes conversations (lists of messages) and applies
 the model's template; ``complete`` takes raw text (the paper's transcript format) as is.
+
+Two optional attributes tune the pipeline to an engine: ``concurrency`` (engines that batch
+internally get that many conversations in flight, each advancing on its own) and
+``share_prefix(prefix)`` (called once before the first step with the few-shot block, messages or
+text, that every critique/revision request starts with; engines with per-slot KV load it once).
 """
 from __future__ import annotations
 
