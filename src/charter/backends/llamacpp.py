@@ -18,6 +18,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -264,7 +265,11 @@ class LlamaCppBackend:
         text = prefix if isinstance(prefix, str) else self._rendered_prefix(prefix)
         self._call("handle_completions", {"prompt": text, "max_tokens": 1, "temperature": 0.0, "id_slot": 0,
                                           "cache_prompt": True})
-        self._post("/slots/0?action=save", {"filename": PREFIX_FILE})
+        try:
+            self._post("/slots/0?action=save", {"filename": PREFIX_FILE})
+        except BackendError as exc:  # e.g. endpoint_slots=False: each slot then prefills it itself
+            warnings.warn(f"llama.cpp could not save the shared prefix, so it is not copied: {exc}", stacklevel=2)
+            return
         with self._lock:
             self._prefix = prefix
             self._has_prefix = [slot == 0 for slot in range(self.n_parallel)]
