@@ -46,7 +46,7 @@ def raw(backend, args, target_tokens: int) -> tuple[float, int]:
     return time.time() - t0, tokens
 
 
-def fresh(make, args):
+def fresh(make):
     """A new engine per measured run: no run inherits another's prompt or conversation KV (the
     same prompts and seeds recur across runs, so a shared engine would serve them from cache)."""
     backend = make()
@@ -73,7 +73,7 @@ def measure(make, args) -> list[tuple[str, float, int | None, int]]:
             best[name] = (secs, recs, toks)
 
     def timed(name, run):
-        backend = fresh(make, args)
+        backend = fresh(make)
         try:
             add(name, *run(backend))
         finally:
@@ -89,7 +89,7 @@ def measure(make, args) -> list[tuple[str, float, int | None, int]]:
         timed("raw batched generation", raw_run)
         timed("pipeline, no few-shot", lambda b: pipeline(b, args, few_shot="none"))
     if not args.skip_nocache:
-        backend = fresh(make, args)
+        backend = fresh(make)
         try:
             if getattr(backend, "prefix_cache", None) is True:  # engines whose cache can be switched off
                 backend.prefix_cache = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import tempfile
 import threading
 import urllib.error
@@ -277,8 +278,7 @@ class LlamaCppBackend:
     def _rendered_prefix(self, messages: Sequence[Message]) -> str:
         """The chat template's text for `messages` as the start of a longer conversation: where two
         conversations that continue it with different user turns still agree."""
-        a, b = (self.render([*messages, {"role": "user", "content": c}]) for c in ("a", "b"))
-        return a[: next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)]
+        return os.path.commonprefix([self.render([*messages, {"role": "user", "content": c}]) for c in "ab"])
 
     def _starts_with_prefix(self, request: Sequence[Message] | str) -> bool:
         prefix = self._prefix
