@@ -175,3 +175,36 @@ def test_conversation_cache_does_not_change_greedy_output(backend):
     # every conversation was kept, and the second calls found them
     assert len(backend._rows.entries) == len(QUESTIONS)
     assert all(len(e.tokens) > prompt_tokens - len(e.prefix) - 20 for e in backend._rows.entries.values())
+
+
+def test_rows_that_end_early_leave_the_batch_without_changing_output(backend, monkeypatch):
+    """Once rows end (EOS or a stop string), the batch halts and the rest go on in a smaller
+    batch from their cached KV; the text is what one uninterrupted batch gives."""
+    import charter.backends.hf as hf
+
+    questions = ["What is 2+2?", "Why is the sky blue?", "Tell me about cats and why people love them.", "hi"]
+    chats = [convo(q) for q in questions]  # greedy lengths here: 11, 40, 40, 10 tokens
+    texts = [f"Human: {q}\n\nAssistant:" for q in questions]
+    greedy, cut = Sampling(max_tokens=40, temperature=0), Sampling(max_tokens=40, temperature=0, stop=(".",))
+    runs = []
+    spy = backend._run
+
+    def counting(*args):
+        runs.append(len(args[0]))
+        return spy(*args)
+
+    def outputs():
+        backend._rows.clear()
+        runs.clear()
+        return backend.chat(chats, greedy) + backend.complete(texts, cut)
+
+    monkeypatch.setattr(backend, "_run", counting)
+    monkeypatch.setattr(hf, "HALT_ROW_STEPS", 10**9)
+    whole = outputs()
+    assert runs == [4, 4]  # never halted
+    monkeypatch.setattr(hf, "HALT_ROW_STEPS", 16)
+    halted = outputs()
+    assert [o.text for o in halted] == [o.text for o in whole]
+    assert [o.completion_tokens for o in halted] == [o.completion_tokens for o in whole]
+    assert [o.finish_reason for o in halted] == [o.finish_reason for o in whole]
+    assert len(runs) >= 4 and min(runs) < 4  # both formats halted and went on with fewer rows

@@ -116,7 +116,8 @@ class PrefixCache:
                 layer.update(k, v)
         rest = torch.tensor([key[len(best):]], device=self.model.device)
         with torch.no_grad():
-            out = self.model(input_ids=rest, cache=cache, use_cache=True)
+            # Only the KV is kept: one row of logits, not a vocab-sized row per prefix token.
+            out = self.model(input_ids=rest, cache=cache, use_cache=True, logits_to_keep=1)
         return [(layer.keys, layer.values) for layer in out.cache.layers]
 
 
