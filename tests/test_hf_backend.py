@@ -208,3 +208,25 @@ def test_rows_that_end_early_leave_the_batch_without_changing_output(backend, mo
     assert [o.completion_tokens for o in halted] == [o.completion_tokens for o in whole]
     assert [o.finish_reason for o in halted] == [o.finish_reason for o in whole]
     assert len(runs) >= 4 and min(runs) < 4  # both formats halted and went on with fewer rows
+
+
+def test_draw_token_samples_the_warped_distribution():
+    import torch
+
+    from charter.backends.hf import DrawToken
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])  # a masked (top-p) token must never be drawn
+    picks = DrawToken()(None, probs.log().expand(40_000, 4).clone()).argmax(-1)
+    freq = torch.bincount(picks, minlength=4) / len(picks)
+    assert torch.allclose(freq, probs, atol=0.01), freq
+    assert freq[3] == 0
+
+
+def test_sampling_is_seeded_and_varies_with_the_seed(backend):
+    convos = [convo("Tell me a short story about a dragon.")] * 2
+    first = [c.text for c in backend.chat(convos, Sampling(max_tokens=16, temperature=1.0, seed=3))]
+    again = [c.text for c in backend.chat(convos, Sampling(max_tokens=16, temperature=1.0, seed=3))]
+    other = [c.text for c in backend.chat(convos, Sampling(max_tokens=16, temperature=1.0, seed=4))]
+    assert first == again
+    assert first[0] != first[1] and other != first  # rows and seeds draw different tokens

@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
+                          StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper, TopPLogitsWarper)
 
 from charter.backends.hf_cache import (ATTENTION, PrefixCache, RowCache, active_cache, common_prefix_len,
                                       full_attention, new_cache, row_kv)
@@ -71,6 +72,21 @@ class _HaltWhenRowsEnd(StoppingCriteria):
         left = self.budget - (input_ids.shape[1] - self.width)
         self.halted = 0 < done < input_ids.shape[0] and done * left >= HALT_ROW_STEPS
         return torch.full((input_ids.shape[0],), self.halted, dtype=torch.bool, device=input_ids.device)
+
+
+class DrawToken(LogitsProcessor):
+    """Draws each row's next token from the warped distribution by inverse CDF (one uniform
+    number per row) and leaves only that token possible, so greedy decoding takes it. Same
+    distribution as generate's sampling, whose torch.multinomial draws an exponential per
+    vocabulary entry: 11 ms a step at batch 8 over SmolLM2's 49k tokens on 2 CPU cores, ~13% of
+    a decode step; this takes well under 1 ms."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = scores.float().softmax(-1).cumsum(-1)
+        u = torch.rand((scores.shape[0], 1), device=scores.device) * cdf[:, -1:]
+        # right=True: the first token whose cdf exceeds u, so zero-probability tokens never win
+        pick = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, pick, 0.0)
 
 
 class HFBackend:
@@ -172,20 +188,24 @@ class HFBackend:
         dev = self.model.device
         return torch.tensor(ids, device=dev), torch.tensor(mask, device=dev)
 
-    def _gen_config(self, sampling: Sampling) -> GenerationConfig:
-        greedy = sampling.temperature <= 0
+    def _gen_config(self, sampling: Sampling) -> tuple[GenerationConfig, LogitsProcessorList]:
+        """Sampling runs as transformers' own warpers plus ``DrawToken`` under greedy decoding,
+        which then takes the drawn token (see ``DrawToken`` for why)."""
         cfg = GenerationConfig(
             max_new_tokens=sampling.max_tokens,
-            do_sample=not greedy,
+            do_sample=False,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
             bos_token_id=self.tokenizer.bos_token_id,
         )
-        if not greedy:
-            cfg.temperature, cfg.top_p, cfg.top_k = sampling.temperature, sampling.top_p, None
         if any(sampling.stop):
             cfg.stop_strings = [s for s in sampling.stop if s]  # halts rows early; _finish cuts the text
-        return cfg
+        if sampling.temperature <= 0:
+            return cfg, LogitsProcessorList()
+        warpers = [TemperatureLogitsWarper(sampling.temperature)]
+        if sampling.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
+        return cfg, LogitsProcessorList(warpers + [DrawToken()])
 
     def _generate_chunk(self, rows: list[Ids], sampling: Sampling) -> list[Completion]:
         new = self._decode(rows, sampling, self._shared_prefix(rows))
@@ -222,6 +242,7 @@ class HFBackend:
         # Room for the uncached prompt tokens and every new token: the buffer never regrows.
         cache = new_cache(self.model.config, self._prefixes.get(key) if plen else None,
                           self._rows.own_kv(hits, width), fresh + sampling.max_tokens + 1)
+        config, processors = self._gen_config(sampling)
         halt = _HaltWhenRowsEnd(self.eos_ids + [self.pad_id], input_ids.shape[1], sampling.max_tokens)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
@@ -229,7 +250,8 @@ class HFBackend:
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
-                generation_config=self._gen_config(sampling),
+                generation_config=config,
+                logits_processor=processors,
                 tokenizer=self.tokenizer,
                 cache=cache,
                 stopping_criteria=StoppingCriteriaList([halt] if reuse else []),
