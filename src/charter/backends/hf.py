@@ -111,6 +111,7 @@ class HFBackend:
         self.tokenizer, self.model = _load(model, dtype, device)
         self.pad_id = self._pad_id()
         self.eos_ids = self._eos_ids()
+        self.ends = set(self.eos_ids) | {self.pad_id}  # a row's tokens after it ends are pads
         self._prefixes = PrefixCache(self.model)
         self._reuse = full_attention(self.model.config)  # both caches need full-attention layers
         self._rows = RowCache(row_cache_mb * 2**20 // self._kv_bytes_per_token())
@@ -226,7 +227,7 @@ class HFBackend:
         return new
 
     def _ended(self, toks: Ids, sampling: Sampling) -> bool:
-        if any(t in self.eos_ids or t == self.pad_id for t in toks):
+        if any(t in self.ends for t in toks):
             return True
         stops = [s for s in sampling.stop if s]
         return bool(stops) and any(s in self.tokenizer.decode(toks) for s in stops)
@@ -243,7 +244,7 @@ class HFBackend:
         cache = new_cache(self.model.config, self._prefixes.get(key) if plen else None,
                           self._rows.own_kv(hits, width), fresh + sampling.max_tokens + 1)
         config, processors = self._gen_config(sampling)
-        halt = _HaltWhenRowsEnd(self.eos_ids + [self.pad_id], input_ids.shape[1], sampling.max_tokens)
+        halt = _HaltWhenRowsEnd(sorted(self.ends), input_ids.shape[1], sampling.max_tokens)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.no_grad(), active_cache(cache):
@@ -268,7 +269,7 @@ class HFBackend:
         fed = cache.layers[0].keys.shape[-2] - start  # generated tokens whose KV was computed
         for i, (r, (eid, n)) in enumerate(zip(rows, hits)):
             gen = new[i][:fed]
-            k = next((j + 1 for j, t in enumerate(gen) if t in self.eos_ids or t == self.pad_id), len(gen))
+            k = next((j + 1 for j, t in enumerate(gen) if t in self.ends), len(gen))
             u = len(r) - plen - n
             index = [*range(width - n, width), *range(start - u, start), *range(start, start + k)]
             kv = row_kv(cache, i, torch.tensor(index, device=self.model.device))
@@ -278,7 +279,7 @@ class HFBackend:
         """Cut at EOS (finished rows are padded with it) and at the first stop string."""
         hit_eos = False
         for n, t in enumerate(toks):
-            if t in self.eos_ids or t == self.pad_id:
+            if t in self.ends:
                 toks, hit_eos = toks[:n], True
                 break
         text = self.tokenizer.decode(toks, skip_special_tokens=False)
