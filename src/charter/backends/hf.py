@@ -63,12 +63,12 @@ class _HaltWhenRowsEnd(StoppingCriteria):
     the rest run cheaper in a smaller batch. Ended rows' last token is EOS or pad (generate pads
     rows after they end, stop strings included)."""
 
-    def __init__(self, ends: list[int], width: int, budget: int):
-        self.ends, self.width, self.budget = torch.tensor(ends), width, budget
+    def __init__(self, ends: list[int], width: int, budget: int, device: torch.device):
+        self.ends, self.width, self.budget = torch.tensor(ends, device=device), width, budget
         self.halted = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        done = int(torch.isin(input_ids[:, -1], self.ends.to(input_ids.device)).sum())
+        done = int(torch.isin(input_ids[:, -1], self.ends).sum())
         left = self.budget - (input_ids.shape[1] - self.width)
         self.halted = 0 < done < input_ids.shape[0] and done * left >= HALT_ROW_STEPS
         return torch.full((input_ids.shape[0],), self.halted, dtype=torch.bool, device=input_ids.device)
@@ -218,19 +218,13 @@ class HFBackend:
         later decode step (~7 ms a row at batch 8 on 2 CPU cores), and CAI critiques and
         revisions end at very different lengths."""
         new, halted = self._run(rows, sampling, key)
-        live = [i for i, toks in enumerate(new) if halted and not self._ended(toks, sampling)]
+        live = [i for i, toks in enumerate(new) if not self._cut(toks, sampling)[2]] if halted else []
         if live:
             seed = None if sampling.seed is None else sampling.seed + 1
             rest = replace(sampling, max_tokens=sampling.max_tokens - len(new[live[0]]), seed=seed)
             for i, more in zip(live, self._decode([rows[i] + new[i] for i in live], rest, key)):
                 new[i] = new[i] + more
         return new
-
-    def _ended(self, toks: Ids, sampling: Sampling) -> bool:
-        if any(t in self.ends for t in toks):
-            return True
-        stops = [s for s in sampling.stop if s]
-        return bool(stops) and any(s in self.tokenizer.decode(toks) for s in stops)
 
     def _run(self, rows: list[Ids], sampling: Sampling, key: tuple[int, ...]) -> tuple[list[Ids], bool]:
         """One generate() call over the chunk: (new tokens per row, whether it halted early)."""
@@ -244,7 +238,7 @@ class HFBackend:
         cache = new_cache(self.model.config, self._prefixes.get(key) if plen else None,
                           self._rows.own_kv(hits, width), fresh + sampling.max_tokens + 1)
         config, processors = self._gen_config(sampling)
-        halt = _HaltWhenRowsEnd(sorted(self.ends), input_ids.shape[1], sampling.max_tokens)
+        halt = _HaltWhenRowsEnd(sorted(self.ends), input_ids.shape[1], sampling.max_tokens, input_ids.device)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.no_grad(), active_cache(cache):
@@ -275,8 +269,9 @@ class HFBackend:
             kv = row_kv(cache, i, torch.tensor(index, device=self.model.device))
             self._rows.save(key, r[plen:] + gen[:k], kv, eid)
 
-    def _finish(self, prompt: Ids, toks: Ids, sampling: Sampling) -> Completion:
-        """Cut at EOS (finished rows are padded with it) and at the first stop string."""
+    def _cut(self, toks: Ids, sampling: Sampling) -> tuple[Ids, str, bool]:
+        """(tokens up to EOS, their text up to the first stop string, whether either ended it).
+        Finished rows are padded with EOS or pad, so both count as an end."""
         hit_eos = False
         for n, t in enumerate(toks):
             if t in self.ends:
@@ -286,7 +281,11 @@ class HFBackend:
         cut = min((i for i in (text.find(s) for s in sampling.stop if s) if i >= 0), default=-1)
         if cut >= 0:
             text = text[:cut]
-        reason = "stop" if hit_eos or cut >= 0 or len(toks) < sampling.max_tokens else "length"
+        return toks, text, hit_eos or cut >= 0
+
+    def _finish(self, prompt: Ids, toks: Ids, sampling: Sampling) -> Completion:
+        toks, text, ended = self._cut(toks, sampling)
+        reason = "stop" if ended or len(toks) < sampling.max_tokens else "length"
         return Completion(text, len(prompt), len(toks), reason)
 
     # ---- scoring --------------------------------------------------------------------------
