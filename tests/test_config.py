@@ -6,8 +6,8 @@ from charter.errors import ConfigError, InputError
 
 def test_unknown_key_suggests(tmp_path):
     f = tmp_path / "run.yaml"
-    f.write_text("model: embedded\nround: 2\n")
-    with pytest.raises(ConfigError, match=r"run.yaml:1: unknown key 'round' \(did you mean 'rounds'\?\)"):
+    f.write_text("model: embedded\nseed: 1\nround: 2\n")
+    with pytest.raises(ConfigError, match=r"run.yaml:3: unknown key 'round' \(did you mean 'rounds'\?\)"):
         load_generate_config(str(f), {})
 
 
@@ -19,17 +19,72 @@ def test_flags_override_file(tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("rounds: two\n", "'rounds' must be int"),
-    ("critique: 1\n", "'critique' must be bool"),
-    ("format: html\n", "format must be one of"),
-    ("rounds: -1\n", "rounds must be >= 0"),
-    ("[1, 2]\n", "must be a mapping"),
+    ("rounds: two\n", r"run.yaml:2: rounds must be int, got 'two'"),
+    ("critique: 1\n", r"run.yaml:2: critique must be bool, got 1"),
+    ("format: html\n", r"run.yaml:2: format must be one of chat, text, got 'html'"),
+    ("rounds: -1\n", r"run.yaml:2: rounds must be >= 0, got -1"),
+    ("top_p: 0\n", r"run.yaml:2: top_p must be in \(0, 1\], got 0.0"),
+    ("limit: 0\n", r"run.yaml:2: limit must be >= 1, got 0"),
 ])
-def test_bad_values(tmp_path, body, message):
+def test_bad_values_name_the_key_line_and_value(tmp_path, body, message):
     f = tmp_path / "run.yaml"
-    f.write_text(body)
+    f.write_text("model: embedded\n" + body + "seed: 3\n")
     with pytest.raises(ConfigError, match=message):
         load_generate_config(str(f), {})
+
+
+def test_not_a_mapping(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_generate_config(str(f), {})
+
+
+def test_bad_flag_names_the_flag_not_the_file(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("max_tokens: 32\n")
+    with pytest.raises(ConfigError, match=r"^--max-tokens must be >= 1, got 0$"):
+        load_generate_config(str(f), {"max_tokens": 0})
+    with pytest.raises(ConfigError, match=r"^--temperature must be in \[0, 5\], got 9.0$"):
+        load_generate_config(None, {"temperature": 9.0})
+
+
+def test_nested_unknown_key_names_its_own_line(tmp_path):
+    from charter.config import check_keys, read_yaml
+
+    f = tmp_path / "t.yaml"
+    f.write_text("trainer:\n  learning_rate: 1.0e-5\n  num_epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"t.yaml:3: unknown key 'num_epochs'"):
+        check_keys(read_yaml(f)["trainer"], ["learning_rate", "num_train_epochs"], str(f))
+
+
+def test_duplicate_keys_rejected(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("rounds: 2\nseed: 1\nrounds: 3\n")
+    with pytest.raises(InputError, match=r"run.yaml:3: .*duplicate key 'rounds' \(first set on line 1\)"):
+        load_generate_config(str(f), {})
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    from charter.config import read_yaml, strip_lines
+
+    f = tmp_path / "run.yaml"
+    f.write_text("a: &b {rounds: 2, seed: 1}\nb:\n  <<: *b\n  rounds: 3\n")
+    assert strip_lines(read_yaml(f))["b"] == {"rounds": 3, "seed": 1}
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"rounds: 2\nmodel: caf\xe9\n", r"run.yaml:2: byte 0xe9 at offset 20 is not UTF-8; re-save the file as UTF-8"),
+    (b"\xef\xbb\xbfrounds: 3\n", None),  # a UTF-8 BOM is fine
+])
+def test_encoding(tmp_path, data, message):
+    f = tmp_path / "run.yaml"
+    f.write_bytes(data)
+    if message is None:
+        assert load_generate_config(str(f), {}).rounds == 3
+    else:
+        with pytest.raises(InputError, match=message):
+            load_generate_config(str(f), {})
 
 
 def test_yaml_syntax_error_has_line(tmp_path):

@@ -23,24 +23,64 @@ CONTEXTS = ("full", "latest")
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping (key '__line__')."""
+    """SafeLoader that remembers where things are: every mapping gets '__line__' (its first line)
+    and '__lines__' ({key: line}), so errors can point at the offending key; duplicate keys are
+    rejected (YAML would silently keep the last one)."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue  # '<<: *base' may override keys on purpose
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first set on line {lines[key]}); keep only one",
+                    key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key: construct_mapping reports it below
+            pass
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
+    mapping["__lines__"] = lines
     return mapping
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+BOOKKEEPING = ("__line__", "__lines__")
+
+
+def key_line(data: dict, key: Any) -> int | None:
+    """The line of `key` in a mapping read by read_yaml (the mapping's own line as a fallback)."""
+    return (data.get("__lines__") or {}).get(key, data.get("__line__"))
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (a leading BOM is dropped); unreadable or non-UTF-8 files are InputErrors."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError("file not found; check the path", str(path)) from exc
+    except IsADirectoryError as exc:
+        raise InputError("is a directory; pass a file", str(path)) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror}); check the path and its permissions", str(path)) from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8; re-save the file as UTF-8",
+                         str(path), line) from exc
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Parse YAML; mappings carry '__line__' so later errors can point at the line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read file ({exc.strerror}); check the path", str(path)) from exc
+    """Parse YAML; mappings carry '__line__' / '__lines__' so later errors can point at the line."""
+    text = read_text(path)
     try:
         return yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
@@ -56,7 +96,7 @@ def read_data_file(path: Path) -> Any:
         raise InputError("file not found; check the path (or use 'default')", str(path))
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
     return read_yaml(path)
@@ -74,14 +114,14 @@ def read_config_file(path: str | None) -> dict[str, Any]:
         return {}
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values (key: value lines)")
     return raw
 
 
 def strip_lines(value: Any) -> Any:
-    """Drop the '__line__' bookkeeping keys (recursively)."""
+    """Drop the '__line__' / '__lines__' bookkeeping keys (recursively)."""
     if isinstance(value, dict):
-        return {k: strip_lines(v) for k, v in value.items() if k != "__line__"}
+        return {k: strip_lines(v) for k, v in value.items() if k not in BOOKKEEPING}
     if isinstance(value, list):
         return [strip_lines(v) for v in value]
     return value
@@ -89,11 +129,11 @@ def strip_lines(value: Any) -> Any:
 
 def check_keys(data: dict, allowed: list[str], where: str, line: int | None = None) -> None:
     for key in data:
-        if key == "__line__" or key in allowed:
+        if key in BOOKKEEPING or key in allowed:
             continue
         hint = difflib.get_close_matches(str(key), allowed, n=1)
         tip = f" (did you mean '{hint[0]}'?)" if hint else f"; allowed keys: {', '.join(allowed)}"
-        line = data.get("__line__", line)
+        line = key_line(data, key) or line
         loc = f"{where}:{line}" if line else where
         raise ConfigError(f"{loc}: unknown key '{key}'{tip}")
 
@@ -129,24 +169,26 @@ class GenerateConfig:
     # Keys that do not change what a run produces; editing them keeps a run resumable.
     NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out", "executor", "workers", "worker_resources")
 
-    def validate(self, where: str = "config") -> "GenerateConfig":
+    def validate(self, where: str = "config", origins: dict[str, str] | None = None) -> "GenerateConfig":
+        """Check values; `origins` names where each key was set ('--rounds', 'run.yaml:3: rounds')."""
         from charter.backends import check_backend_name
 
+        def bad(key: str, rule: str) -> ConfigError:
+            label = (origins or {}).get(key) or f"{where}: {key}"
+            return ConfigError(f"{label} must be {rule}, got {getattr(self, key)!r}")
+
         check_backend_name(self.backend)
-        if self.executor not in ("local", "ray"):
-            raise ConfigError(f"{where}: executor must be 'local' or 'ray', not '{self.executor}'")
-        if self.context not in CONTEXTS:
-            raise ConfigError(f"{where}: context must be one of {CONTEXTS}, not '{self.context}'")
-        if self.format not in FORMATS:
-            raise ConfigError(f"{where}: format must be one of {FORMATS}, not '{self.format}'")
-        for name in ("rounds", "helpful_samples", "max_tokens", "batch_size"):
-            low = 0 if name in ("rounds", "helpful_samples") else 1
-            if getattr(self, name) < low:
-                raise ConfigError(f"{where}: {name} must be >= {low}, got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"{where}: limit must be >= 0")
-        if not 0 <= self.temperature <= 5 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"{where}: temperature must be in [0, 5] and top_p in (0, 1]")
+        for key, choices in (("executor", ("local", "ray")), ("context", CONTEXTS), ("format", FORMATS)):
+            if getattr(self, key) not in choices:
+                raise bad(key, "one of " + ", ".join(choices))
+        for key, low in (("rounds", 0), ("helpful_samples", 0), ("max_tokens", 1), ("batch_size", 1),
+                         ("limit", 1), ("workers", 1)):
+            if getattr(self, key) is not None and getattr(self, key) < low:
+                raise bad(key, f">= {low}")
+        if not 0 <= self.temperature <= 5:
+            raise bad("temperature", "in [0, 5]")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", "in (0, 1]")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +205,7 @@ def fingerprint(settings: dict[str, Any], ignore: tuple[str, ...], extra: str = 
     return hashlib.sha256((json.dumps(d, sort_keys=True) + extra).encode()).hexdigest()[:16]
 
 
-def _coerce(name: str, value: Any, typ: Any, where: str) -> Any:
+def _coerce(label: str, value: Any, typ: Any) -> Any:
     """Check a value against a field's type (bool is not an int; an int is a fine float)."""
     allowed = get_args(typ) if get_origin(typ) in (Union, UnionType) else (typ,)
     for t in allowed:
@@ -175,30 +217,37 @@ def _coerce(name: str, value: Any, typ: Any, where: str) -> Any:
         if base is not type(None) and isinstance(value, base) and (base is bool or not isinstance(value, bool)):
             return value
     names = " or ".join("null" if t is type(None) else getattr(get_origin(t) or t, "__name__", str(t)) for t in allowed)
-    raise ConfigError(f"{where}: '{name}' must be {names}, got {value!r}")
+    raise ConfigError(f"{label} must be {names}, got {value!r}")
 
 
-def build_config(cls, data: dict[str, Any], where: str):
+def key_origins(data: dict[str, Any], where: str) -> dict[str, str]:
+    """Where each key of a file was set, for messages: 'run.yaml:3: max_tokens'."""
+    return {k: f"{where}:{key_line(data, k)}: {k}" if key_line(data, k) else f"{where}: {k}"
+            for k in data if k not in BOOKKEEPING}
+
+
+def build_config(cls, data: dict[str, Any], where: str, origins: dict[str, str] | None = None):
     """Make a dataclass config from a mapping, rejecting unknown keys and wrong types."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(data, list(fields), where)
     hints = get_type_hints(cls)
+    origins = origins or key_origins(data, where)
     values = {}
     for key, value in data.items():
-        if key == "__line__":
-            continue
-        loc = f"{where}:{data['__line__']}" if "__line__" in data else where
-        values[key] = _coerce(key, strip_lines(value), hints[key], loc)
+        if key not in BOOKKEEPING:
+            values[key] = _coerce(origins.get(key, f"{where}: {key}"), strip_lines(value), hints[key])
     return cls(**values)
 
 
 def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
     data = read_config_file(path)
+    where = path or "command line"
+    origins = key_origins(data, where)
     for key, value in overrides.items():
         if value is None:
             continue
         if key == "backend_options" and isinstance(data.get(key), dict):
             value = {**data[key], **value}  # flags add to the file's options
         data[key] = value
-    where = path or "command line"
-    return build_config(GenerateConfig, data, where).validate(where)
+        origins[key] = "--" + key.replace("_", "-")
+    return build_config(GenerateConfig, data, where, origins).validate(where, origins)

@@ -1,36 +1,69 @@
 """A run directory: resolved config, and records appended one JSON line at a time.
 
 Each record is flushed and fsynced as it completes, so a SIGKILL loses at most the records in
-flight. A torn last line (killed mid-write) is cut off before appending. On resume the last line
-of an id wins; records with an error are redone.
+flight. On opening, a torn last line (killed mid-write) and any damaged line are moved to
+records.bad.jsonl, never deleted, so their records are generated again. On resume the last line
+of an id wins; records with an error are redone. Readers (export, report) stop at a damaged line
+with `file:line`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import yaml
 
 from charter import __version__
-from charter.errors import RunError
+from charter.errors import InputError, RunError
 from charter.types import Record
 
 RECORDS = "records.jsonl"
 CONFIG = "config.yaml"
 META = "meta.json"
+SET_ASIDE = "records.bad.jsonl"
+RUN_FILES = (RECORDS, CONFIG, META, SET_ASIDE)  # what `charter export --out` must never overwrite
+HOW_TO_REPAIR = "re-run the run's `charter generate` command to set the line aside and regenerate it"
+
+
+def parse_record(raw: bytes | str) -> Record:
+    """One JSONL line -> Record; ValueError (JSON, UTF-8 or shape) says what is wrong."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    return Record.from_dict(json.loads(text))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, complete line) pairs; a torn final line (no newline) is not yielded."""
+    try:
+        with path.open("rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                if raw.endswith(b"\n") and raw.strip():
+                    yield n, raw
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror}); check the path and its permissions", str(path)) from exc
 
 
 def read_records(path: Path) -> Iterator[Record]:
-    """Records of a records.jsonl, skipping a torn final line."""
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break  # torn write from a killed run: never a complete record
-            if line.strip():
-                yield Record.from_dict(json.loads(line))
+    """Records of a records.jsonl, skipping a torn final line; a damaged line is an InputError."""
+    for n, raw in _lines(path):
+        try:
+            yield parse_record(raw)
+        except ValueError as exc:
+            what = "not a Charter record" if n == 1 else "damaged record"
+            tip = "pass a run directory made by `charter generate`" if n == 1 else HOW_TO_REPAIR
+            raise InputError(f"{what} ({_reason(exc)}); {tip}", str(path), n) from exc
+
+
+def _reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} at column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
+    return str(exc)
 
 
 class RunStore:
@@ -38,28 +71,106 @@ class RunStore:
         self.dir = Path(out)
         self.records_path = self.dir / RECORDS
 
-    def open(self, config: dict, fingerprint: str, force: bool = False) -> None:
-        """Create the run, or check that an existing one was made with the same settings."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta_path = self.dir / META
-        if meta_path.exists() and not force:
-            old = json.loads(meta_path.read_text())
-            if old.get("fingerprint") != fingerprint:
-                raise RunError(f"{self.dir} holds a run made with different settings (see {self.dir / CONFIG}); "
-                               "use a new --out, restore the settings, or pass --force to continue it anyway")
-        meta = {"fingerprint": fingerprint, "charter_version": __version__, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write(meta_path, json.dumps(meta, indent=2))
-        _atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-        self._repair_tail()
+    def open(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None) -> None:
+        """Create the run, or check that an existing one was made with the same settings.
 
-    def _repair_tail(self) -> None:
-        if not self.records_path.exists():
+        `parts` (name -> content, e.g. the constitution's) lets a refusal name what changed. A run
+        without records (a failed start) takes the new settings.
+        """
+        self._check_out()
+        _mkdir(self.dir)
+        parts = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in (parts or {}).items()}
+        if self.has_records() and not force:
+            old = self._read_meta()
+            if old.get("fingerprint") != fingerprint:
+                raise RunError(f"{self.dir} holds a run made with different settings "
+                               f"({'; '.join(self._changes(config, parts, old))}); use a new --out, "
+                               "restore those settings, or pass --force to continue it anyway")
+        meta = {"fingerprint": fingerprint, "parts": parts, "charter_version": __version__,
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _atomic_write(self.dir / META, json.dumps(meta, indent=2))
+        _atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        self.set_aside_damaged()
+
+    def _check_out(self) -> None:
+        """Never write into a file, or into a directory of someone else's files."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunError(f"--out {self.dir} is a file, not a run directory; choose a new directory name")
+        if not self.dir.is_dir() or (self.dir / META).exists():
             return
-        data = self.records_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            with self.records_path.open("r+b") as fh:
-                fh.truncate(keep)
+        try:
+            foreign = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != META + ".tmp")
+        except OSError as exc:
+            raise RunError(f"cannot read {self.dir} ({exc.strerror}); choose another --out") from exc
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise RunError(f"--out {self.dir} is not a Charter run but holds files ({shown}); "
+                           "choose a new or empty directory (nothing was written)")
+
+    def has_records(self) -> bool:
+        return self.records_path.exists() and any(True for _ in _lines(self.records_path))
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.dir / META
+        if not path.exists():
+            return {}
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else _reason(exc)
+            raise InputError(f"damaged run metadata ({why}), so this run's settings cannot be checked; pass "
+                             "--force to rewrite it from this command's settings, or use a new --out",
+                             str(path), getattr(exc, "lineno", None)) from exc
+        return meta
+
+    def _changes(self, config: dict, parts: dict[str, str], old_meta: dict) -> list[str]:
+        """What differs from the run's saved settings, for the refusal message."""
+        from charter.config import GenerateConfig
+
+        old = load_run_config(self.dir, strict=False)
+        keys = [k for k in sorted(set(old) | set(config)) if k not in GenerateConfig.NON_RESULT_KEYS]
+        changes = [f"{k}: {_short(old.get(k))} -> {_short(config.get(k))}" for k in keys if old.get(k) != config.get(k)]
+        old_parts = old_meta.get("parts") or {}
+        changes += [f"{name} content changed" for name, digest in parts.items() if old_parts.get(name) not in (None, digest)]
+        return changes or ["the constitution or few-shot content changed"]
+
+    def set_aside_damaged(self) -> list[int]:
+        """Move damaged lines and a torn tail to records.bad.jsonl (kept for the user); their
+        records are then missing, so generate makes them again. Returns the moved line numbers."""
+        if not self.records_path.exists():
+            return []
+        lines = _read_bytes(self.records_path).split(b"\n")
+        keep, bad = [], []
+        for n, raw in enumerate(lines[:-1], 1):
+            try:
+                if raw.strip():
+                    parse_record(raw)
+                    keep.append(raw + b"\n")
+            except ValueError as exc:
+                bad.append((n, raw, _reason(exc)))
+        if lines[-1].strip():  # no newline at the end: killed mid-write
+            bad.append((len(lines), lines[-1], "torn write"))
+        if bad:
+            self._move_aside(keep, bad)
+        return [n for n, _, _ in bad]
+
+    def _move_aside(self, keep: list[bytes], bad: list[tuple[int, bytes, str]]) -> None:
+        aside = self.dir / SET_ASIDE
+        try:
+            with aside.open("ab") as fh:
+                fh.write(b"".join(raw + b"\n" for _, raw, _ in bad))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RunError(f"cannot write {aside} ({exc.strerror}); check the run directory's permissions") from exc
+        _atomic_write(self.records_path, b"".join(keep))
+        for n, _, why in bad:
+            if why.startswith("torn"):
+                continue  # the normal trace of a killed run: no need to alarm anyone
+            print(f"warning: {self.records_path}:{n}: damaged record ({why}); moved to {aside}, "
+                  "it will be generated again", file=sys.stderr)
 
     def load(self) -> dict[str, Record]:
         if not self.records_path.exists():
@@ -71,22 +182,74 @@ class RunStore:
 
     def append(self, record: Record) -> None:
         line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
-        with self.records_path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
+        try:
+            with self.records_path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RunError(f"cannot write {self.records_path} ({exc.strerror}); check free space and permissions") from exc
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create run directory {path} ({exc.strerror}); choose another --out") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"cannot read {path} ({exc.strerror}); check its permissions") from exc
+
+
+def _atomic_write(path: Path, content: str | bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunError(f"cannot write {path} ({exc.strerror}); check free space and permissions") from exc
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def load_run_config(run: str | Path, strict: bool = True) -> dict[str, Any]:
+    """A run's config.yaml ({} if absent); damaged: an InputError with the line (strict) or {}."""
+    path = Path(run) / CONFIG
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        if not strict:
+            return {}
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"damaged run config ({type(exc).__name__}); restore it or re-run generate with --force",
+                         str(path), mark.line + 1 if mark else None) from exc
+    if not isinstance(data, dict):
+        if not strict:
+            return {}
+        raise InputError("damaged run config (not a mapping); restore it or re-run generate with --force", str(path), 1)
+    return data
 
 
 def load_run(run: str | Path) -> list[Record]:
     """Final state of every record in a run directory (or a records.jsonl path)."""
     path = Path(run)
-    path = path / RECORDS if path.is_dir() else path
     if not path.exists():
-        raise RunError(f"no records at {path}; pass a run directory made by `charter generate`")
+        raise RunError(f"no run at {path}; pass a run directory made by `charter generate`")
+    if path.is_dir():
+        if not (path / RECORDS).exists():
+            raise RunError(f"no records at {path / RECORDS}; pass a run directory made by `charter generate`")
+        path = path / RECORDS
     return list({r.id: r for r in read_records(path)}.values())

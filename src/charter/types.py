@@ -5,7 +5,7 @@ TRL and ``datasets`` already use, so nothing has to be converted at the edges.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Message = dict[str, str]
@@ -127,7 +127,28 @@ class Record:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Record":
-        d = dict(d)
-        d["rounds"] = [Round(**r) for r in d.get("rounds") or []]
+    def from_dict(cls, d: Any) -> "Record":
+        """A record from its JSON object; ValueError says what is wrong (readers add file:line)."""
+        check_record_dict(d)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # newer versions may add fields
+        try:
+            d["rounds"] = [Round(**r) for r in d.get("rounds") or []]
+        except TypeError as exc:
+            raise ValueError("each round needs exactly 'principle', 'critique' and 'revision'") from exc
         return cls(**d)
+
+
+def check_record_dict(d: Any) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in ("id", "kind", "prompt") if k not in d]
+    if missing:
+        raise ValueError(f"missing {', '.join(repr(k) for k in missing)}")
+    if not isinstance(d["id"], str) or d["kind"] not in ("red_team", "helpful"):
+        raise ValueError("'id' must be text and 'kind' red_team or helpful")
+    prompt, rounds = d["prompt"], d.get("rounds") or []
+    if not isinstance(prompt, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt):
+        raise ValueError("'prompt' must be a list of {role, content} messages")
+    if not isinstance(rounds, list) or not all(isinstance(r, dict) for r in rounds):
+        raise ValueError("'rounds' must be a list of objects")
