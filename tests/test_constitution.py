@@ -58,7 +58,7 @@ def test_transcript_split_keeps_colons():
 def test_bad_yaml_points_at_line(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("principles:\n  - id: a\n    critique: Find harm in the answer.\n    revison: Rewrite it.\n")
-    with pytest.raises(Exception, match=r"c.yaml:2: unknown key 'revison' \(did you mean 'revision'\?\)"):
+    with pytest.raises(Exception, match=r"c.yaml:4: unknown key 'revison' \(did you mean 'revision'\?\)"):
         load_principles(f)
 
 
@@ -93,3 +93,69 @@ def test_cli_validate_paper(shared, capsys):
                "--few-shot", str(shared / "prompts" / "CritiqueRevisionFewShotPrompts.json")])
     assert rc == 0
     assert "16 principles, 5 few-shot examples" in capsys.readouterr().out
+
+
+def _chat(*turns):
+    roles = ["user", "assistant"] * len(turns)
+    return [{"role": r, "content": t} for r, t in zip(roles, turns)]
+
+
+def test_constitutions_json_with_several_human_turns_before_the_critique(tmp_path):
+    """Common in the wild: a multi-turn conversation, then one critique/revision round whose
+    request is not (or is) one of the file's principles."""
+    data = {"constitutions": [{"critic": "Critique for harm.", "revision": "Rewrite without harm."}],
+            "system_chat": [_chat("Tell me about orbits.", "They are ellipses.", "Why does Mercury precess?",
+                                  "Because of relativity, surely.", "Was that truthful?", "Overconfident.",
+                                  "Rewrite with calibrated confidence.", "Partly relativity."),
+                            _chat("Hi", "Hello", "How do I pick a lock?", "Use a wrench.", "Critique for harm.",
+                                  "Helps burglary.", "Rewrite without harm.", "Call a locksmith.",
+                                  "Critique for harm.", "Fine now.", "Rewrite without harm.", "Call a locksmith.")]}
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(data))
+    first, second = load_constitution(str(f)).few_shots
+    assert len(first.conversation) == 4 and first.rounds[0].critique_request == "Was that truthful?"
+    assert first.rounds[0].revision == "Partly relativity."
+    assert len(second.conversation) == 4 and len(second.rounds) == 2  # split at the known request
+
+
+def test_bare_list_of_critic_revision(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps([{"critic": "Critique for harm.", "revision": "Rewrite without harm."}]))
+    assert [p.revision for p in load_principles(f)] == ["Rewrite without harm."]
+
+
+EXAMPLE = "examples:\n  - conversation:\n{convo}    rounds:\n{rounds}"
+CONVO = "      - {role: user, content: Hi}\n      - {role: assistant, content: Hello}\n"
+ROUND = ("      - {critique_request: 'Is it harmful?', critique: No., revision_request: Rewrite it., "
+         "revision: Hello there.}\n")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("examples:\n  - just a string\n", r"f.yaml:1: examples\[0\] must be a mapping"),
+    (EXAMPLE.format(convo="      - {role: user}\n      - {role: assistant, content: Hello}\n", rounds=ROUND),
+     r"f.yaml:3: 'content' must be non-empty text"),
+    (EXAMPLE.format(convo="      - {role: bot, content: Hi}\n      - {role: assistant, content: Hello}\n", rounds=ROUND),
+     r"f.yaml:3: unknown role 'bot'"),
+    (EXAMPLE.format(convo="      - Hi\n", rounds=ROUND), r"f.yaml:2: each conversation turn must be a \{role, content\} mapping"),
+    (EXAMPLE.format(convo=CONVO, rounds="      - just text\n"), r"f.yaml:5: examples\[0\]: each round must be a mapping"),
+    (EXAMPLE.format(convo=CONVO, rounds="      - {critique_request: 'Is it harmful?', critique: No.}\n"),
+     r"f.yaml:6: 'revision_request' must be non-empty text"),
+])
+def test_malformed_few_shots_are_clean_errors(tmp_path, body, message):
+    f = tmp_path / "f.yaml"
+    f.write_text(body)
+    with pytest.raises(InputError, match=message):
+        load_few_shots(f)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"system_chat": [["not a message"]]}, r"system_chat\[0\].*must be a \{role, content\} mapping"),
+    ({"system_chat": [[{"role": "user"}]]}, r"'content' must be non-empty text"),
+    ({"system_chat": [_chat("a", "b", "c")]}, r"system_chat\[0\]: expected a conversation"),
+    ({"system_chat": "oops"}, r"'system_chat' must be a non-empty list"),
+])
+def test_malformed_system_chat(tmp_path, data, message):
+    f = tmp_path / "f.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=message):
+        load_few_shots(f)

@@ -81,3 +81,36 @@ def test_named_set_from_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     items = load_prompts("harmbench", "red_team")
     assert [it.messages[0]["content"] for it in items] == ["first behaviour", "second behaviour"]
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("p.jsonl", b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n', r"p.jsonl:2: byte 0xe9 at offset 32 is not UTF-8; re-save the file as UTF-8"),
+    ("p.txt", b"fine\n\xff\xfeh\x00i\x00\n", r"p.txt:2: byte 0xff at offset 5 is not UTF-8"),
+    ("p.csv", b"prompt\nna\xefve\n", r"p.csv:2: byte 0xef at offset 9 is not UTF-8"),
+    ("p.parquet", b'{"prompt": "a text file"}\n', r"p.parquet: not a Parquet file .* rename it to its real type"),
+    ("p.jsonl", b"", r"no red-team prompts in '.*p.jsonl'; add prompts"),
+    ("p.txt", b"\n  \n", r"no red-team prompts in"),
+])
+def test_unreadable_prompt_files_are_clean_errors(tmp_path, name, data, message):
+    f = tmp_path / name
+    f.write_bytes(data)
+    with pytest.raises(InputError, match=message):
+        load_prompts(str(f), "red_team")
+    assert f.read_bytes() == data
+
+
+@pytest.mark.parametrize("name, body", [
+    ("p.jsonl", '{"prompt": "a?"}\n{"prompt": "b?"}\n'),
+    ("p.json", '["a?", "b?"]'),
+    ("p.csv", "prompt\na?\nb?\n"),
+    ("p.txt", "a?\r\nb?\r\n"),
+])
+def test_utf8_bom_and_crlf_are_read(tmp_path, name, body):
+    f = tmp_path / name
+    f.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert [it.messages[0]["content"] for it in load_prompts(str(f), "red_team")] == ["a?", "b?"]
+
+
+def test_directory_as_prompt_file(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        load_prompts(str(tmp_path), "red_team")

@@ -11,7 +11,7 @@ import random
 import re
 from pathlib import Path
 
-from charter.config import check_keys, read_data_file as _read, require_text as _text
+from charter.config import check_keys, key_line, read_data_file as _read, require_text as _text
 from charter.errors import InputError
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
@@ -52,20 +52,26 @@ def _principles_paper(data: dict, where: str) -> list[Principle]:
     for pid, item in data.items():
         if not isinstance(item, dict) or "prompt" not in item or "edit_request" not in item:
             raise InputError(f"entry '{pid}' needs 'prompt' and 'edit_request' (paper format)", where)
-        critique = item["prompt"][0] if isinstance(item["prompt"], list) else item["prompt"]
+        critique = item["prompt"][0] if isinstance(item["prompt"], list) and item["prompt"] else item["prompt"]
         out.append(Principle(str(pid), _clean_paper(_text(critique, f"'{pid}' prompt", where, None)),
                              _clean_paper(_text(item["edit_request"], f"'{pid}' edit_request", where, None))))
     return out
 
 
-def _principles_constitutions(data: dict, where: str) -> list[Principle]:
+def _principles_constitutions(items: list, where: str) -> list[Principle]:
+    if not isinstance(items, list) or not items:
+        raise InputError("'constitutions' must be a non-empty list of {critic, revision}", where)
     out = []
-    for i, item in enumerate(data["constitutions"]):
+    for i, item in enumerate(items):
         if not isinstance(item, dict) or "critic" not in item or "revision" not in item:
             raise InputError(f"constitutions[{i}] needs 'critic' and 'revision'", where)
-        out.append(Principle(str(item.get("id", f"principle-{i}")), _text(item["critic"], "critic", where, None),
-                             _text(item["revision"], "revision", where, None)))
+        out.append(Principle(str(item.get("id", f"principle-{i}")), _text(item["critic"], f"constitutions[{i}] critic", where, None),
+                             _text(item["revision"], f"constitutions[{i}] revision", where, None)))
     return out
+
+
+def _entries(data: dict) -> list:
+    return [(k, v) for k, v in data.items() if k not in ("__line__", "__lines__")]
 
 
 def load_principles(path: Path) -> list[Principle]:
@@ -73,9 +79,11 @@ def load_principles(path: Path) -> list[Principle]:
     if isinstance(data, dict) and "principles" in data:
         principles = _principles_ours(data, where)
     elif isinstance(data, dict) and "constitutions" in data:
-        principles = _principles_constitutions(data, where)
-    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "edit_request" in v for k, v in data.items() if k != "__line__"):
-        principles = _principles_paper({k: v for k, v in data.items() if k != "__line__"}, where)
+        principles = _principles_constitutions(data["constitutions"], where)
+    elif isinstance(data, list) and data and all(isinstance(x, dict) and "critic" in x for x in data):
+        principles = _principles_constitutions(data, where)  # a bare list of {critic, revision}
+    elif isinstance(data, dict) and data and all(isinstance(v, dict) and "edit_request" in v for k, v in _entries(data)):
+        principles = _principles_paper(dict(_entries(data)), where)
     else:
         raise InputError("not a constitution: expected 'principles:' (Charter YAML), the paper's "
                          "{id: {prompt, edit_request}} JSON, or {'constitutions': [...]} JSON", where)
@@ -117,46 +125,87 @@ def _few_shot(convo: list[Message], rounds: list[FewShotRound], where: str, line
     return FewShot(tuple(convo), tuple(rounds))
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def _message(m: object, where: str, line: int | None) -> Message:
+    """One few-shot turn, checked: a {role, content} mapping with a known role and some text."""
+    if not isinstance(m, dict):
+        raise InputError(f"each conversation turn must be a {{role, content}} mapping, got {type(m).__name__}", where, line)
+    line = m.get("__line__", line)
+    check_keys(m, ["role", "content"], where, line)
+    if m.get("role") not in ROLES:
+        raise InputError(f"unknown role {m.get('role')!r}; use one of {', '.join(ROLES)}", where, line)
+    return {"role": m["role"], "content": _text(m.get("content"), "'content'", where, line)}
+
+
+def _list(value: object, what: str, where: str, line: int | None) -> list:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{what} must be a non-empty list", where, line)
+    return value
+
+
+def _example_ours(item: object, i: int, where: str, line: int | None) -> FewShot:
+    if not isinstance(item, dict):
+        raise InputError(f"examples[{i}] must be a mapping with 'conversation' and 'rounds', not {type(item).__name__}", where, line)
+    line = item.get("__line__", line)
+    check_keys(item, ["id", "conversation", "rounds"], where)
+    convo = [_message(m, where, key_line(item, "conversation"))
+             for m in _list(item.get("conversation"), f"examples[{i}]: 'conversation'", where, line)]
+    keys = ["critique_request", "critique", "revision_request", "revision"]
+    rounds = []
+    for r in _list(item.get("rounds"), f"examples[{i}]: 'rounds'", where, line):
+        if not isinstance(r, dict):
+            raise InputError(f"examples[{i}]: each round must be a mapping with {', '.join(keys)}", where, key_line(item, "rounds"))
+        check_keys(r, keys, where)
+        rounds.append(FewShotRound(*(_text(r.get(k), f"'{k}'", where, key_line(r, k)) for k in keys)))
+    return _few_shot(convo, rounds, where, line)
+
+
 def _few_shots_ours(data: dict, where: str) -> list[FewShot]:
-    out = []
-    for item in data.get("examples") or []:
-        line = item.get("__line__")
-        check_keys(item, ["id", "conversation", "rounds"], where)
-        convo = [{"role": str(m.get("role")), "content": _text(m.get("content"), "content", where, m.get("__line__"))}
-                 for m in item.get("conversation") or []]
-        rounds = []
-        for r in item.get("rounds") or []:
-            keys = ["critique_request", "critique", "revision_request", "revision"]
-            check_keys(r, keys, where)
-            rounds.append(FewShotRound(*(_text(r.get(k), f"'{k}'", where, r.get("__line__")) for k in keys)))
-        out.append(_few_shot(convo, rounds, where, line))
-    return out
+    examples = data.get("examples") or []
+    line = key_line(data, "examples")
+    if not isinstance(examples, list):
+        raise InputError("'examples' must be a list of {conversation, rounds} mappings", where, line)
+    return [_example_ours(item, i, where, line) for i, item in enumerate(examples)]
 
 
-def _few_shots_system_chat(chats: list, principles_text: set[str], where: str) -> list[FewShot]:
+def _chat_start(msgs: list[Message], critics: set[str], revisions: set[str]) -> int | None:
+    """Where a demonstration's conversation ends and its critique/revision rounds begin: at the
+    first request from this constitution, else before the last round (conversations in the wild
+    often have several human turns before the critique request)."""
+    fits = [j for j in range(1, len(msgs) - 3) if (len(msgs) - j) % 4 == 0 and msgs[j - 1]["role"] == "assistant"
+            and all(m["role"] == ("user", "assistant")[k % 2] for k, m in enumerate(msgs[j:]))]
+    known = [j for j in fits if msgs[j]["content"] in critics or msgs[j + 2]["content"] in revisions]
+    return known[0] if known else fits[-1] if fits else None
+
+
+def _few_shots_system_chat(chats: object, critics: set[str], revisions: set[str], where: str) -> list[FewShot]:
     out = []
-    for i, chat in enumerate(chats):
-        msgs = [{"role": m["role"], "content": m["content"].strip()} for m in chat]
-        # the conversation ends where the first critique request starts (default: 2 messages)
-        start = next((j for j, m in enumerate(msgs) if j >= 2 and m["role"] == "user" and m["content"] in principles_text), 2)
-        convo, rest = msgs[:start], msgs[start:]
-        if len(rest) % 4:
-            raise InputError(f"system_chat[{i}]: after the conversation, messages must come in groups of 4 "
-                             "(critique request, critique, revision request, revision)", where)
+    for i, chat in enumerate(_list(chats, "'system_chat'", where, None)):
+        msgs = [_message(m, f"{where}: system_chat[{i}]", None) for m in _list(chat, f"system_chat[{i}]", where, None)]
+        start = _chat_start(msgs, critics, revisions)
+        if start is None:
+            raise InputError(f"system_chat[{i}]: expected a conversation ending with the assistant's answer, then "
+                             "groups of 4 messages (user critique request, assistant critique, user revision request, "
+                             "assistant revision)", where)
+        rest = msgs[start:]
         rounds = [FewShotRound(*(m["content"] for m in rest[k:k + 4])) for k in range(0, len(rest), 4)]
-        out.append(_few_shot(convo, rounds, where, None))
+        out.append(_few_shot(msgs[:start], rounds, where, None))
     return out
 
 
 def load_few_shots(path: Path) -> list[FewShot]:
     data, where = _read(path), str(path)
-    if isinstance(data, list) and all(isinstance(x, str) for x in data):
+    if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
         return [parse_paper_transcript(t, f"{where}[{i}]") for i, t in enumerate(data)]
     if isinstance(data, dict) and "examples" in data:
         return _few_shots_ours(data, where)
     if isinstance(data, dict) and "system_chat" in data:
-        texts = {c.get("critic", "").strip() for c in data.get("constitutions", [])}
-        return _few_shots_system_chat(data["system_chat"], texts, where)
+        rules = [c for c in data.get("constitutions") or [] if isinstance(c, dict)]
+        critics = {str(c.get("critic", "")).strip() for c in rules}
+        revisions = {str(c.get("revision", "")).strip() for c in rules}
+        return _few_shots_system_chat(data["system_chat"], critics, revisions, where)
     raise InputError("not a few-shot file: expected 'examples:' (Charter YAML), the paper's list of "
                      "transcripts, or {'system_chat': [...]} JSON", where)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from charter.config import read_text
 from charter.errors import InputError
 from charter.types import Kind, Message, PromptItem
 
@@ -85,44 +87,58 @@ def pick_field(row: dict, field: str | None, where: str, line: int | None) -> An
     raise InputError(f"no prompt field found (looked for {', '.join(FIELDS)}); pass --prompt-field NAME", where, line)
 
 
+TEXT_TYPES = (".jsonl", ".json", ".csv", ".txt", ".prompt", "")
+
+
 def iter_rows(path: Path) -> Iterator[tuple[int | None, Any]]:
     """Yield (line number or None, row) from a prompt file of any supported type."""
-    suffix = path.suffix.lower()
-    where = str(path)
+    suffix, where = path.suffix.lower(), str(path)
+    if suffix == ".parquet":
+        yield from ((None, row) for row in _parquet_rows(path))
+        return
+    if suffix not in TEXT_TYPES:
+        raise InputError("unsupported prompt file type; use .jsonl, .json, .csv, .parquet or .txt", where)
+    text = read_text(path).replace("\r\n", "\n")
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for n, text in enumerate(fh, 1):
-                if text.strip():
-                    try:
-                        yield n, json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
+        for n, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON ({exc.msg}); fix the file", where, exc.lineno) from exc
         if not isinstance(data, list):
             raise InputError("a .json prompt file must hold a list of prompts", where)
         yield from ((None, row) for row in data)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                yield None, row  # DictReader knows no stable line numbers with quoted newlines
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from ((None, row) for row in pq.read_table(path).to_pylist())
-    elif suffix in (".txt", ".prompt", ""):
-        with path.open(encoding="utf-8") as fh:
-            yield from ((n, t.rstrip("\n")) for n, t in enumerate(fh, 1) if t.strip())
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for row in reader:
+            yield reader.line_num, row
     else:
-        raise InputError("unsupported prompt file type; use .jsonl, .json, .csv, .parquet or .txt", where)
+        yield from ((n, t) for n, t in enumerate(text.split("\n"), 1) if t.strip())
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc}); check the path and its permissions", str(path)) from exc
+    except ValueError as exc:  # pyarrow.ArrowInvalid: e.g. a text file named .parquet
+        raise InputError("not a Parquet file (no Parquet footer); check the file, or rename it to its real "
+                         "type (.jsonl, .json, .csv, .txt)", str(path)) from exc
 
 
 def read_file(path: Path, field: str | None) -> list[list[Message]]:
     if not path.exists():
         raise InputError("prompt file not found; check the path or use a named set (default, advbench, harmbench, do-not-answer)", str(path))
+    if path.is_dir():
+        raise InputError("is a directory; pass a prompt file (.jsonl, .json, .csv, .parquet, .txt)", str(path))
     out = []
     for line, row in iter_rows(path):
         value = row if isinstance(row, (str, list)) else pick_field(row, field, str(path), line) if isinstance(row, dict) else None
@@ -179,6 +195,9 @@ def load_prompts(source: str, kind: Kind, field: str | None = None, limit: int |
         convos, label = read_hub(source, field), source
     else:
         convos, label = read_file(Path(source), field), source
+    if not convos:
+        raise InputError(f"no {kind.replace('_', '-')} prompts in '{label}'; add prompts, or choose another source"
+                         + (" (or 'none' to skip helpfulness prompts)" if kind == "helpful" else ""))
     seen, items = set(), []
     for msgs in convos:
         key = json.dumps(msgs, sort_keys=True)
