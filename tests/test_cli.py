@@ -12,8 +12,9 @@ from charter.cli import main
     (["generate", "--backend", "fakee"], "unknown backend 'fakee' (did you mean 'fake'?)"),
     (["generate", "--backend", "fake", "--prompts", "nope.jsonl"], "nope.jsonl: prompt file not found"),
     (["generate", "--backend", "fake", "--constitution", "nope.yaml"], "nope.yaml: file not found"),
-    (["generate", "--backend", "fake", "--rounds", "-2"], "command line: rounds must be >= 0"),
-    (["export", "nowhere", "--out", "x.jsonl"], "no records at nowhere"),
+    (["generate", "--backend", "fake", "--rounds", "-2"], "--rounds must be >= 0, got -2"),
+    (["generate", "--backend", "fake", "--limit", "0"], "--limit must be >= 1, got 0"),
+    (["export", "nowhere", "--out", "x.jsonl"], "no run at nowhere"),
 ])
 def test_clean_errors(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

@@ -37,13 +37,24 @@ def test_helpful_ratio(records):
         sft_rows(records, helpful_ratio=1.5)
 
 
-def test_dpo_rows(records):
+def test_dpo_direction_chosen_is_the_final_revision_rejected_the_initial_answer(records):
     rows = dpo_rows(records)
-    assert len(rows) == 6
-    row = rows[0]
-    assert row["prompt"][-1]["role"] == "user"
-    assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
-    assert row["chosen"] != row["rejected"]
+    by_id = {r.id: r for r in records}
+    red = [r for r in records if r.kind == "red_team"]
+    assert len(rows) == len(red) == 6
+    for row in rows:
+        rec = by_id[row["id"]]
+        assert row["prompt"] == rec.prompt
+        assert row["chosen"] == [{"role": "assistant", "content": rec.rounds[-1].revision}]
+        assert row["rejected"] == [{"role": "assistant", "content": rec.initial}]
+
+
+def test_dpo_skips_failed_and_unrevised_records(records):
+    from dataclasses import replace
+
+    failed = replace(records[0], error="RuntimeError: x", final=None)
+    same = replace(records[1], final=records[1].initial)
+    assert {r["id"] for r in dpo_rows([failed, same] + records[2:])} == {r.id for r in records[2:] if r.kind == "red_team"}
 
 
 @pytest.mark.parametrize("fmt", ["sft", "dpo", "trace"])
@@ -67,3 +78,19 @@ def test_exports_load_with_datasets(records, tmp_path, fmt, suffix):
 def test_bad_out_suffix(records, tmp_path):
     with pytest.raises(ConfigError, match=r"\.jsonl or \.parquet"):
         export(records, "sft", tmp_path / "x.csv")
+
+
+def test_failed_write_leaves_no_half_file(records, tmp_path, monkeypatch):
+    import charter.export as ex
+
+    out = tmp_path / "sft.jsonl"
+    out.write_text("previous export\n")
+
+    def broken(rows, path, suffix):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ex, "_write", broken)
+    with pytest.raises(Exception, match="sft.jsonl: cannot write \\(No space left on device\\)"):
+        export(records, "sft", out)
+    assert out.read_text() == "previous export\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "sft.jsonl"]

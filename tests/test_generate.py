@@ -63,7 +63,12 @@ def test_full_context_keeps_every_round(tmp_path, fmt):
     generate(cfg(tmp_path, rounds=2, helpful_prompts="none", format=fmt, context="latest", out=str(tmp_path / "l")),
              backend=latest, progress=False)
     for r in load_run(tmp_path / "l"):
-        assert not any(r.initial in x and r.rounds[0].revision in x for x in latest.calls)
+        first, second = r.rounds
+        request = c.principle(second.principle).critique
+        shown = (f"<|assistant|>{first.revision}\n<|user|>{request}\n<|assistant|>" if fmt == "chat"
+                 else f"\n\nAssistant: {first.revision}\n\nCritiqueRequest: {request}\n\nCritique:")
+        (call,) = [x for x in latest.calls if x.endswith(shown)]  # round 2 critiques the latest revision
+        assert r.initial not in call and first.critique not in call
 
 
 def test_few_shot_prefix_precedes_every_critique(tmp_path):
@@ -89,9 +94,28 @@ def test_text_format(tmp_path):
     fake = FakeBackend()
     generate(cfg(tmp_path, format="text", rounds=1, helpful_prompts="none"), backend=fake, progress=False)
     assert all("<|user|>" not in c for c in fake.calls)
-    assert any(c.endswith("\n\nCritique:") for c in fake.calls)
-    assert any(c.endswith("\n\nRevision:") for c in fake.calls)
+    assert sum(c.endswith("\n\nCritique:") for c in fake.calls) == 4
+    assert sum(c.endswith("\n\nRevision:") for c in fake.calls) == 4
     assert sum(c.endswith("\n\nAssistant:") for c in fake.calls) == 4
+
+
+RAMBLE = ["\n\nHuman: and now", "\n\nAssistant: more", "\n\nCritiqueRequest: again", "\n\nCritique: x",
+          "\n\nRevisionRequest: y", "\n\nRevision: z", "\n\n----- next example"]
+
+
+@pytest.mark.parametrize("tail", RAMBLE)
+def test_text_format_sends_its_turn_boundary_stops(tmp_path, tail):
+    """A base model runs on into the next turn; the text format's stop strings cut it there (the
+    fake engine honours `stop` as real engines do). Chat sends no such stops."""
+    def rambling(prompt: str) -> str:
+        return f"my answer {len(prompt)}{tail}"
+
+    for fmt in ("text", "chat"):
+        generate(cfg(tmp_path, format=fmt, rounds=1, helpful_prompts="none", limit=2, out=str(tmp_path / fmt)),
+                 backend=FakeBackend(responder=rambling), progress=False)
+        texts = [t for r in load_run(tmp_path / fmt) for t in (r.initial, r.rounds[0].critique, r.rounds[0].revision)]
+        assert all(t.startswith("my answer") for t in texts)
+        assert all((tail.strip() in t) == (fmt == "chat") for t in texts)
 
 
 def test_failures_are_rows_and_are_retried(tmp_path):

@@ -20,8 +20,9 @@ COMMAND_MODULES = ("charter.train.cli", "charter.evaluate.cli", "charter.report.
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="red-team prompts -> critiques and revisions (SL-CAI data)")
     p.add_argument("--config", help="YAML file of generate settings (flags override it)")
-    p.add_argument("--model", help="'embedded' (default), a local HF checkpoint / GGUF path, or a hub id")
-    p.add_argument("--backend", help="transformers (default) | llamacpp | openai | fake")
+    p.add_argument("--model", help="'embedded' (default), a local HF checkpoint directory, a .gguf file "
+                   "(--backend llamacpp), or a hub id")
+    p.add_argument("--backend", help="transformers (default) | llamacpp | openai | vllm | fake")
     p.add_argument("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
     p.add_argument("--concurrency", type=int, help="requests in flight for engines that batch internally (openai, llamacpp)")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
@@ -63,6 +64,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if options:
         overrides["backend_options"] = options
     cfg = load_generate_config(a.config, overrides)
+    if cfg.rounds == 0:
+        print("warning: rounds is 0: red-team prompts get initial answers only (no critiques or revisions), "
+              "so `export --format dpo` will have no rows and `--format sft` only helpfulness answers", file=sys.stderr)
     print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
     summary = generate(cfg, force=a.force, progress=not a.quiet)
@@ -100,21 +104,40 @@ def _add_export(sub) -> None:
     p.add_argument("run", help="run directory made by `charter generate`")
     p.add_argument("--format", choices=["sft", "dpo", "trace"], default="sft")
     p.add_argument("--out", required=True, help="output file ending in .jsonl or .parquet")
-    p.add_argument("--revision", choices=["final", "all"], default="final", help="sft: final revision, or every round's (SL-CAI-n)")
-    p.add_argument("--upto", type=int, help="sft: use rounds 1..N only")
+    p.add_argument("--revision", choices=["final", "all"], help="sft: final revision (default), or every round's (SL-CAI-n)")
+    p.add_argument("--upto", type=int, help="sft: use rounds 1..N only (N >= 1)")
     p.add_argument("--helpful-ratio", type=float, help="sft: share of helpfulness rows in the mix (default: all of them)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="sft: seed of the shuffle and the helpfulness sample (default 0)")
     p.set_defaults(func=cmd_export)
 
 
+def export_options(a: argparse.Namespace) -> dict:
+    """The sft-only options that were given; an error names any that do not apply to the format."""
+    from charter.errors import ConfigError
+    from charter.export import SFT_OPTIONS, check_sft_options
+
+    given = {k: getattr(a, k) for k in SFT_OPTIONS if getattr(a, k) is not None}
+    if given and a.format != "sft":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} only apply to --format sft; drop them for --format {a.format}")
+    check_sft_options(**given)
+    return given
+
+
 def cmd_export(a: argparse.Namespace) -> int:
-    from charter.export import export
+    from charter.export import check_out, export
     from charter.store import load_run
 
+    options = export_options(a)
+    check_out(a.out, a.run)
     records = load_run(a.run)
-    opts = {"revision": a.revision, "upto": a.upto, "helpful_ratio": a.helpful_ratio, "seed": a.seed} if a.format == "sft" else {}
-    n = export(records, a.format, a.out, **opts)
-    print(f"wrote {n} {a.format} rows to {a.out}")
+    rounds = max((len(r.rounds) for r in records), default=0)
+    if a.upto and a.upto > rounds:
+        print(f"warning: --upto {a.upto} is more than the run's {rounds} rounds; all rounds are used", file=sys.stderr)
+    n = export(records, a.format, a.out, **options)
+    failed = sum(r.error is not None for r in records) if a.format != "trace" else 0
+    skipped = f" (skipped {failed} failed records; re-run generate to retry them)" if failed else ""
+    print(f"wrote {n} {a.format} rows to {a.out}{skipped}")
     return 0
 
 
@@ -160,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CharterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path nothing nearer the source checked: still one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished records are saved; run the same command again to resume", file=sys.stderr)
         return 130

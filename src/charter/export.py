@@ -7,12 +7,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from charter.errors import ConfigError
+from charter.errors import ConfigError, InputError, RunError
 from charter.types import Record
 
 FORMATS = ("sft", "dpo", "trace")
@@ -20,6 +22,36 @@ FORMATS = ("sft", "dpo", "trace")
 
 def _assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
+
+
+SFT_OPTIONS = ("revision", "upto", "helpful_ratio", "seed")  # what only `--format sft` uses
+SUFFIXES = (".jsonl", ".parquet")
+
+
+def check_sft_options(revision: str = "final", upto: int | None = None, helpful_ratio: float | None = None,
+                      seed: int = 0) -> None:
+    if revision not in ("final", "all"):
+        raise ConfigError(f"--revision must be final or all, got {revision!r}")
+    if upto is not None and upto < 1:
+        raise ConfigError(f"--upto must be >= 1 (the last round to use), got {upto}")
+    if helpful_ratio is not None and not 0 <= helpful_ratio < 1:
+        raise ConfigError(f"--helpful-ratio must be in [0, 1), got {helpful_ratio}")
+
+
+def check_out(out: str | Path, run: str | Path) -> Path:
+    """The export target: a .jsonl/.parquet file that is none of the run's own files."""
+    from charter.store import RUN_FILES
+
+    path = Path(out)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    own = [folder / name for name in RUN_FILES] + [Path(run)]
+    if any(path.resolve() == f.resolve() or (path.exists() and f.exists() and path.samefile(f)) for f in own):
+        raise ConfigError(f"--out {out} is one of the run's own files; choose another name, e.g. {folder / 'sft.jsonl'}")
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name ending in .jsonl or .parquet")
+    return path
 
 
 def revisions(rec: Record, revision: str, upto: int | None) -> list[str]:
@@ -37,10 +69,9 @@ def sft_rows(records: Sequence[Record], revision: str = "final", upto: int | Non
            for r in ok if r.kind == "red_team" for t in revisions(r, revision, upto) if t]
     helpful = [{"messages": r.prompt + [_assistant(r.initial)], "kind": "helpful", "id": r.id}
                for r in ok if r.kind == "helpful" and r.initial]
+    check_sft_options(revision, upto, helpful_ratio, seed)
     rng = random.Random(seed)
     if helpful_ratio is not None:
-        if not 0 <= helpful_ratio < 1:
-            raise ConfigError(f"--helpful-ratio must be in [0, 1), got {helpful_ratio}")
         want = round(len(red) * helpful_ratio / (1 - helpful_ratio))
         helpful = rng.sample(helpful, min(want, len(helpful)))
     rows = red + helpful
@@ -60,21 +91,40 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
+    """Write to a temporary file, then rename: a failed export never leaves half a file behind."""
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
+    if path.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(rows, tmp, path.suffix.lower())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"cannot write ({exc.strerror or exc}); check the path and its permissions", str(path)) from exc
+    return path
+
+
+def _write(rows: list[dict[str, Any]], path: Path, suffix: str) -> None:
     if suffix == ".jsonl":
         with path.open("w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif suffix == ".parquet":
+    else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
-    else:
-        raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
-    return path
+
+
+WHY_EMPTY = {
+    "sft": "no finished red-team record has a revision and there are no helpfulness answers",
+    "dpo": "no finished red-team record has a final revision that differs from its initial answer "
+           "(a run made with --rounds 0 has none)",
+    "trace": "the run has no records",
+}
 
 
 def export(records: Sequence[Record], fmt: str, out: str | Path, **options: Any) -> int:
@@ -86,5 +136,7 @@ def export(records: Sequence[Record], fmt: str, out: str | Path, **options: Any)
         rows = trace_rows(records)
     else:
         raise ConfigError(f"unknown export format '{fmt}'; choose one of {FORMATS}")
+    if not rows:
+        raise RunError(f"no {fmt} rows to write: {WHY_EMPTY[fmt]}; nothing written")
     write_rows(rows, out)
     return len(rows)

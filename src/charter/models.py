@@ -50,7 +50,10 @@ def resolve_hf_checkpoint(model: str) -> str:
     if is_embedded(model):
         return str(_embedded_checkpoint())
     path = Path(model).expanduser()
-    if path.exists() or model.startswith((".", "/", "~")):
+    if path.exists() or looks_like_path(model):
+        if not path.exists():
+            raise BackendError(f"model path {model} does not exist (relative paths start at {Path.cwd()}); "
+                               "pass a local checkpoint directory, --model embedded, or a hub id such as ORG/NAME")
         if not path.is_dir():
             raise BackendError(f"model path {model} does not exist; pass a local checkpoint directory or --model embedded")
         if not (path / "config.json").is_file():
@@ -60,6 +63,16 @@ def resolve_hf_checkpoint(model: str) -> str:
             )
         return str(path)
     return model  # a hub id: the backend wraps a load failure into a BackendError
+
+
+def looks_like_path(model: str) -> bool:
+    """A --model value that can only be a local path, never a hub id (ORG/NAME): it starts with
+    ./ ../ / ~, has a file extension or more than one '/', or its first folder exists here (runs/x)."""
+    if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1:
+        return True
+    path = Path(model)
+    return path.suffix.lower() in (".gguf", ".bin", ".safetensors", ".pt", ".pth") or (
+        len(path.parts) > 1 and Path(path.parts[0]).is_dir())
 
 
 def _embedded_checkpoint() -> Path:

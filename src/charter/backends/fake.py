@@ -15,6 +15,11 @@ def _default_reply(prompt: str) -> str:
     return f"reply-{digest} to: {last[-60:]}"
 
 
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return text[: min(hits)] if hits else text
+
+
 class FakeBackend:
     name = "fake"
 
@@ -28,7 +33,7 @@ class FakeBackend:
         self.calls.append(prompt)
         if self.fail_on and self.fail_on in prompt:
             raise RuntimeError(f"scripted failure on {self.fail_on!r}")
-        text = self.responder(prompt)
+        text = _cut_at_stop(self.responder(prompt), sampling.stop)  # as engines do: the stop string is not returned
         words = text.split()
         finish = "stop"
         if len(words) > sampling.max_tokens:
