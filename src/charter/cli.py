@@ -14,7 +14,7 @@ from charter.errors import CharterError
 
 # Commands that live beside their modules: each `register(sub)` adds its parser and imports
 # nothing heavy at module level.
-COMMAND_MODULES = ("charter.train.cli", "charter.evaluate.cli", "charter.report.cli", "charter.feedback_cli")
+COMMAND_MODULES = ("charter.train.cli", "charter.evaluate.cli", "charter.report.cli", "charter.rlcai.cli")
 
 
 def _add_generate(sub) -> None:

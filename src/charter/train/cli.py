@@ -1,4 +1,6 @@
-"""`charter train sft|dpo`: flags override the YAML config. Imports nothing heavy at module level."""
+"""`charter train sft|dpo|pm|rl`: flags override the YAML config. Imports nothing heavy at module level.
+
+pm and rl (RL-CAI) are defined in charter.rlcai.cli and registered here, under `train`."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +21,7 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def register(sub) -> None:
-    train = sub.add_parser("train", help="fine-tune on SL-CAI data (sft) or preference pairs (dpo)")
+    train = sub.add_parser("train", help="fine-tune: sft (SL-CAI), dpo, pm (preference model), rl (RL-CAI against a PM)")
     tsub = train.add_subparsers(dest="train_command", required=True)
     sft = tsub.add_parser("sft", help="supervised fine-tuning on revisions + helpful answers (trl.SFTTrainer)")
     _common(sft, "an exported SFT file with a 'messages' column")
@@ -31,9 +33,12 @@ def register(sub) -> None:
     _common(dpo, "a preference file with prompt/chosen/rejected (optional score)")
     dpo.add_argument("--soft-labels", choices=["sample", "hard"], help="how a row's score is used (default sample)")
     dpo.set_defaults(func=cmd_dpo)
+    from charter.rlcai.cli import register_train
+
+    register_train(tsub, _common)
 
 
-def _overrides(a: argparse.Namespace, keys: list[str]) -> dict:
+def overrides(a: argparse.Namespace, keys: list[str]) -> dict:
     d = {k: getattr(a, k) for k in ["data", "out", "model", "lora", "seed", *keys]}
     d["trainer"] = {"max_steps": a.max_steps}
     return d
@@ -42,7 +47,7 @@ def _overrides(a: argparse.Namespace, keys: list[str]) -> dict:
 def cmd_sft(a: argparse.Namespace) -> int:
     from charter.train.sft import load_sft_config, train_sft
 
-    cfg = load_sft_config(a.config, **_overrides(a, ["revision", "upto", "helpful_ratio"]))
+    cfg = load_sft_config(a.config, **overrides(a, ["revision", "upto", "helpful_ratio"]))
     print(f"charter train sft: model={cfg.model} data={cfg.data} lora={bool(cfg.lora)} -> {cfg.out}", file=sys.stderr)
     print(f"saved {train_sft(cfg, progress=not a.quiet)}")
     return 0
@@ -51,7 +56,7 @@ def cmd_sft(a: argparse.Namespace) -> int:
 def cmd_dpo(a: argparse.Namespace) -> int:
     from charter.train.dpo import load_dpo_config, train_dpo
 
-    cfg = load_dpo_config(a.config, **_overrides(a, ["soft_labels"]))
+    cfg = load_dpo_config(a.config, **overrides(a, ["soft_labels"]))
     print(f"charter train dpo: model={cfg.model} data={cfg.data} lora={bool(cfg.lora)} -> {cfg.out}", file=sys.stderr)
     print(f"saved {train_dpo(cfg, progress=not a.quiet)}")
     return 0

@@ -88,13 +88,15 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def lora_config(lora: bool | dict[str, Any]):
-    """None for full fine-tuning; else peft.LoraConfig(our defaults < the user's dict)."""
+def lora_config(lora: bool | dict[str, Any], task_type: str = "CAUSAL_LM"):
+    """None for full fine-tuning; else peft.LoraConfig(our defaults < the user's dict).
+
+    task_type SEQ_CLS (preference models) makes peft train and save the new score head too."""
     if lora is False:
         return None
     from peft import LoraConfig
 
-    values: dict[str, Any] = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    values: dict[str, Any] = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type=task_type)
     if isinstance(lora, dict):
         user = strip_lines(lora)
         check_keys(user, [f.name for f in dataclasses.fields(LoraConfig) if f.init], "lora (-> peft.LoraConfig)")

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from charter.choice import LETTERS
 from charter.errors import ConfigError, InputError
-from charter.feedback import (ANSWER, ANSWER_CUE, FeedbackSet, ask, draw_principles, few_shot_prefix, load_feedback,
+from charter.rlcai.labels import (ANSWER, ANSWER_CUE, FeedbackSet, ask, draw_principles, few_shot_prefix, load_feedback,
                               question, render_options)
 from charter.prompts import looks_like_transcript, parse_transcript
 from charter.types import Sampling

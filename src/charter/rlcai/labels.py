@@ -1,23 +1,11 @@
-"""RL-CAI AI feedback: soft preference labels from a feedback model's multiple-choice answers.
+"""`charter label`: RL-CAI soft preference labels from a feedback model's multiple-choice answers.
 
-For each prompt the policy samples answers; for each pair, a feedback model reads
-
-    Consider the following conversation between a human and an assistant:
-    [conversation]
-    [principle] Options:
-     (A) [[[answer]]]
-     (B) [[[answer]]]
-    The answer is:
-
-and the normalised probabilities of "(A)" and "(B)" (charter.choice.option_probs) are the label.
-Both option orders are asked and averaged (position bias); one principle is drawn per comparison
-(seeded), or K drawn and averaged (ensemble). In chain-of-thought mode the model first writes
-"Let's think step-by-step:" reasoning, then the options are scored after it and the near-certain
-probabilities are clamped (paper: 40-60%).
-
-Formats: "text" scores raw transcript strings; "chat" sends the whole question as one user message
-and scores "(A)" as the assistant's reply. Loaders read Charter's YAML and the paper's files
-(RLMadisonInstructions.json, RLMadisonFewShotPrompts.json, RLMadisonPrecogFewShotPrompts.json).
+For each prompt the policy samples answers; for each pair a feedback model is asked the paper's
+question (charter.rlcai.questions) in both option orders, averaged (position bias), with one
+principle drawn per comparison (seeded) or K drawn and averaged (ensemble). In chain-of-thought
+mode the near-certain probabilities are clamped (paper: 40-60%). Rows: TRL preference rows
+{prompt, chosen, rejected, score = P(chosen better)} plus OUT.transcripts.jsonl (every question
+asked), written batch by batch and resumable.
 """
 from __future__ import annotations
 
@@ -29,125 +17,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from charter.choice import LETTERS, clamp, option_label, option_probs
+from charter.choice import LETTERS
 from charter.config import FORMATS, build_config, fingerprint, read_config_file
 from charter.errors import ConfigError, RunError
-from charter.templates import TEXT_STOPS, text_initial, transcript
-from charter.types import Message, Sampling
-from charter.feedback_data import (  # noqa: F401 (re-exported: the loaders' public home was here)
-    DATA, DEFAULT_FEEDBACK, HEADER, ANSWER_CUE, ANSWER, COT_CUE, COT, AFTER_COT, COT_STOPS, EXAMPLE_GAP, FeedbackPrinciple, FeedbackExample, FeedbackSet, clean_paper_principle, load_feedback_principles, load_feedback_examples, load_feedback, draw_principles,
+from charter.rlcai.data import (  # noqa: F401 (re-exported for callers of the old charter.feedback)
+    ANSWER, ANSWER_CUE, AFTER_COT, COT, COT_CUE, FeedbackExample, FeedbackPrinciple, FeedbackSet, draw_principles,
+    load_feedback, load_feedback_examples, load_feedback_principles,
 )
-
-# ---- building the questions ---------------------------------------------------------------------
-
-def render_options(options: Sequence[str]) -> str:
-    return "".join(f"\n {option_label(i)} [[[{o.strip()}]]]" for i, o in enumerate(options))
-
-
-def question(conversation: Sequence[Message], principle: str, options: Sequence[str]) -> str:
-    """The multiple-choice question without its answer cue (conversation ends with a user turn)."""
-    return f"{HEADER}{transcript(conversation)}\n\n{principle} Options:{render_options(options)}"
-
-
-def few_shot_prefix(examples: Sequence[FeedbackExample], fmt: str, cot: bool) -> str | list[Message]:
-    """Demonstrations in the chosen format; in CoT mode only examples with reasoning are used."""
-    shots = [e for e in examples if e.reasoning] if cot else list(examples)
-    if fmt == "chat":
-        msgs: list[Message] = []
-        for e in shots:
-            q = question(e.conversation, e.principle, e.options())
-            answer = f"({e.better_option})"
-            if cot:
-                msgs += [{"role": "user", "content": q + COT}, {"role": "assistant", "content": e.reasoning or ""},
-                         {"role": "user", "content": AFTER_COT}, {"role": "assistant", "content": answer}]
-            else:
-                msgs += [{"role": "user", "content": q + ANSWER}, {"role": "assistant", "content": answer}]
-        return msgs
-    blocks = []
-    for e in shots:
-        q = question(e.conversation, e.principle, e.options())
-        if cot:
-            blocks.append(f"{q}{COT} {e.reasoning}\n\n{AFTER_COT} ({e.better_option})")
-        else:
-            blocks.append(f"{q}{ANSWER} ({e.better_option})")
-    return "".join(b + EXAMPLE_GAP for b in blocks)
-
-
-def _join(prefix: str, q: str) -> str:
-    return prefix + (q.lstrip("\n") if prefix else q)
-
-
-def direct_context(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
-    if fmt == "chat":
-        return list(prefix) + [{"role": "user", "content": (q + ANSWER).strip()}]
-    return _join(prefix, q) + ANSWER  # type: ignore[arg-type]
-
-
-def cot_prompt(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
-    if fmt == "chat":
-        return list(prefix) + [{"role": "user", "content": (q + COT).strip()}]
-    return _join(prefix, q) + COT  # type: ignore[arg-type]
-
-
-def cot_context(prefix: str | list[Message], q: str, reasoning: str, fmt: str) -> str | list[Message]:
-    if fmt == "chat":
-        return cot_prompt(prefix, q, fmt) + [  # type: ignore[operator]
-            {"role": "assistant", "content": reasoning.strip()}, {"role": "user", "content": AFTER_COT}]
-    return f"{cot_prompt(prefix, q, fmt)} {reasoning.strip()}\n\n{AFTER_COT}"
-
-
-@dataclass
-class Answered:
-    """One question in one option order: the context scored, P(option i), and any reasoning."""
-
-    context: Any
-    probs: list[float]
-    reasoning: str | None = None
-
-
-def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
-        cot: Sampling | None = None) -> list[Answered]:
-    """Score each (question, n_options); with `cot`, sample reasoning first, then score after it."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
-    reasonings: list[str | None] = [None] * len(questions)
-    if cot is not None:
-        prompts = [cot_prompt(prefix, q, fmt) for q, _ in questions]
-        if fmt == "chat":
-            done = backend.chat(prompts, cot)
-        else:
-            stops = tuple(dict.fromkeys(tuple(cot.stop) + COT_STOPS))
-            done = backend.complete(prompts, replace(cot, stop=stops))
-        reasonings = [c.text.strip() for c in done]
-        contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
-    else:
-        contexts = [direct_context(prefix, q, fmt) for q, _ in questions]
-    out: list[Answered] = []
-    # option_probs scores one n for a whole call: group by number of options.
-    by_n: dict[int, list[int]] = {}
-    for i, (_, n) in enumerate(questions):
-        by_n.setdefault(n, []).append(i)
-    probs: list[list[float]] = [[] for _ in questions]
-    for n, idx in by_n.items():
-        for i, p in zip(idx, option_probs(backend, [contexts[i] for i in idx], n_options=n)):
-            probs[i] = p
-    for ctx, p, r in zip(contexts, probs, reasonings):
-        out.append(Answered(ctx, p, r))
-    return out
-
-
-def pair_preference(first: list[float], second: list[float], band: tuple[float, float] | None = None) -> float:
-    """P(x better than y) from order (x, y) [P(A)] and order (y, x) [P(B)], position-averaged.
-
-    With `band` (chain of thought) each order's P(A) is clamped first; the band must be
-    symmetric around 0.5 so that P(B) = 1 - P(A) stays inside it too.
-    """
-    pa1 = first[0] / (first[0] + first[1])
-    pa2 = second[0] / (second[0] + second[1])
-    if band is not None:
-        pa1, pa2 = clamp(pa1, *band), clamp(pa2, *band)
-    return (pa1 + (1.0 - pa2)) / 2.0
-
+from charter.rlcai.questions import (  # noqa: F401
+    Answered, ask, few_shot_prefix, pair_preference, question, render_options,
+)
+from charter.templates import TEXT_STOPS, text_initial
+from charter.types import Message, Sampling
 
 # ---- labelling ------------------------------------------------------------------------------------
 
@@ -331,11 +212,89 @@ def preference_row(t: dict) -> dict:
             "rejected": [{"role": "assistant", "content": rejected}], "score": score, "id": t["id"]}
 
 
+def _open_backends(cfg: LabelConfig, policy, feedback) -> tuple[Any, Any, list]:
+    """The policy and feedback backends (created unless given); `own` are the ones to close."""
+    from charter.backends import create_backend
+
+    own = []
+    if policy is None:
+        policy = create_backend(cfg.backend, cfg.policy, **cfg.backend_options)
+        own.append(policy)
+    if feedback is None:
+        if _same_backend(cfg):
+            feedback = policy
+        else:
+            feedback = create_backend(cfg.feedback_backend or cfg.backend, cfg.feedback_model or cfg.policy,
+                                      **cfg.backend_options)
+            own.append(feedback)
+    return policy, feedback, own
+
+
+def _comparisons(batch, answers: list[list[str]], meta: dict) -> tuple[list[dict], list[dict]]:
+    """Every pair of a prompt's answers: (to label, skipped as empty or identical)."""
+    comps, skipped = [], []
+    for it, ans in zip(batch, answers):
+        for i, j in itertools.combinations(range(len(ans)), 2):
+            c = {"id": f"{it.id}:{i}-{j}", "prompt_id": it.id, "prompt": list(it.messages),
+                 "answers": [ans[i], ans[j]], "samples": [i, j], **meta}
+            why = "empty answer" if not ans[i] or not ans[j] else "identical answers" if ans[i] == ans[j] else None
+            (skipped if why else comps).append({**c, "skipped": why, "score_first": None} if why else c)
+    return comps, skipped
+
+
+def _label_batch(policy, feedback, fs: FeedbackSet, batch, cfg: LabelConfig, sampling: Sampling, meta: dict) -> list[dict]:
+    """Transcript lines of one batch; a failure is a set of `error` lines, redone on resume."""
+    try:
+        answers = sample_answers(policy, [it.messages for it in batch], cfg.samples, cfg.policy_format or cfg.format,
+                                 sampling)
+        comps, skipped = _comparisons(batch, answers, meta)
+        return (label_comparisons(feedback, fs, comps, cfg) if comps else []) + skipped
+    except Exception as exc:  # noqa: BLE001 - recorded per prompt, the run goes on
+        return [{"id": f"{it.id}:error", "prompt_id": it.id, "prompt": list(it.messages), **meta,
+                 "error": f"{type(exc).__name__}: {exc}", "score_first": None} for it in batch]
+
+
+def _resume(tpath: Path, fingerprint: str, force: bool, overwrite: bool) -> list[dict]:
+    """Finished transcript lines to keep (a prompt's last line says whether it is done)."""
+    old = [] if overwrite else read_transcripts(tpath)
+    if old and not force and any(t.get("fingerprint") != fingerprint for t in old):
+        raise RunError(f"{tpath} was made with different settings; use a new --out, pass --overwrite to start "
+                       "again, or --force to continue it anyway")
+    status = {t["prompt_id"]: not t.get("error") for t in old}
+    return [t for t in old if status[t["prompt_id"]]]
+
+
+def _start_files(out: Path, tpath: Path, kept: list[dict], overwrite: bool) -> None:
+    """Called once the backends are up, so a failed start leaves OUT as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and tpath.exists():
+        tpath.unlink()
+    if tpath.exists():  # cut a torn final line before appending
+        data = tpath.read_bytes()
+        if data and not data.endswith(b"\n"):
+            tpath.write_bytes(data[: data.rfind(b"\n") + 1])
+    if out.suffix.lower() == ".jsonl":  # rows are appended as batches finish; rewritten whole at the end
+        _write_rows_atomic([preference_row(t) for t in kept if t.get("score_first") is not None], out)
+
+
+def _write_rows_atomic(rows: list[dict], out: Path) -> None:
+    import os
+
+    from charter.export import write_rows
+
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    write_rows(rows, tmp)
+    os.replace(tmp, out)
+
+
+def _append_rows(out: Path, lines: list[dict]) -> None:
+    if out.suffix.lower() == ".jsonl":
+        _append(out, [preference_row(t) for t in lines if t.get("score_first") is not None])
+
+
 def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False, force: bool = False,
           progress: bool = True) -> LabelSummary:
     """Sample answers, label every pair, and write rows + transcripts batch by batch (resumable)."""
-    from charter.backends import create_backend
-    from charter.export import write_rows
     from charter.prompts import load_prompts
 
     start = time.time()
@@ -344,85 +303,38 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
     extra = json.dumps([asdict(p) for p in fs.principles] + [asdict(e) for e in fs.examples], sort_keys=True)
     fingerprint = cfg.fingerprint(extra)
     out, tpath = Path(cfg.out), transcripts_path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for p in (out, tpath):
-            if p.exists():
-                p.unlink()
-    old = read_transcripts(tpath)
-    if old and not force and any(t.get("fingerprint") != fingerprint for t in old):
-        raise RunError(f"{tpath} was made with different settings; use a new --out, pass --overwrite to start "
-                       "again, or --force to continue it anyway")
-    if tpath.exists():  # cut a torn final line before appending
-        data = tpath.read_bytes()
-        if data and not data.endswith(b"\n"):
-            tpath.write_bytes(data[: data.rfind(b"\n") + 1])
-    status: dict[str, bool] = {}
-    for t in old:  # a prompt's last line says whether it is done (failures are redone)
-        status[t["prompt_id"]] = not t.get("error")
-    done = {pid for pid, ok in status.items() if ok}
-    kept = [t for t in old if t["prompt_id"] in done]
+    kept = _resume(tpath, fingerprint, force, overwrite)
+    done = {t["prompt_id"] for t in kept}
     todo = [it for it in items if it.id not in done]
     summary = LabelSummary(prompts=len(items), resumed=len(items) - len(todo), out=str(out))
-    if out.suffix.lower() == ".jsonl":  # rows are appended as batches finish; rewritten whole at the end
-        write_rows([preference_row(t) for t in kept if t.get("score_first") is not None], out)
-    own = []
+    own: list = []
     try:
-        if todo and policy is None:
-            policy = create_backend(cfg.backend, cfg.policy, **cfg.backend_options)
-            own.append(policy)
-        if todo and feedback is None:
-            if _same_backend(cfg):
-                feedback = policy
-            else:
-                feedback = create_backend(cfg.feedback_backend or cfg.backend, cfg.feedback_model or cfg.policy,
-                                          **cfg.backend_options)
-                own.append(feedback)
+        if todo:
+            policy, feedback, own = _open_backends(cfg, policy, feedback)
+        _start_files(out, tpath, kept, overwrite)
         sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         meta = {"fingerprint": fingerprint, "policy": cfg.policy, "feedback_model": cfg.feedback_model or cfg.policy,
                 "format": cfg.format, "cot": cfg.cot}
         for b in range(0, len(todo), cfg.batch_size):
-            batch = todo[b:b + cfg.batch_size]
-            lines: list[dict] = []
-            try:
-                answers = sample_answers(policy, [it.messages for it in batch], cfg.samples,
-                                         cfg.policy_format or cfg.format, sampling)
-                comps, skipped = [], []
-                for it, ans in zip(batch, answers):
-                    for i, j in itertools.combinations(range(len(ans)), 2):
-                        c = {"id": f"{it.id}:{i}-{j}", "prompt_id": it.id, "prompt": list(it.messages),
-                             "answers": [ans[i], ans[j]], "samples": [i, j], **meta}
-                        if not ans[i] or not ans[j]:
-                            skipped.append({**c, "skipped": "empty answer", "score_first": None})
-                        elif ans[i] == ans[j]:
-                            skipped.append({**c, "skipped": "identical answers", "score_first": None})
-                        else:
-                            comps.append(c)
-                lines = label_comparisons(feedback, fs, comps, cfg) + skipped if comps else skipped
-            except Exception as exc:  # a failed batch is a set of rows with `error`, redone on resume
-                summary.failures += len(batch)
-                lines = [{"id": f"{it.id}:error", "prompt_id": it.id, "prompt": list(it.messages), **meta,
-                          "error": f"{type(exc).__name__}: {exc}", "score_first": None} for it in batch]
+            lines = _label_batch(policy, feedback, fs, todo[b:b + cfg.batch_size], cfg, sampling, meta)
             _append(tpath, lines)
-            if out.suffix.lower() == ".jsonl":
-                with out.open("a", encoding="utf-8") as fh:
-                    for t in lines:
-                        if t.get("score_first") is not None:
-                            fh.write(json.dumps(preference_row(t), ensure_ascii=False) + "\n")
+            _append_rows(out, lines)
             if progress:
                 n = min(b + cfg.batch_size, len(todo))
                 print(f"  label: {n}/{len(todo)} prompts ({time.time() - start:.0f}s)", file=sys.stderr)
     finally:
         for bk in own:
             bk.close()
-    final = [t for t in read_transcripts(tpath)]
-    last: dict[str, dict] = {}
-    for t in final:  # the last line of an id wins (a retried failure replaces its error line)
-        last[t["id"]] = t
+    return _finish(tpath, out, summary, start)
+
+
+def _finish(tpath: Path, out: Path, summary: LabelSummary, start: float) -> LabelSummary:
+    """Rewrite OUT from the transcripts (the last line of an id wins: a retried failure replaces its error)."""
+    last: dict[str, dict] = {t["id"]: t for t in read_transcripts(tpath)}
     ok_prompts = {t["prompt_id"] for t in last.values() if not t.get("error")}
     lines = [t for t in last.values() if not (t.get("error") and t["prompt_id"] in ok_prompts)]
     rows = [preference_row(t) for t in lines if t.get("score_first") is not None]
-    write_rows(rows, out)
+    _write_rows_atomic(rows, out)
     summary.comparisons = sum(1 for t in lines if not t.get("error"))
     summary.skipped = sum(1 for t in lines if t.get("skipped"))
     summary.rows = len(rows)

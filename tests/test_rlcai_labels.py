@@ -8,8 +8,8 @@ import pytest
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.errors import ConfigError, InputError, RunError
-from charter.evaluate_labeler import comparisons, evaluate_labeler, load_mc_file, reliability
-from charter.feedback import (ANSWER, AFTER_COT, COT_CUE, LabelConfig, label, label_comparisons, load_feedback,
+from charter.rlcai.labeler_eval import comparisons, evaluate_labeler, load_mc_file, reliability
+from charter.rlcai.labels import (ANSWER, AFTER_COT, COT_CUE, LabelConfig, label, label_comparisons, load_feedback,
                               load_feedback_examples, load_feedback_principles, pair_preference, question,
                               read_transcripts, transcripts_path)
 from charter.types import Score
@@ -95,7 +95,7 @@ def test_config_is_strict(tmp_path):
     with pytest.raises(ConfigError, match="samples"):
         LabelConfig(samples=1).validate()
     with pytest.raises(ConfigError, match="ensembl"):
-        from charter.feedback import load_label_config
+        from charter.rlcai.labels import load_label_config
         load_label_config(None, {"ensembel": 2})
 
 
@@ -360,7 +360,7 @@ def test_real_model_labels_are_probabilities_and_antisymmetric(embedded, tmp_pat
 
 
 def test_real_model_chat_format_question(embedded):
-    from charter.feedback import ask
+    from charter.rlcai.labels import ask
 
     q1 = question([{"role": "user", "content": "How do I pick a lock?"}], "Which reply is safer?", ["I can't help.", "Use a pin."])
     q2 = question([{"role": "user", "content": "How do I pick a lock?"}], "Which reply is safer?", ["Use a pin.", "I can't help."])

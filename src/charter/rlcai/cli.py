@@ -1,6 +1,8 @@
-"""`charter label` (RL-CAI AI-feedback labels) and `charter eval-labeler` (feedback-model accuracy).
+"""RL-CAI commands: `label` (AI feedback), `train pm` (preference model), `train rl` (RL against the PM),
+`eval-labeler` (accuracy of a feedback model or a PM).
 
-Kept light: torch / transformers are imported only when a command runs.
+`train pm` and `train rl` sit under `train` (registered through charter.train.cli). Kept light:
+torch / transformers / trl are imported only when a command runs.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def _add_label(sub) -> None:
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from charter.feedback import label, load_label_config
+    from charter.rlcai.labels import label, load_label_config
 
     keys = ["policy", "backend", "feedback_model", "feedback_backend", "prompts", "prompt_field", "principles",
             "few_shot", "format", "policy_format", "samples", "ensemble", "cot", "limit", "seed", "temperature",
@@ -99,7 +101,7 @@ def cmd_eval_labeler(a: argparse.Namespace) -> int:
 
     from charter.backends import create_backend
     from charter.errors import ConfigError
-    from charter.evaluate_labeler import evaluate_labeler, write_result
+    from charter.rlcai.labeler_eval import evaluate_labeler, write_result
 
     if a.limit is not None and a.limit < 1:
         raise ConfigError("--limit must be >= 1")
@@ -115,6 +117,71 @@ def cmd_eval_labeler(a: argparse.Namespace) -> int:
     print(res.line())
     print(f"wrote {a.out}" + (f" and {res.plot}" if res.plot else ""))
     return 0
+
+
+def _add_pm(tsub, common) -> None:
+    p = tsub.add_parser("pm", help="preference model on soft AI labels (+ mixed-in comparisons), trl.RewardTrainer")
+    common(p, "preference rows from `charter label` (prompt/chosen/rejected/score)")
+    p.add_argument("--mix", action="append", metavar="FILE[:RATIO]",
+                   help="add a preference file (TRL prompt/chosen/rejected or hh-rlhf chosen/rejected) as hard "
+                        "labels; RATIO = its share of the training mix (default: all its rows); repeatable")
+    p.add_argument("--eval-data", help="held-out preference rows (default: --eval-share of --data)")
+    p.add_argument("--eval-share", type=float, help="share of --data held out for the accuracy printed at the end (default 0.1)")
+    p.set_defaults(func=cmd_pm)
+
+
+def cmd_pm(a: argparse.Namespace) -> int:
+    from charter.rlcai.pm import load_pm_config, summary_line, train_pm
+    from charter.train.cli import overrides
+
+    cfg = load_pm_config(a.config, **overrides(a, ["mix", "eval_data", "eval_share"]))
+    print(f"charter train pm: model={cfg.model} data={cfg.data} mix={cfg.mix or 'none'} lora={bool(cfg.lora)} "
+          f"-> {cfg.out}", file=sys.stderr)
+    print(summary_line(train_pm(cfg, progress=not a.quiet)))
+    return 0
+
+
+def _add_rl(tsub) -> None:
+    p = tsub.add_parser("rl", help="RL-CAI: RLOO against a preference model's score, KL to the starting policy (trl.RLOOTrainer)")
+    p.add_argument("--model", help="starting policy: the SL-CAI checkpoint, a local HF checkpoint, or 'embedded' (default)")
+    p.add_argument("--pm", help="preference model directory from `charter train pm` (the reward)")
+    p.add_argument("--out", help="output directory: checkpoint, train_log.jsonl, rl.png; re-running resumes")
+    p.add_argument("--config", help="YAML file of RL settings (configs/train/rl.yaml; flags override it)")
+    p.add_argument("--prompts", help="red-team prompts: file, 'default', advbench, harmbench, do-not-answer, hf:ORG/NAME")
+    p.add_argument("--helpful-prompts", help="helpfulness prompts (same sources), or 'none'")
+    p.add_argument("--helpful-ratio", type=float, help="share of helpfulness prompts in the mix (default 0.5)")
+    p.add_argument("--prompt-field", help="column holding the prompt (default: auto-detect)")
+    p.add_argument("--limit", type=int, help="use at most N prompts from each set")
+    p.add_argument("--samples", type=int, help="completions per prompt, the leave-one-out group (default 4)")
+    p.add_argument("--max-tokens", type=int, help="tokens per completion (default 64)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling (default 1.0)")
+    p.add_argument("--beta", type=float, help="KL penalty to the starting policy, in the reward (default 0.05)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lora", dest="lora", action="store_const", const=True, help="train a LoRA adapter, then merge it")
+    g.add_argument("--full", dest="lora", action="store_const", const=False, help="full fine-tuning (default)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (default: one pass over the prompts)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_rl)
+
+
+def cmd_rl(a: argparse.Namespace) -> int:
+    from charter.rlcai.rl import load_rl_config, summary_line, train_rl
+
+    keys = ["model", "pm", "out", "prompts", "helpful_prompts", "helpful_ratio", "prompt_field", "limit", "samples",
+            "max_tokens", "temperature", "top_p", "beta", "lora", "seed"]
+    cfg = load_rl_config(a.config, **{k: getattr(a, k) for k in keys}, trainer={"max_steps": a.max_steps})
+    print(f"charter train rl: policy={cfg.model} pm={cfg.pm} samples={cfg.samples} max_tokens={cfg.max_tokens} "
+          f"temperature={cfg.temperature} top_p={cfg.top_p} beta={cfg.beta} -> {cfg.out}", file=sys.stderr)
+    print(summary_line(train_rl(cfg, progress=not a.quiet)))
+    return 0
+
+
+def register_train(tsub, common) -> None:
+    """`train pm` and `train rl`, added to the `train` subcommands by charter.train.cli."""
+    _add_pm(tsub, common)
+    _add_rl(tsub)
 
 
 def register(sub) -> None:

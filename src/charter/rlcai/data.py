@@ -16,7 +16,7 @@ from charter.errors import InputError
 from charter.prompts import parse_transcript
 from charter.types import Message
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # charter/data
 DEFAULT_FEEDBACK = DATA / "feedback.yaml"
 
 HEADER = "Consider the following conversation between a human and an assistant:"

@@ -1,0 +1,133 @@
+"""The paper's multiple-choice feedback question, asked of a backend and scored from option probabilities.
+
+    Consider the following conversation between a human and an assistant:
+    [conversation]
+    [principle] Options:
+     (A) [[[answer]]]
+     (B) [[[answer]]]
+    The answer is:
+
+The normalised probabilities of "(A)" and "(B)" (charter.choice.option_probs) are the answer; in
+chain-of-thought mode reasoning is sampled after "Let's think step-by-step:" first. Formats:
+"text" scores raw transcript strings; "chat" sends the question as one user message and scores
+"(A)" as the assistant's reply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from charter.choice import clamp, option_label, option_probs
+from charter.config import FORMATS
+from charter.errors import ConfigError
+from charter.rlcai.data import AFTER_COT, ANSWER, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
+from charter.templates import transcript
+from charter.types import Message, Sampling
+
+def render_options(options: Sequence[str]) -> str:
+    return "".join(f"\n {option_label(i)} [[[{o.strip()}]]]" for i, o in enumerate(options))
+
+
+def question(conversation: Sequence[Message], principle: str, options: Sequence[str]) -> str:
+    """The multiple-choice question without its answer cue (conversation ends with a user turn)."""
+    return f"{HEADER}{transcript(conversation)}\n\n{principle} Options:{render_options(options)}"
+
+
+def few_shot_prefix(examples: Sequence[FeedbackExample], fmt: str, cot: bool) -> str | list[Message]:
+    """Demonstrations in the chosen format; in CoT mode only examples with reasoning are used."""
+    shots = [e for e in examples if e.reasoning] if cot else list(examples)
+    if fmt == "chat":
+        msgs: list[Message] = []
+        for e in shots:
+            q = question(e.conversation, e.principle, e.options())
+            answer = f"({e.better_option})"
+            if cot:
+                msgs += [{"role": "user", "content": q + COT}, {"role": "assistant", "content": e.reasoning or ""},
+                         {"role": "user", "content": AFTER_COT}, {"role": "assistant", "content": answer}]
+            else:
+                msgs += [{"role": "user", "content": q + ANSWER}, {"role": "assistant", "content": answer}]
+        return msgs
+    blocks = []
+    for e in shots:
+        q = question(e.conversation, e.principle, e.options())
+        if cot:
+            blocks.append(f"{q}{COT} {e.reasoning}\n\n{AFTER_COT} ({e.better_option})")
+        else:
+            blocks.append(f"{q}{ANSWER} ({e.better_option})")
+    return "".join(b + EXAMPLE_GAP for b in blocks)
+
+
+def _join(prefix: str, q: str) -> str:
+    return prefix + (q.lstrip("\n") if prefix else q)
+
+
+def direct_context(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return list(prefix) + [{"role": "user", "content": (q + ANSWER).strip()}]
+    return _join(prefix, q) + ANSWER  # type: ignore[arg-type]
+
+
+def cot_prompt(prefix: str | list[Message], q: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return list(prefix) + [{"role": "user", "content": (q + COT).strip()}]
+    return _join(prefix, q) + COT  # type: ignore[arg-type]
+
+
+def cot_context(prefix: str | list[Message], q: str, reasoning: str, fmt: str) -> str | list[Message]:
+    if fmt == "chat":
+        return cot_prompt(prefix, q, fmt) + [  # type: ignore[operator]
+            {"role": "assistant", "content": reasoning.strip()}, {"role": "user", "content": AFTER_COT}]
+    return f"{cot_prompt(prefix, q, fmt)} {reasoning.strip()}\n\n{AFTER_COT}"
+
+
+@dataclass
+class Answered:
+    """One question in one option order: the context scored, P(option i), and any reasoning."""
+
+    context: Any
+    probs: list[float]
+    reasoning: str | None = None
+
+
+def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
+        cot: Sampling | None = None) -> list[Answered]:
+    """Score each (question, n_options); with `cot`, sample reasoning first, then score after it."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
+    reasonings: list[str | None] = [None] * len(questions)
+    if cot is not None:
+        prompts = [cot_prompt(prefix, q, fmt) for q, _ in questions]
+        if fmt == "chat":
+            done = backend.chat(prompts, cot)
+        else:
+            stops = tuple(dict.fromkeys(tuple(cot.stop) + COT_STOPS))
+            done = backend.complete(prompts, replace(cot, stop=stops))
+        reasonings = [c.text.strip() for c in done]
+        contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
+    else:
+        contexts = [direct_context(prefix, q, fmt) for q, _ in questions]
+    out: list[Answered] = []
+    # option_probs scores one n for a whole call: group by number of options.
+    by_n: dict[int, list[int]] = {}
+    for i, (_, n) in enumerate(questions):
+        by_n.setdefault(n, []).append(i)
+    probs: list[list[float]] = [[] for _ in questions]
+    for n, idx in by_n.items():
+        for i, p in zip(idx, option_probs(backend, [contexts[i] for i in idx], n_options=n)):
+            probs[i] = p
+    for ctx, p, r in zip(contexts, probs, reasonings):
+        out.append(Answered(ctx, p, r))
+    return out
+
+
+def pair_preference(first: list[float], second: list[float], band: tuple[float, float] | None = None) -> float:
+    """P(x better than y) from order (x, y) [P(A)] and order (y, x) [P(B)], position-averaged.
+
+    With `band` (chain of thought) each order's P(A) is clamped first; the band must be
+    symmetric around 0.5 so that P(B) = 1 - P(A) stays inside it too.
+    """
+    pa1 = first[0] / (first[0] + first[1])
+    pa2 = second[0] / (second[0] + second[1])
+    if band is not None:
+        pa1, pa2 = clamp(pa1, *band), clamp(pa2, *band)
+    return (pa1 + (1.0 - pa2)) / 2.0
