@@ -212,10 +212,18 @@ def test_config_error_names_the_line_from_the_cli(tmp_path, monkeypatch, capsys)
     (["--temperature", "9"], r"--temperature must be in \[0, 5\], got 9.0"),
     (["--top-p", "0"], r"--top-p must be in \(0, 1\], got 0.0"),
     (["--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
+    (["--workers", "0"], r"--workers must be >= 1, got 0"),
+    (["--concurrency", "0"], r"--concurrency must be >= 1, got 0"),
+    (["--rounds", "x"], None),  # argparse: exit 2 with the flag and value in its usage line
 ])
 def test_numeric_errors_name_the_flag_and_value(tmp_path, monkeypatch, capsys, args, pattern):
     monkeypatch.chdir(tmp_path)
-    fails(capsys, GEN + args, pattern)
+    if pattern:
+        fails(capsys, GEN + args, pattern)
+        return
+    with pytest.raises(SystemExit) as exit_:
+        main(GEN + args)
+    assert exit_.value.code == 2 and "argument --rounds: invalid int value: 'x'" in capsys.readouterr().err
 
 
 # ---- feedback ------------------------------------------------------------------------------------

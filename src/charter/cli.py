@@ -91,10 +91,14 @@ def parse_backend_options(pairs: Sequence[str]) -> dict:
 
 def backend_options(a: argparse.Namespace) -> dict:
     """--backend-option pairs plus the --base-url / --concurrency shortcuts."""
+    from charter.errors import ConfigError
+
     options = parse_backend_options(a.backend_option)
     if a.base_url:
         options["base_url"] = a.base_url
-    if a.concurrency:
+    if a.concurrency is not None:
+        if a.concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1, got {a.concurrency}")
         options["concurrency"] = a.concurrency
     return options
 
