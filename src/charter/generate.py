@@ -7,6 +7,7 @@ finished job is written at once and a new prompt takes its place.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from charter import templates
-from charter.backends.base import Backend
+from charter.backends.base import Backend, EngineDead
 from charter.constitution import draw_principle
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
@@ -56,6 +57,8 @@ class Runner:
         self.backend, self.c, self.s = backend, constitution, settings
         self.on_record = on_record
         self.calls = 0
+        self.fatal: EngineDead | None = None  # set when the engine died: no new conversations start
+        self.stopped = False  # set on interrupt: finished records are no longer written
         self.sampling = settings.sampling
         if settings.format == "text":  # turn boundaries end every step cleanly
             self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
@@ -121,6 +124,8 @@ class Runner:
         return job.step >= len(plan(job.item, self.s))
 
     def finish(self, job: Job, error: str | None = None) -> None:
+        if self.stopped:
+            return
         rec = job.record
         rec.error = error
         rec.final = None if error else self.current_answer(job)
@@ -129,14 +134,22 @@ class Runner:
 
     def call(self, batch: Sequence[Job]) -> list[Completion]:
         requests = [self.request(j) for j in batch]
-        # A fresh seed per call: engines that reseed per call would otherwise repeat the same
-        # random stream, and two samples of one prompt could come out identical.
-        self.calls += 1
-        seed = None if self.sampling.seed is None else self.sampling.seed * 1_000_003 + self.calls
-        sampling = replace(self.sampling, seed=seed)
+        sampling = replace(self.sampling, seed=self.call_seed(batch))
         if self.s.format == "text":
             return self.backend.complete(requests, sampling)
         return self.backend.chat(requests, sampling)
+
+    def call_seed(self, batch: Sequence[Job]) -> int | None:
+        """A fresh seed per call (engines that reseed per call would otherwise repeat one random
+        stream). A lone conversation's step gets a seed of its own (prompt id, step), so streamed
+        runs are reproducible whatever order the steps reach the engine in."""
+        self.calls += 1
+        if self.sampling.seed is None:
+            return None
+        if len(batch) == 1:
+            key = f"{self.sampling.seed}:{batch[0].item.id}:{batch[0].step}".encode()
+            return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
+        return self.sampling.seed * 1_000_003 + self.calls
 
     def run(self, items: Iterable[PromptItem]) -> None:
         """Batch scheduler for in-process engines that batch per call (transformers)."""
@@ -148,44 +161,59 @@ class Runner:
             batch = pick_batch(active, self.s.batch_size)
             try:
                 outs = self.call(batch)
+            except EngineDead as exc:  # every job in flight fails with the cause; the run stops
+                for job in active:
+                    self.finish(job, f"{type(exc).__name__}: {exc}")
+                raise
             except Exception as exc:  # a failed call fails its records, not the run
-                outs = None
-                error = f"{type(exc).__name__}: {exc}"
+                outs, error = None, f"{type(exc).__name__}: {exc}"
             for i, job in enumerate(batch):
                 if outs is None or self.advance(job, outs[i]):
                     self.finish(job, None if outs is not None else error)
                     active.remove(job)
 
+    def drive(self, job: Job, lock: threading.Lock) -> str | None:
+        """Take one conversation through all its steps; its error, if a call failed."""
+        while True:
+            try:
+                out = self.call([job])[0]
+            except EngineDead as exc:
+                self.fatal = self.fatal or exc
+                return f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a failed call fails its record, not the run
+                return f"{type(exc).__name__}: {exc}"
+            with lock:
+                if self.advance(job, out):
+                    return None
 
     def run_streaming(self, items: Iterable[PromptItem], workers: int) -> None:
-        """For engines that batch internally (llama.cpp slots, HTTP servers, vLLM): `workers`
+        """For engines that batch internally (vLLM, llama.cpp slots, HTTP servers): `workers`
         conversations in flight, each advancing step by step on its own, so a prompt's round 2
-        never waits for another prompt's round 1 and the engine's slots stay full."""
+        never waits for another prompt's round 1 and the engine's batch stays full."""
         queue, lock = deque(items), threading.Lock()
 
         def worker() -> None:
             while True:
                 with lock:
-                    if not queue:
+                    if not queue or self.fatal or self.stopped:
                         return
                     job = self.new_job(queue.popleft())
-                error, done = None, False
-                while not done:
-                    try:
-                        out = self.call([job])[0]
-                    except Exception as exc:  # a failed call fails its record, not the run
-                        error = f"{type(exc).__name__}: {exc}"
-                        break
-                    with lock:
-                        done = self.advance(job, out)
+                error = self.drive(job, lock)
                 with lock:
                     self.finish(job, error)
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
+        except BaseException:
+            self.stopped = True  # nothing is written after an interrupt
+            raise
+        if self.fatal:
+            raise self.fatal
 
 
 def pick_batch(active: list[Job], size: int) -> list[Job]:
@@ -272,10 +300,22 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
 
 def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: list[PromptItem],
               on_record: Callable[[Record], None]) -> None:
-    from charter.backends import create_backend
+    import sys
 
-    backend = backend or create_backend(cfg.backend, cfg.model, **cfg.backend_options)
-    run_items(backend, constitution, settings_from(cfg), todo, on_record)
+    from charter.backends import AUTO, create_backend, resolve_backend
+
+    own = backend is None
+    if own:
+        name = resolve_backend(cfg.backend, cfg.model)
+        if cfg.backend == AUTO:
+            print(f"backend auto -> {name} ({'vLLM imports here' if name == 'vllm' else 'no vLLM here'})",
+                  file=sys.stderr)
+        backend = create_backend(name, cfg.model, **cfg.backend_options)
+    try:
+        run_items(backend, constitution, settings_from(cfg), todo, on_record)
+    finally:
+        if own:
+            backend.close()  # an engine's worker processes must not outlive the run
 
 
 def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: list[PromptItem],

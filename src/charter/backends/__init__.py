@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 from typing import Any
 
@@ -20,18 +21,42 @@ BACKENDS: dict[str, str] = {
 # What to install when a backend's module is missing.
 EXTRAS = {"llamacpp": "xllamacpp", "openai": "openai", "vllm": "vllm"}
 
-DEFAULT_BACKEND = "transformers"
+AUTO = "auto"  # vLLM where it imports, else transformers
+DEFAULT_BACKEND = AUTO
+NAMES = [AUTO, *BACKENDS]
 
 
 def check_backend_name(name: str) -> None:
-    if name not in BACKENDS:
-        hint = difflib.get_close_matches(name, BACKENDS, n=1)
+    if name not in NAMES:
+        hint = difflib.get_close_matches(name, NAMES, n=1)
         tip = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise BackendError(f"unknown backend '{name}'{tip}; choose one of: {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend '{name}'{tip}; choose one of: {', '.join(NAMES)}")
+
+
+def vllm_imports() -> bool:
+    """Whether vLLM imports here (a real import: a broken install must not be picked)."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        importlib.import_module("vllm")
+    except Exception:  # a broken install (e.g. mismatched torchvision) raises anything
+        return False
+    return True
+
+
+def resolve_backend(name: str, model: str) -> str:
+    """The backend `auto` stands for: llama.cpp for GGUF files, else vLLM where it imports,
+    else transformers."""
+    if name != AUTO:
+        return name
+    if model.lower().endswith(".gguf") and not model.startswith("hf:"):
+        return "llamacpp"
+    return "vllm" if vllm_imports() else "transformers"
 
 
 def create_backend(name: str, model: str, **options: Any) -> Backend:
     check_backend_name(name)
+    name = resolve_backend(name, model)
     module_name, cls_name = BACKENDS[name].split(":")
     try:
         module = importlib.import_module(module_name)

@@ -10,9 +10,15 @@ text, that every critique/revision request starts with; engines with per-slot KV
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
+from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
+
+
+class EngineDead(BackendError):
+    """The engine stopped for good: the records in flight fail with this message and the run
+    stops (instead of failing every remaining record one by one)."""
 
 
 @runtime_checkable
@@ -40,3 +46,25 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def continuation_ids(encode: Callable[[str], list[int]], context: str, continuation: str,
+                     bos: int | None) -> tuple[list[int], int]:
+    """Token ids of context + continuation, and how many trailing ones are the continuation's.
+
+    Tokens can merge across the boundary, so the continuation starts where the two encodings
+    diverge; with nothing before it, BOS conditions its first token."""
+    ctx, full = encode(context), encode(context + continuation)
+    keep = common_prefix_len(ctx, full)
+    if keep == 0:
+        full, keep = [0 if bos is None else bos] + full, 1
+    return full, len(full) - keep
