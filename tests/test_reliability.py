@@ -275,3 +275,15 @@ def test_missing_relative_model_path_is_reported_as_a_path(tmp_path, monkeypatch
         with pytest.raises(BackendError, match=f"model path {re.escape(model)} does not exist"):
             resolve_hf_checkpoint(model)
     assert resolve_hf_checkpoint("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"  # a hub id
+
+
+def test_refusal_names_the_changed_part_when_generate_passes_parts(tmp_path):
+    from charter.errors import RunError
+    from charter.store import RunStore
+    from charter.types import Record
+
+    store = RunStore(tmp_path / "r")
+    store.open({"rounds": 1}, "fp1", parts={"constitution": "A", "few-shot": "B"})
+    store.append(Record(id="x", kind="red_team", prompt=[{"role": "user", "content": "hi"}]))
+    with pytest.raises(RunError, match=r"\(few-shot content changed\)"):
+        RunStore(tmp_path / "r").open({"rounds": 1}, "fp2", parts={"constitution": "A", "few-shot": "C"})
