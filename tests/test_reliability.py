@@ -230,7 +230,7 @@ def test_numeric_errors_name_the_flag_and_value(tmp_path, monkeypatch, capsys, a
 
 
 @pytest.mark.parametrize("args, pattern", [
-    (["--format", "dpo", "--upto", "2"], r"--upto only apply to --format sft"),
+    (["--format", "dpo", "--upto", "2"], r"--upto only applies to --format sft; drop it for --format dpo"),
     (["--format", "trace", "--revision", "all", "--seed", "1"], r"--revision, --seed only apply to --format sft"),
     (["--upto", "0"], r"--upto must be >= 1 \(the last round to use\), got 0"),
     (["--helpful-ratio", "1.5"], r"--helpful-ratio must be in \[0, 1\), got 1.5"),

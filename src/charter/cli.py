@@ -123,7 +123,8 @@ def export_options(a: argparse.Namespace) -> dict:
     given = {k: getattr(a, k) for k in SFT_OPTIONS if getattr(a, k) is not None}
     if given and a.format != "sft":
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ConfigError(f"{flags} only apply to --format sft; drop them for --format {a.format}")
+        verb, it = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        raise ConfigError(f"{flags} only {verb} to --format sft; drop {it} for --format {a.format}")
     check_sft_options(**given)
     return given
 
