@@ -160,3 +160,12 @@ def test_malformed_system_chat(tmp_path, data, message):
     f.write_text(json.dumps(data))
     with pytest.raises(InputError, match=message):
         load_few_shots(f)
+
+
+def test_json_with_bom_loads_and_non_utf8_is_a_clean_error(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"critic": "Critique for harm.", "revision": "Rewrite it."}]).encode())
+    assert len(load_principles(f)) == 1
+    f.write_bytes(b'[{"critic": "Caf\xe9 harm.", "revision": "Rewrite it."}]')
+    with pytest.raises(InputError, match=r"c.json:1: byte 0xe9 at offset 15 is not UTF-8; re-save the file as UTF-8"):
+        load_principles(f)
