@@ -167,5 +167,5 @@ def test_json_with_bom_loads_and_non_utf8_is_a_clean_error(tmp_path):
     f.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"critic": "Critique for harm.", "revision": "Rewrite it."}]).encode())
     assert len(load_principles(f)) == 1
     f.write_bytes(b'[{"critic": "Caf\xe9 harm.", "revision": "Rewrite it."}]')
-    with pytest.raises(InputError, match=r"c.json:1: byte 0xe9 at offset 15 is not UTF-8; re-save the file as UTF-8"):
+    with pytest.raises(InputError, match=r"c.json:1: byte 0xe9 at offset 16 is not UTF-8; re-save the file as UTF-8"):
         load_principles(f)
