@@ -233,3 +233,85 @@ def test_real_model_likelihood_and_judge(tmp_path):
         assert len(result["answers"]) == 2 and result["models"]["embedded"]["evasive"]["n"] == 2
     finally:
         b.close()
+
+
+@pytest.mark.slow
+def test_eval_cli_judge_embedded(tmp_path, monkeypatch, capsys):
+    """`charter eval --judge embedded` on the real model: Elo and revision curves from its option probabilities."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--limit", "2", "--rounds", "1", "--helpful-prompts", "none",
+                 "--quiet", "--out", "r"]) == 0
+    assert main(["eval", "r", "--models", "fake:a", "fake:b", "--judge", "embedded", "--bootstrap", "5",
+                 "--max-tokens", "8"]) == 0
+    saved = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert saved["elo"]["harmless"]["comparisons"] == 2 and 0 < saved["elo"]["harmless"]["position_bias"] < 1
+    p = saved["revisions"][0]["curves"]["harmless"]["rounds"][0]["p_revision"]
+    assert 0 < p < 1 and "Elo harmless" in capsys.readouterr().out
+
+
+# ---- preference-model scores (Figures 5 and 7) ------------------------------------------------------
+
+
+class LengthPM:
+    """A scripted preference model: longer answers score higher."""
+
+    path = "length-pm"
+
+    def score(self, convos):
+        return [float(len(c[-1]["content"])) for c in convos]
+
+
+def test_pm_scores_by_revision_principle_and_critique_vs_direct():
+    from charter.evaluate.pm import bootstrap_mean, pm_scores
+
+    crit = [Record(id=f"c{i}", kind="red_team", prompt=[{"role": "user", "content": "q"}], initial="ab",
+                   rounds=[Round("harm", "c", "abcd"), Round("law", "c", "abcdef")], final="abcdef") for i in range(4)]
+    direct = [Record(id=f"d{i}", kind="red_team", prompt=[{"role": "user", "content": "q"}], initial="ab",
+                     rounds=[Round("harm", None, "No."), Round("harm", None, "No.")], final="No.") for i in range(4)]
+    res = pm_scores(LengthPM(), [("runs/crit", crit), ("runs/direct", direct)], bootstrap=50)
+    a, b = res["runs"]
+    assert [r["mean"] for r in a["by_revision"]] == [2.0, 4.0, 6.0] and a["by_revision"][0]["n"] == 4
+    assert a["label"] == "crit (critique)" and b["label"] == "direct (no critique)" and b["direct"]
+    assert {r["principle"]: r["mean"] for r in a["per_principle"]} == {"harm": 2.0, "law": 2.0}
+    assert {r["principle"]: (r["n"], r["mean"]) for r in b["per_principle"]} == {"harm": (8, 0.5)}
+    c = res["critique_vs_direct"]
+    assert [r["diff"] for r in c["by_revision"]] == [0.0, 1.0, 3.0] and c["direct"] == "direct (no critique)"
+    assert b["by_revision"][1]["evasive"] == 1.0 and a["by_revision"][1]["evasive"] == 0.0  # a bare "No." evades
+    boot = bootstrap_mean([1.0, 2.0, 3.0, 10.0], samples=200, seed=1)
+    assert boot["low"] < boot["mean"] == 4.0 < boot["high"] and boot == bootstrap_mean([1.0, 2.0, 3.0, 10.0], 200, 1)
+
+
+@pytest.fixture(scope="module")
+def untrained_pm(tmp_path_factory):
+    """A real sequence-classification PM on the embedded model (an untrained head: scores are arbitrary but real)."""
+    pytest.importorskip("trl")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from charter.models import resolve_hf_checkpoint
+
+    path = resolve_hf_checkpoint("embedded")
+    out = tmp_path_factory.mktemp("pm") / "pm"
+    AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(path).save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.slow
+def test_eval_pm_two_runs_written_and_drawn(tmp_path, monkeypatch, capsys, untrained_pm):
+    monkeypatch.chdir(tmp_path)
+    for name, extra in (("crit", []), ("direct", ["--no-critique"])):
+        assert main(["generate", "--backend", "fake", "--limit", "3", "--rounds", "2", "--helpful-prompts", "none",
+                     "--quiet", "--out", name, *extra]) == 0
+    capsys.readouterr()
+    assert main(["eval", "crit", "direct", "--pm", untrained_pm, "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "crit (critique): PM score by revision (0 = initial) r0:" in printed and "critique - direct" in printed
+    pm = json.loads((tmp_path / "crit" / "eval.json").read_text())["pm"]
+    assert [len(r["by_revision"]) for r in pm["runs"]] == [3, 3] and pm["runs"][0]["by_revision"][0]["n"] == 3
+    assert all(math.isfinite(x["mean"]) and x["low"] <= x["mean"] <= x["high"] for x in pm["runs"][0]["by_revision"])
+    assert len(pm["critique_vs_direct"]["by_revision"]) == 3 and pm["runs"][0]["per_principle"]
+    assert main(["report", "crit", "direct", "--out", "report.html"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    for alt in ("PM score vs revision number (Figure 5)", "critiqued vs direct revisions (Figure 7)",
+                "per-principle effect", "evasive share vs revision number"):
+        assert f'alt="{alt}"' in page

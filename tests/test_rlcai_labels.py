@@ -369,3 +369,66 @@ def test_real_model_chat_format_question(embedded):
     p = pair_preference(a1.probs, a2.probs)
     assert sum(a1.probs) == pytest.approx(1) and 0 < p < 1
     assert pair_preference(a2.probs, a1.probs) == pytest.approx(1 - p, abs=1e-12)
+
+
+# ---- a preference model on the same sets ------------------------------------------------------------
+
+
+class LengthPM:
+    path = "length-pm"
+
+    def score(self, convos):
+        return [len(c[-1]["content"]) / 100 for c in convos]
+
+
+def test_eval_labeler_pm_on_hhh_and_preference_rows(shared, tmp_path):
+    from charter.rlcai.labeler_eval import evaluate_pm, pm_pairs
+
+    pairs = pm_pairs(shared / HHH, limit=5)
+    assert len(pairs) == 5 and pairs[0][1][0]["role"] == "user" and pairs[0][1][-1]["role"] == "assistant"
+    r = evaluate_pm(LengthPM(), shared / HHH, limit=5)
+    # the longer answer is correct in rows 1, 3, 4, 5 (see test_eval_labeler_hand_checked_counts)
+    assert [x["correct"] for x in r.rows] == [True, False, True, True, True] and r.accuracy == pytest.approx(0.8)
+    assert r.format == "pm" and sum(b["count"] for b in r.bins) == 10 and "preference model" in r.line()
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "long answer"}],
+             "rejected": [{"role": "assistant", "content": "no"}], "score": 0.8}] * 3
+    f = tmp_path / "held.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = evaluate_pm(LengthPM(), f)
+    assert r.accuracy == 1.0 and r.n_rows == 3
+
+
+@pytest.mark.slow
+def test_cli_eval_labeler_real_model_and_pm(shared, tmp_path, capsys):
+    """eval-labeler on the real embedded model (2 rows), then a real (untrained-head) PM on the same rows."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from charter.models import resolve_hf_checkpoint
+
+    res = tmp_path / "lab.json"
+    assert main(["eval-labeler", str(shared / HHH), "--limit", "2", "--out", str(res), "--plot", "none", "--quiet"]) == 0
+    d = json.loads(res.read_text())
+    assert d["n_rows"] == 2 and all(0 < c["p_correct"] < 1 for r in d["rows"] for c in r["comparisons"])
+    path, pm = resolve_hf_checkpoint("embedded"), tmp_path / "pm"
+    AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(pm)
+    AutoTokenizer.from_pretrained(path).save_pretrained(pm)
+    assert main(["eval-labeler", str(shared / HHH), "--pm", str(pm), "--limit", "3", "--out", str(res)]) == 0
+    d = json.loads(res.read_text())
+    assert d["format"] == "pm" and d["n_rows"] == 3 and all(0 < r["p_correct"] < 1 for r in d["rows"])
+    assert "preference model" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_label_writes_rows_and_keeps_out_on_failure(tmp_path, capsys):
+    """The label CLI on the real model writes preference rows; a failed start leaves --out byte-identical."""
+    out = tmp_path / "l.jsonl"
+    assert main(["label", "--limit", "1", "--max-tokens", "8", "--few-shot", "none", "--format", "text",
+                 "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 1 and 0.5 <= rows[0]["score"] < 1 and rows[0]["chosen"] != rows[0]["rejected"]
+    assert "1 preference rows" in capsys.readouterr().out
+    before = out.read_bytes()
+    for extra in ([], ["--overwrite"]):  # resuming or starting again: the model fails to load first
+        assert main(["label", "--policy", str(tmp_path / "missing-model"), "--limit", "2", "--out", str(out),
+                     "--force", "--quiet", *extra]) == 2
+        assert out.read_bytes() == before and "error:" in capsys.readouterr().err

@@ -12,6 +12,8 @@ def register(sub) -> None:
                    help="models to compare: 'embedded', a path, or BACKEND:MODEL (e.g. fake:base)")
     p.add_argument("--judge", help="judge model (same forms); enables Elo and revision curves")
     p.add_argument("--backend", default="transformers", help="backend for models given without BACKEND: (default transformers)")
+    p.add_argument("--pm", help="preference model directory (`charter train pm`): PM score of every revision "
+                   "(Figure 5), critique vs direct when a --no-critique run is given (Figure 7)")
     p.add_argument("--judge-evasive", action="store_true", help="also ask the judge whether each answer is evasive")
     p.add_argument("--limit", type=int, help="at most N prompts of each kind")
     p.add_argument("--max-tokens", type=int, default=128, help="answer length for model answers (default 128)")
@@ -29,12 +31,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from charter.store import load_run
     from charter.types import Sampling
 
-    if not a.models and not a.judge:
-        raise ConfigError("nothing to evaluate: pass --models M1 [M2 ...] and/or --judge MODEL")
+    if not a.models and not a.judge and not a.pm:
+        raise ConfigError("nothing to evaluate: pass --models M1 [M2 ...], --judge MODEL and/or --pm DIR")
     sampling = Sampling(max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
     result = evaluate(a.run, load_run(a.run), a.models, a.judge, [(r, load_run(r)) for r in a.runs], a.limit,
                       sampling, a.seed, a.bootstrap, a.judge_evasive,
-                      factory=lambda spec: open_backend(spec, a.backend), out=a.out)
+                      factory=lambda spec: open_backend(spec, a.backend), out=a.out, pm=a.pm)
     print(summary_text(result))
     return 0
 
@@ -52,4 +54,19 @@ def summary_text(result: dict) -> str:
         for q, c in run["curves"].items():
             pts = " ".join(f"r{r['round']}:{r['p_revision']:.2f}" for r in c["rounds"])
             lines.append(f"{run['label']} {q}: P(revision preferred over initial) {pts}")
+    lines += pm_summary(result.get("pm"))
     return "\n".join(lines)
+
+
+def pm_summary(pm: dict | None) -> list[str]:
+    if not pm:
+        return []
+    lines = []
+    for run in pm["runs"]:
+        pts = " ".join(f"r{r['revision']}:{r['mean']:+.2f}" for r in run["by_revision"])
+        lines.append(f"{run['label']}: PM score by revision (0 = initial) {pts}")
+    c = pm.get("critique_vs_direct")
+    if c:
+        pts = " ".join(f"r{r['revision']}:{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]" for r in c["by_revision"])
+        lines.append(f"critique - direct PM score: {pts}")
+    return lines

@@ -16,6 +16,11 @@ eval.json (schema "charter.eval/1"); every part is present only if it was comput
       elo = revision k's Elo with the initial answer at 0.
   answers: [{id, kind, prompt, answers: {label: text}, evasive: {label: bool}}]
   verdicts: [{id, question, a, b, p_a, swapped, p_first}]  (the model comparisons behind elo)
+  pm: {pm, runs: [{run, label, direct, by_revision: [{revision, n, mean, low, high, evasive}],
+                   per_principle: [{principle, n, mean, low, high}], items: [{id, principles, scores}]}],
+       critique_vs_direct?: {critique, direct, by_revision: [{revision, critique, direct, diff, low, high}]}}
+      PM scores of the initial answer (revision 0) and each revision (charter.evaluate.pm); per principle:
+      the mean change over rounds drawn with it; critique_vs_direct when a --no-critique run is given.
 """
 from __future__ import annotations
 
@@ -110,7 +115,7 @@ def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] =
              extra_runs: Sequence[tuple[str, Sequence[Record]]] = (), limit: int | None = None,
              sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200, judge_evasiveness: bool = False,
              factory: Callable[[str], object] = open_backend, out: str | Path | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), pm: str | None = None) -> dict:
     """Run every evaluation the arguments ask for; eval.json is rewritten after each stage."""
     from charter import __version__
 
@@ -119,7 +124,7 @@ def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] =
     labels = model_labels(models)
     result: dict = {"schema": SCHEMA, "run": str(run), "records": len(prompts), "charter_version": __version__,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "settings": {"models": labels, "judge": judge, "limit": limit, "seed": seed,
+                    "settings": {"models": labels, "judge": judge, "pm": pm, "limit": limit, "seed": seed,
                                  "bootstrap": bootstrap, "sampling": sampling.to_dict()},
                     "models": {}, "verdicts": []}
     path = Path(out) if out else Path(run) / EVAL_FILE
@@ -159,10 +164,26 @@ def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] =
             result["revisions"] = revision_curves(jb, [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs],
                                                   seed=seed, bootstrap=bootstrap)
         save()
+        if pm:
+            runs = [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs]
+            log(f"eval: preference model {pm}: scores of every revision of {len(runs)} run(s)")
+            result["pm"] = score_with_pm(pm, runs, bootstrap, seed)
+            save()
     finally:
         for b in opened.values():
             b.close()
     return result
+
+
+def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], bootstrap: int, seed: int) -> dict:
+    from charter.evaluate.pm import pm_scores
+    from charter.rlcai.scorer import load_pm
+
+    pm = load_pm(pm_dir)
+    try:
+        return pm_scores(pm, runs, bootstrap, seed)
+    finally:
+        pm.close()
 
 
 def _write_json(path: Path, data: dict) -> None:

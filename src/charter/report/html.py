@@ -168,8 +168,38 @@ def _evaluation(name: str, ev: dict) -> str:
                    + img(revision_plot(ev["revisions"], "p_revision"), "P(revision preferred) vs revision number")
                    + "</div>" + table(["run", "question", "revision", "n", "P(revision > initial)", "Elo vs initial",
                                        "95% CI"], rows))
+    if ev.get("pm"):
+        out.append(_pm(ev["pm"]))
     if ev.get("answers"):
         out.append(_answers(ev["answers"]))
+    return "".join(out)
+
+
+def _pm(pm: dict) -> str:
+    """Preference-model scores in the paper's shapes: Figure 5, Figure 7, per-principle effect, evasiveness."""
+    from charter.report.plots import critique_plot, pm_revision_plot, principle_effect_plot
+
+    runs = pm["runs"]
+    out = [f'<h3>Preference-model score vs revision number <span class="badge">PM: {esc(str(pm.get("pm")))}</span></h3>'
+           '<div class="plots">' + img(pm_revision_plot(runs), "PM score vs revision number (Figure 5)")
+           + img(pm_revision_plot(runs, "evasive"), "evasive share vs revision number") + "</div>",
+           table(["run", "revision", "n", "mean PM score", "95% CI", "evasive"],
+                 [[r["label"], x["revision"], x["n"], x["mean"], f"[{x['low']:+.3f}, {x['high']:+.3f}]",
+                   _pct(x["evasive"])] for r in runs for x in r["by_revision"]])]
+    c = pm.get("critique_vs_direct")
+    if c:
+        out.append('<h3>Critiqued vs direct revisions</h3><div class="plots">'
+                   + img(critique_plot(c), "critiqued vs direct revisions (Figure 7)") + "</div>"
+                   + table(["revision", "critique", "direct", "critique − direct", "95% CI"],
+                           [[x["revision"], x["critique"], x["direct"], x["diff"],
+                             f"[{x['low']:+.3f}, {x['high']:+.3f}]"] for x in c["by_revision"]]))
+    for r in runs:
+        if r["per_principle"]:
+            out.append(f"<h3>Per-principle effect: {esc(r['label'])}</h3>"
+                       '<div class="plots">' + img(principle_effect_plot(r["per_principle"]), "per-principle effect")
+                       + "</div>" + table(["principle", "rounds", "mean PM change", "95% CI"],
+                                          [[x["principle"], x["n"], x["mean"], f"[{x['low']:+.3f}, {x['high']:+.3f}]"]
+                                           for x in r["per_principle"]]))
     return "".join(out)
 
 

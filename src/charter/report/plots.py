@@ -88,5 +88,58 @@ def revision_plot(runs: Sequence[dict], key: str = "elo") -> str:
     return to_png(fig)
 
 
+def pm_revision_plot(runs: Sequence[dict], key: str = "mean") -> str:
+    """Figure 5 shape: mean PM score (95% interval band) or the evasive share vs revision number, per run."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for i, run in enumerate(runs):
+        rows, color = run["by_revision"], COLORS[i % len(COLORS)]
+        xs = [r["revision"] for r in rows]
+        ax.plot(xs, [r[key] for r in rows], marker="o", color=color, label=run["label"])
+        if key == "mean":
+            ax.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
+        ax.set_xticks(xs)
+    ax.set_xlabel("revision number (0 = initial answer)")
+    ax.set_ylabel("PM score" if key == "mean" else "evasive share")
+    ax.set_title("PM score vs revision number" if key == "mean" else "evasiveness vs revision number")
+    if key != "mean":
+        ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    return to_png(fig)
+
+
+def critique_plot(comparison: dict) -> str:
+    """Figure 7 shape: critiqued vs direct revisions, mean PM score by revision number, and their difference."""
+    plt = _plt()
+    rows = comparison["by_revision"]
+    xs = [r["revision"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    a.plot(xs, [r["critique"] for r in rows], marker="o", color=COLORS[0], label=comparison["critique"])
+    a.plot(xs, [r["direct"] for r in rows], marker="s", color=COLORS[1], label=comparison["direct"])
+    a.set(xlabel="revision number (0 = initial answer)", ylabel="PM score", title="critiqued vs direct revisions")
+    a.legend(fontsize=7)
+    err = [[r["diff"] - r["low"] for r in rows], [r["high"] - r["diff"] for r in rows]]
+    b.errorbar(xs, [r["diff"] for r in rows], yerr=err, fmt="o", capsize=4, color=COLORS[2])
+    b.axhline(0, color="grey", lw=0.8)
+    b.set(xlabel="revision number", ylabel="critique - direct", title="difference (95% interval)")
+    for ax in (a, b):
+        ax.set_xticks(xs)
+    return to_png(fig)
+
+
+def principle_effect_plot(rows: Sequence[dict]) -> str:
+    """Mean PM-score change of a round, by the principle drawn for it, with 95% intervals."""
+    plt = _plt()
+    rows = sorted(rows, key=lambda r: r["mean"])
+    fig, ax = plt.subplots(figsize=(6, 0.28 * len(rows) + 0.9))
+    ys = range(len(rows))
+    err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
+    ax.errorbar([r["mean"] for r in rows], ys, xerr=err, fmt="o", capsize=3, color=COLORS[0])
+    ax.set_yticks(list(ys), [r["principle"] for r in rows])
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("PM score change over the round")
+    return to_png(fig)
+
+
 def _short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else "…" + name[-(n - 1):]

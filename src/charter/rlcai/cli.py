@@ -77,6 +77,8 @@ def _add_eval_labeler(sub) -> None:
     p = sub.add_parser("eval-labeler", help="accuracy and calibration of a feedback model on {prompt, corrects, incorrects} comparisons (e.g. the 438 HHH set)")
     p.add_argument("file", help="JSONL of {prompt, corrects, incorrects} rows, e.g. 438HHHEvaluations.jsonl")
     p.add_argument("--model", default="embedded", help="feedback model (default: embedded)")
+    p.add_argument("--pm", help="score a preference model (`charter train pm` directory) instead of a prompted "
+                   "feedback model; FILE may also be held-out preference rows (prompt/chosen/rejected)")
     p.add_argument("--backend", default="transformers", help="transformers (default) | llamacpp | fake ...")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--format", choices=["text", "chat"], default="text", help="raw text as in the file (default) or one chat user message")
@@ -106,6 +108,12 @@ def cmd_eval_labeler(a: argparse.Namespace) -> int:
     if a.limit is not None and a.limit < 1:
         raise ConfigError("--limit must be >= 1")
     plot = None if a.plot == "none" else (a.plot or str(Path(a.out).with_suffix(".png")))
+    if a.pm:
+        res = _eval_pm(a)
+        write_result(res, a.out, plot)
+        print(res.line())
+        print(f"wrote {a.out}" + (f" and {res.plot}" if res.plot else ""))
+        return 0
     backend = create_backend(a.backend, a.model, **_backend_options(a.backend_option, a.batch_size))
     try:
         res = evaluate_labeler(backend, a.file, fmt=a.format, cot=a.cot, limit=a.limit, few_shot=a.few_shot,
@@ -176,6 +184,17 @@ def cmd_rl(a: argparse.Namespace) -> int:
           f"temperature={cfg.temperature} top_p={cfg.top_p} beta={cfg.beta} -> {cfg.out}", file=sys.stderr)
     print(summary_line(train_rl(cfg, progress=not a.quiet)))
     return 0
+
+
+def _eval_pm(a: argparse.Namespace):
+    from charter.rlcai.labeler_eval import evaluate_pm
+    from charter.rlcai.scorer import load_pm
+
+    pm = load_pm(a.pm)
+    try:
+        return evaluate_pm(pm, a.file, limit=a.limit, bins=a.bins)
+    finally:
+        pm.close()
 
 
 def register_train(tsub, common) -> None:

@@ -15,6 +15,11 @@ Every correct is compared with every incorrect in both option orders; P(correct)
 position-averaged probability; a row is correct when its mean P(correct) > 0.5 (a tie is wrong).
 Calibration: each comparison gives two points (P(correct), 1) and (1 - P(correct), 0); bins of
 predicted probability vs the observed frequency, ECE and Brier score.
+
+A trained preference model (`--pm`) is scored on the same sets: P(correct) = sigmoid(r_correct -
+r_incorrect) over whole conversations (the HHH file's text_correct / text_incorrect transcripts,
+or an answer-style row's transcript + each answer), and also on held-out preference rows
+(prompt/chosen/rejected), so the PM and the prompted feedback model compare on one scale.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ class MCRow:
     prompt: str
     corrects: tuple[str, ...]
     incorrects: tuple[str, ...]
+    texts: tuple[str, str] | None = None  # whole transcripts (text_correct, text_incorrect), as in the HHH file
 
 
 def load_mc_file(path: str | Path, limit: int | None = None) -> list[MCRow]:
@@ -73,7 +79,9 @@ def load_mc_file(path: str | Path, limit: int | None = None) -> list[MCRow]:
                 v = d[k]
                 if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
                     raise InputError(f"'{k}' must be a non-empty list of non-empty strings", where, n)
-            rows.append(MCRow(n, d["prompt"], tuple(d["corrects"]), tuple(d["incorrects"])))
+            texts = (d["text_correct"], d["text_incorrect"]) if isinstance(d.get("text_correct"), str) and \
+                isinstance(d.get("text_incorrect"), str) else None
+            rows.append(MCRow(n, d["prompt"], tuple(d["corrects"]), tuple(d["incorrects"]), texts))
     if not rows:
         raise InputError("no rows; the file is empty", where)
     return rows
@@ -184,6 +192,10 @@ class LabelerResult:
         return asdict(self)
 
     def line(self) -> str:
+        if self.format == "pm":
+            return (f"preference model {self.model}: accuracy {self.accuracy:.3f} on {self.n_rows} rows "
+                    f"({self.n_comparisons} comparisons; mean P(correct) {self.mean_p_correct:.3f}; ECE {self.ece:.3f}; "
+                    f"Brier {self.brier:.3f}) in {self.seconds:.0f}s")
         mode = "with CoT" if self.cot else "without CoT"
         return (f"{self.model} ({self.format}, {mode}): accuracy {self.accuracy:.3f} on {self.n_rows} rows "
                 f"(first order only {self.accuracy_first_order:.3f}; mean P(correct) {self.mean_p_correct:.3f}; "
@@ -286,5 +298,57 @@ def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None
     return out
 
 
-__all__ = ["MCRow", "load_mc_file", "comparisons", "evaluate_labeler", "reliability", "plot_reliability",
+# ---- a trained preference model on the same sets -------------------------------------------------
+
+
+def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list, list]]:
+    """(line, better conversation, worse conversation) from an MC file or from preference rows."""
+    from charter.rlcai.pm import read_pairs, transcript_turns
+
+    with Path(path).open(encoding="utf-8") as fh:
+        first = next((json.loads(line) for line in fh if line.strip()), {}) if Path(path).suffix == ".jsonl" else {}
+    if "chosen" in first or Path(path).suffix == ".parquet":
+        rows = read_pairs(str(path))[:limit]
+        return [(i + 1, r["prompt"] + r["chosen"], r["prompt"] + r["rejected"]) for i, r in enumerate(rows)]
+    out = []
+    for row in load_mc_file(path, limit):
+        if row.texts:
+            out.append((row.line, transcript_turns(row.texts[0]), transcript_turns(row.texts[1])))
+        elif looks_like_transcript(row.prompt) and not LABEL.match(row.corrects[0]):
+            convo = parse_transcript(row.prompt)
+            out += [(row.line, convo + [_reply(c)], convo + [_reply(w)]) for c in row.corrects for w in row.incorrects]
+        else:
+            raise InputError("a preference model needs whole answers: this row has option labels but no "
+                             "'text_correct'/'text_incorrect' transcripts", str(path), row.line)
+    return out
+
+
+def _reply(text: str) -> dict:
+    return {"role": "assistant", "content": text.strip()}
+
+
+def evaluate_pm(pm, file: str | Path, limit: int | None = None, bins: int = 10) -> LabelerResult:
+    """Accuracy and calibration of a preference model: P(better) = sigmoid(r_better - r_worse)."""
+    import math
+
+    start = time.time()
+    pairs = pm_pairs(file, limit)
+    better = pm.score([b for _, b, _ in pairs])
+    worse = pm.score([w for _, _, w in pairs])
+    res = LabelerResult(str(file), getattr(pm, "path", "?"), "pm", "pm", False, "none", position_bias=0.5)
+    ps = [1 / (1 + math.exp(w - b)) for b, w in zip(better, worse)]
+    by_line: dict[int, list[float]] = {}
+    for (line, _, _), p in zip(pairs, ps):
+        by_line.setdefault(line, []).append(p)
+    res.rows = [{"line": line, "p_correct": sum(v) / len(v), "correct": sum(v) / len(v) > 0.5} for line, v in by_line.items()]
+    res.n_rows, res.n_comparisons = len(res.rows), len(ps)
+    res.accuracy = res.accuracy_first_order = sum(r["correct"] for r in res.rows) / res.n_rows
+    res.mean_p_correct = sum(ps) / len(ps)
+    res.brier = sum((1 - p) ** 2 for p in ps) / len(ps)
+    res.bins, res.ece = reliability([pt for p in ps for pt in ((p, 1), (1 - p, 0))], bins)
+    res.seconds = time.time() - start
+    return res
+
+
+__all__ = ["MCRow", "evaluate_pm", "pm_pairs", "load_mc_file", "comparisons", "evaluate_labeler", "reliability", "plot_reliability",
            "write_result", "LabelerResult", "ANSWER"]
