@@ -20,7 +20,7 @@ def local_ray():
 
 
 def test_ray_run_writes_same_directory_and_resumes(tmp_path):
-    base = dict(executor="ray", workers=2, helpful_samples=1, rounds=1, max_tokens=12, batch_size=2, seed=5,
+    base = dict(executor="ray", backend="transformers", workers=2, helpful_samples=1, rounds=1, max_tokens=12, batch_size=2, seed=5,
                 out=str(tmp_path / "run"), backend_options={"threads": 1})
     s1 = generate(GenerateConfig(limit=1, **base), progress=False)
     assert s1.records == 2 and s1.failures == 0
@@ -39,3 +39,16 @@ def test_ray_with_fake_backend_matches_local(tmp_path):
     generate(GenerateConfig(out=str(tmp_path / "local"), **common), progress=False)
     key = lambda r: (r.id, r.initial, [(x.principle, x.critique, x.revision) for x in r.rounds])
     assert sorted(map(key, load_run(tmp_path / "ray"))) == sorted(map(key, load_run(tmp_path / "local")))
+
+
+def test_ray_with_one_vllm_engine_per_worker(tmp_path):
+    """Ray workers each hold a vLLM engine (the CPU wheel here); the driver still writes the run."""
+    opts = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}
+    cfg = GenerateConfig(executor="ray", backend="vllm", workers=1, limit=2, helpful_samples=1, rounds=1,
+                         max_tokens=12, batch_size=2, seed=5, out=str(tmp_path / "run"), backend_options=opts)
+    s = generate(cfg, progress=False)
+    assert s.records == 4 and s.failures == 0
+    recs = load_run(tmp_path / "run")
+    assert all(r.initial and r.backend == "vllm" for r in recs)
+    ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 4

