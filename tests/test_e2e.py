@@ -58,7 +58,7 @@ def test_text_format_stops_at_turn_boundaries(backend, tmp_path):
 def test_resume_after_sigkill(tmp_path):
     """Kill the CLI mid-run; the same command finishes the run with every record exactly once."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "charter.cli", "generate", "--limit", "4", "--helpful-samples", "1",
+    cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", "transformers", "--limit", "4", "--helpful-samples", "1",
            "--rounds", "1", "--max-tokens", "16", "--batch-size", "2", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     records = out / "records.jsonl"

@@ -22,7 +22,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--config", help="YAML file of generate settings (flags override it)")
     p.add_argument("--model", help="'embedded' (default), a local HF checkpoint directory, a .gguf file "
                    "(--backend llamacpp), or a hub id")
-    p.add_argument("--backend", help="transformers (default) | llamacpp | openai | vllm | fake")
+    p.add_argument("--backend", help="auto (default: vllm where it imports, else transformers; llamacpp for .gguf) | transformers | vllm | llamacpp | openai | fake")
     p.add_argument("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
     p.add_argument("--concurrency", type=int, help="requests in flight for engines that batch internally (openai, llamacpp)")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",

@@ -143,7 +143,7 @@ class GenerateConfig:
     """Everything that defines a `charter generate` run."""
 
     model: str = "embedded"
-    backend: str = "transformers"
+    backend: str = "auto"  # vllm where it imports, else transformers (backends.resolve_backend)
     backend_options: dict[str, Any] = field(default_factory=dict)
     prompts: str = "default"
     helpful_prompts: str = "default"  # "none" disables helpfulness samples
