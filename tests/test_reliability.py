@@ -120,7 +120,7 @@ def test_changed_constitution_or_few_shot_content_refuses_resume(tmp_path, monke
     assert main(args) == 0
     local.write_text(local.read_text().replace("revision: ", "revision: Please, ", 1))
     msg = fails(capsys, args, r"different settings", tmp_path / "r" / "records.jsonl")
-    assert "constitution or few-shot content changed" in msg
+    assert f"({which.replace('_', '-')} content changed)" in msg  # names the part that changed
 
 
 def test_out_that_is_a_file_or_a_foreign_directory(tmp_path, monkeypatch, capsys):
