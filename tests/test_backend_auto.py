@@ -42,3 +42,13 @@ def test_unknown_backend_lists_auto():
 
     with pytest.raises(BackendError, match="auto"):
         backends.check_backend_name("vlm")
+
+
+def test_a_gguf_file_on_a_backend_that_cannot_read_it_names_the_one_that_can(tmp_path):
+    from charter.errors import BackendError
+    from charter.models import resolve_hf_checkpoint
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(BackendError, match="--backend llamacpp"):
+        resolve_hf_checkpoint(str(gguf))

@@ -106,12 +106,12 @@ def test_streamed_runs_are_reproducible(backend, tmp_path):
 
 
 def test_seeded_load_with_long_few_shot_prompts(backend, tmp_path):
-    """96 seeded conversations in flight, every critique/revision call behind the few-shot block:
+    """64 seeded conversations in flight, every critique/revision call behind the few-shot block:
     the load that killed vLLM-CPU with chunked prefill (`CPU Generator does not use offset`)."""
-    cfg = GenerateConfig(out=str(tmp_path / "run"), backend="vllm", limit=96, helpful_prompts="none",
+    cfg = GenerateConfig(out=str(tmp_path / "run"), backend="vllm", limit=64, helpful_prompts="none",
                          rounds=1, max_tokens=8, seed=11)
     s = generate(cfg, backend=backend, progress=False)
-    assert s.records == 96 and s.failures == 0
+    assert s.records == 64 and s.failures == 0
 
 
 def _engine_pids() -> list[int]:
@@ -125,6 +125,7 @@ def test_engine_death_fails_records_in_flight_and_resume_finishes(backend, tmp_p
 
     before = set(_engine_pids())
     doomed = create_backend("vllm", "embedded", **OPTS)
+    doomed.concurrency = 2  # two records in flight when it dies
     mine = set(_engine_pids()) - before
     out = tmp_path / "run"
     cfg = GenerateConfig(out=str(out), **{**SMALL, "limit": 6, "max_tokens": 48})

@@ -183,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.func(args)
     except CharterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        interrupted = exc.exit_code == 130  # generate's Interrupted: a report, not an error
+        print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a path nothing nearer the source checked: still one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
@@ -197,5 +199,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def quiet_libraries() -> None:
+    """Known deprecation chatter and the libraries' own load bars would bury our progress bar."""
+    import os
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning):
+        for module in ("torch", "transformers", "vllm", "trl", "peft", "datasets", "ray"):
+            warnings.filterwarnings("ignore", category=category, module=module)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def console_main() -> None:
+    """The `charter` script: after Ctrl-C, exit at once instead of waiting for worker threads
+    (HTTP requests in flight, engine threads); every finished record is already on disk."""
+    import os
+
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

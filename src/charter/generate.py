@@ -1,231 +1,28 @@
-"""The CAI loop: respond -> (critique -> revise) x N, one record per prompt.
+"""`charter generate`: config -> prompts -> pipeline (on a backend, locally or on Ray) -> run store.
 
-Conversations advance independently: a pool of in-flight jobs, each at its own step, and every
-backend call takes the next step of up to `batch_size` jobs that share a prompt family (plain
-answers vs. few-shot critique/revision), so engines can reuse the shared few-shot prefix. A
-finished job is written at once and a new prompt takes its place.
+The loop itself and its schedulers live in pipeline.py; this module wires a job around them:
+resume, progress, the summary, a clean stop on Ctrl-C or a dead engine.
 """
 from __future__ import annotations
 
-import hashlib
+import signal
+import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
 
-from charter import templates
-from charter.backends.base import Backend, EngineDead
-from charter.constitution import draw_principle
-from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
-
-@dataclass
-class Settings:
-    rounds: int = 4
-    critique: bool = True
-    format: str = "chat"
-    seed: int = 0
-    batch_size: int = 16
-    sampling: Sampling = field(default_factory=Sampling)
-    context: str = "full"  # "full": round k sees every earlier round; "latest": the latest revision only
+from charter.backends.base import Backend
+from charter.errors import CharterError
+from charter.pipeline import Runner, Settings, plan
+from charter.types import Constitution, PromptItem, Record, Sampling
 
 
-@dataclass
-class Job:
-    item: PromptItem
-    record: Record
-    step: int = 0  # 0 = initial answer; then critique/revision steps
-    critique: str | None = None  # this round's critique, once written
-    t0: float = field(default_factory=time.time)
+class Interrupted(CharterError):
+    """Ctrl-C: the records finished so far are saved; nothing is written after this."""
 
-    @property
-    def family(self) -> str:
-        return "plain" if self.step == 0 else "few-shot"
-
-
-def plan(item: PromptItem, s: Settings) -> list[str]:
-    """The steps of one prompt: 'initial', then per round ['critique',] 'revise'."""
-    if item.kind == "helpful":
-        return ["initial"]
-    per_round = ["critique", "revise"] if s.critique else ["revise"]
-    return ["initial"] + per_round * s.rounds
-
-
-class Runner:
-    def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
-                 on_record: Callable[[Record], None]):
-        self.backend, self.c, self.s = backend, constitution, settings
-        self.on_record = on_record
-        self.calls = 0
-        self.fatal: EngineDead | None = None  # set when the engine died: no new conversations start
-        self.stopped = False  # set on interrupt: finished records are no longer written
-        self.sampling = settings.sampling
-        if settings.format == "text":  # turn boundaries end every step cleanly
-            self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
-
-    def new_job(self, item: PromptItem) -> Job:
-        rec = Record(id=item.id, kind=item.kind, prompt=list(item.messages), sample=item.sample, source=item.source,
-                     model=self.backend.model_id, backend=self.backend.name, format=self.s.format,
-                     sampling=self.sampling.to_dict(), tokens={"prompt": 0, "completion": 0})
-        return Job(item, rec)
-
-    def step_name(self, job: Job) -> str:
-        return plan(job.item, self.s)[job.step]
-
-    def round_index(self, job: Job) -> int:
-        return (job.step - 1) // (2 if self.s.critique else 1)
-
-    def current_answer(self, job: Job) -> str:
-        return job.record.rounds[-1].revision if job.record.rounds else (job.record.initial or "")
-
-    def request(self, job: Job):
-        name, prompt = self.step_name(job), job.item.messages
-        text = self.s.format == "text"
-        if name == "initial":
-            return templates.text_initial(prompt) if text else templates.chat_initial(prompt)
-        p = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
-        shots, past = self.c.few_shots, self.past(job)
-        answer = (job.record.initial or "") if past else self.current_answer(job)
-        if name == "critique":
-            build = templates.text_critique if text else templates.chat_critique
-            return build(shots, prompt, answer, p, past)
-        build = templates.text_revision if text else templates.chat_revision
-        return build(shots, prompt, answer, p, job.critique if self.s.critique else None, past)
-
-    def shared_prefix(self) -> list[Message] | str:
-        """What every critique/revision request of this run starts with: the few-shot block."""
-        shots, critique = self.c.few_shots, self.s.critique
-        if self.s.format == "text":
-            return templates.few_shot_text(shots, critique)
-        return templates.few_shot_messages(shots, critique)
-
-    def past(self, job: Job) -> list[FewShotRound]:
-        """Earlier rounds in the shape of a demonstration's, when the context keeps them."""
-        if self.s.context != "full":
-            return []
-        principles = [self.c.principle(r.principle) for r in job.record.rounds]
-        return [FewShotRound(p.critique, r.critique or "", p.revision, r.revision)
-                for p, r in zip(principles, job.record.rounds)]
-
-    def advance(self, job: Job, out: Completion) -> bool:
-        """Apply one completion; True when the job is finished."""
-        name, text = self.step_name(job), out.text.strip()
-        job.record.tokens["prompt"] += out.prompt_tokens
-        job.record.tokens["completion"] += out.completion_tokens
-        if name == "initial":
-            job.record.initial = text
-        elif name == "critique":
-            job.critique = text
-        else:
-            pid = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job)).id
-            job.record.rounds.append(Round(pid, job.critique, text))
-            job.critique = None
-        job.step += 1
-        return job.step >= len(plan(job.item, self.s))
-
-    def finish(self, job: Job, error: str | None = None) -> None:
-        if self.stopped:
-            return
-        rec = job.record
-        rec.error = error
-        rec.final = None if error else self.current_answer(job)
-        rec.timings = {"seconds": round(time.time() - job.t0, 3), "finished": round(time.time(), 3)}
-        self.on_record(rec)
-
-    def call(self, batch: Sequence[Job]) -> list[Completion]:
-        requests = [self.request(j) for j in batch]
-        sampling = replace(self.sampling, seed=self.call_seed(batch))
-        if self.s.format == "text":
-            return self.backend.complete(requests, sampling)
-        return self.backend.chat(requests, sampling)
-
-    def call_seed(self, batch: Sequence[Job]) -> int | None:
-        """A fresh seed per call (engines that reseed per call would otherwise repeat one random
-        stream). A lone conversation's step gets a seed of its own (prompt id, step), so streamed
-        runs are reproducible whatever order the steps reach the engine in."""
-        self.calls += 1
-        if self.sampling.seed is None:
-            return None
-        if len(batch) == 1:
-            key = f"{self.sampling.seed}:{batch[0].item.id}:{batch[0].step}".encode()
-            return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
-        return self.sampling.seed * 1_000_003 + self.calls
-
-    def run(self, items: Iterable[PromptItem]) -> None:
-        """Batch scheduler for in-process engines that batch per call (transformers)."""
-        queue, active = deque(items), []
-        window = 2 * self.s.batch_size  # enough jobs in flight to fill a batch of one family
-        while queue or active:
-            while queue and len(active) < window:
-                active.append(self.new_job(queue.popleft()))
-            batch = pick_batch(active, self.s.batch_size)
-            try:
-                outs = self.call(batch)
-            except EngineDead as exc:  # every job in flight fails with the cause; the run stops
-                for job in active:
-                    self.finish(job, f"{type(exc).__name__}: {exc}")
-                raise
-            except Exception as exc:  # a failed call fails its records, not the run
-                outs, error = None, f"{type(exc).__name__}: {exc}"
-            for i, job in enumerate(batch):
-                if outs is None or self.advance(job, outs[i]):
-                    self.finish(job, None if outs is not None else error)
-                    active.remove(job)
-
-    def drive(self, job: Job, lock: threading.Lock) -> str | None:
-        """Take one conversation through all its steps; its error, if a call failed."""
-        while True:
-            try:
-                out = self.call([job])[0]
-            except EngineDead as exc:
-                self.fatal = self.fatal or exc
-                return f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a failed call fails its record, not the run
-                return f"{type(exc).__name__}: {exc}"
-            with lock:
-                if self.advance(job, out):
-                    return None
-
-    def run_streaming(self, items: Iterable[PromptItem], workers: int) -> None:
-        """For engines that batch internally (vLLM, llama.cpp slots, HTTP servers): `workers`
-        conversations in flight, each advancing step by step on its own, so a prompt's round 2
-        never waits for another prompt's round 1 and the engine's batch stays full."""
-        queue, lock = deque(items), threading.Lock()
-
-        def worker() -> None:
-            while True:
-                with lock:
-                    if not queue or self.fatal or self.stopped:
-                        return
-                    job = self.new_job(queue.popleft())
-                error = self.drive(job, lock)
-                with lock:
-                    self.finish(job, error)
-
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
-        except BaseException:
-            self.stopped = True  # nothing is written after an interrupt
-            raise
-        if self.fatal:
-            raise self.fatal
-
-
-def pick_batch(active: list[Job], size: int) -> list[Job]:
-    """Up to `size` jobs of the largest family (ties: the oldest job's family), oldest first."""
-    families: dict[str, list[Job]] = {}
-    for job in active:
-        families.setdefault(job.family, []).append(job)
-    best = max(families.values(), key=len)  # dicts keep insertion order: ties go to the oldest
-    return best[:size]
-
-
-# ---- the `charter generate` job: config -> items -> runner -> store ---------------------------
+    exit_code = 130
 
 
 @dataclass
@@ -235,11 +32,17 @@ class Summary:
     skipped: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)  # distinct error -> records
 
     def line(self) -> str:
         rate = self.tokens / self.seconds if self.seconds else 0.0
-        return (f"{self.records} records written ({self.failures} failed), {self.skipped} already done; "
+        text = (f"{self.records} records written ({self.failures} failed), {self.skipped} already done; "
                 f"{self.tokens} tokens generated in {self.seconds:.1f}s ({rate:.1f} tok/s)")
+        for error, n in self.errors.most_common(3):
+            text += f"\n  {n} record{'s' if n > 1 else ''} failed: {error}"
+        if len(self.errors) > 3:
+            text += f"\n  ... and {len(self.errors) - 3} other errors (see the records' `error` field)"
+        return text
 
 
 def resolve_items(cfg) -> list[PromptItem]:
@@ -260,8 +63,6 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     """Run (or resume) a generation job described by a GenerateConfig."""
     import json
 
-    from tqdm import tqdm
-
     from charter.constitution import load_constitution
     from charter.store import RunStore
 
@@ -273,34 +74,68 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     done = store.done_ids()
     todo = [it for it in items if it.id not in done]
     summary = Summary(skipped=len(items) - len(todo))
-    if not todo:
-        return summary
-    bar = tqdm(total=len(todo), unit="rec", disable=not progress, dynamic_ncols=True)
+    if todo:
+        run_job(cfg, backend, constitution, todo, store, summary, progress)
+    return summary
+
+
+def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: Summary, progress: bool) -> None:
+    """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step."""
+    settings = settings_from(cfg)
+    bar = progress_bar(sum(len(plan(it, settings)) for it in todo), progress)
     t0 = time.time()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None  # restored when the job ends
 
     def on_record(rec: Record) -> None:
         store.append(rec)
         summary.records += 1
-        summary.failures += rec.error is not None
         summary.tokens += rec.tokens.get("completion", 0)
-        bar.update(1)
-        bar.set_postfix_str(f"{summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s", refresh=False)
+        if rec.error is not None:
+            summary.failures += 1
+            summary.errors[rec.error] += 1
+        bar.set_postfix_str(f"{summary.records} rec, {summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s",
+                            refresh=False)
 
     try:
         if cfg.executor == "ray":
             from charter.ray_executor import run_on_ray
 
-            run_on_ray(cfg, constitution, settings_from(cfg), todo, on_record)
+            run_on_ray(cfg, constitution, settings, todo, lambda r: (on_record(r), bar.update(steps_of(r, settings))))
         else:
-            run_local(cfg, backend, constitution, todo, on_record)
+            run_local(cfg, backend, constitution, todo, on_record, lambda: bar.update(1))
+    except KeyboardInterrupt:
+        ignore_ctrl_c()
+        raise Interrupted(f"interrupted: {summary.records} records saved in {cfg.out} this run; "
+                          "run the same command again to resume") from None
     finally:
         bar.close()
         summary.seconds = time.time() - t0
-    return summary
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def ignore_ctrl_c() -> None:
+    """After the first Ctrl-C: a second one must not break the clean-up with a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def steps_of(rec: Record, settings: Settings) -> int:
+    return 1 + len(rec.rounds) * (2 if settings.critique else 1) if rec.kind == "red_team" else 1
+
+
+def progress_bar(total: int, progress: bool):
+    """tqdm on a terminal; on a pipe or log file, a line every 30 s instead of redraws."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=tty, mininterval=0.5 if tty else 30,
+                leave=True, file=sys.stderr)
 
 
 def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: list[PromptItem],
-              on_record: Callable[[Record], None]) -> None:
+              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
     import sys
 
     from charter.backends import AUTO, create_backend, resolve_backend
@@ -313,16 +148,19 @@ def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: li
                   file=sys.stderr)
         backend = create_backend(name, cfg.model, **cfg.backend_options)
     try:
-        run_items(backend, constitution, settings_from(cfg), todo, on_record)
+        run_items(backend, constitution, settings_from(cfg), todo, on_record, on_step)
+    except KeyboardInterrupt:
+        ignore_ctrl_c()  # before closing the engine, which can take a few seconds
+        raise
     finally:
         if own:
             backend.close()  # an engine's worker processes must not outlive the run
 
 
 def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: list[PromptItem],
-              on_record: Callable[[Record], None]) -> None:
+              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
     """The scheduler that suits the engine: streaming where it batches internally."""
-    runner = Runner(backend, constitution, settings, on_record)
+    runner = Runner(backend, constitution, settings, on_record, on_step)
     share = getattr(backend, "share_prefix", None)  # optional: engines with per-slot KV
     if share and constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
         share(runner.shared_prefix())

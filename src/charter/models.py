@@ -55,7 +55,11 @@ def resolve_hf_checkpoint(model: str) -> str:
             raise BackendError(f"model path {model} does not exist (relative paths start at {Path.cwd()}); "
                                "pass a local checkpoint directory, --model embedded, or a hub id such as ORG/NAME")
         if not path.is_dir():
-            raise BackendError(f"model path {model} does not exist; pass a local checkpoint directory or --model embedded")
+            if path.suffix.lower() == ".gguf":
+                raise BackendError(f"{model} is a GGUF file, which this backend cannot load; use --backend llamacpp "
+                                   "(or --backend auto), or pass a transformers checkpoint directory")
+            raise BackendError(f"model path {model} is a file, not a checkpoint directory; pass a directory "
+                               "written by save_pretrained, or --model embedded")
         if not (path / "config.json").is_file():
             raise BackendError(
                 f"{model} has no config.json, so it is not a transformers checkpoint; "

@@ -36,6 +36,9 @@ def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _load(model: str, dtype: str, device: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would sit inside ours
     path = resolve_hf_checkpoint(model)
     dev = _pick_device(device)
     try:
@@ -85,6 +88,12 @@ class HFBackend:
     def _encode(self, text: str, templated: bool) -> Ids:
         # A rendered template already holds its special tokens: adding them again doubles BOS.
         return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+
+    def count_tokens(self, request: Sequence[Message] | str) -> int:
+        """Prompt tokens of a chat or text request (the pipeline checks them against max_context)."""
+        if isinstance(request, str):
+            return len(self._encode(request, False))
+        return len(self._encode(self._render(request), True))
 
     def _padded(self, rows: list[Ids]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left padding: every row ends at the last column, where generation continues."""

@@ -1,0 +1,283 @@
+"""The CAI loop: respond -> (critique -> revise) x N, one record per prompt, and its schedulers.
+
+Conversations advance independently. Engines that batch internally (vLLM, llama.cpp, servers)
+get `concurrency` conversations in flight, each submitting its next step the moment its last one
+returns. In-process engines that batch per call (transformers) get batches of up to `batch_size`
+steps of one prompt family (plain answers vs. few-shot critique/revision). A finished record is
+written at once and a new prompt takes its place.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Sequence
+
+from charter import templates
+from charter.backends.base import Backend, EngineDead
+from charter.constitution import draw_principle
+from charter.errors import BackendError
+from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
+
+
+@dataclass
+class Settings:
+    rounds: int = 4
+    critique: bool = True
+    format: str = "chat"
+    seed: int = 0
+    batch_size: int = 16
+    sampling: Sampling = field(default_factory=Sampling)
+    context: str = "full"  # "full": round k sees every earlier round; "latest": the latest revision only
+
+
+@dataclass
+class Job:
+    item: PromptItem
+    record: Record
+    step: int = 0  # 0 = initial answer; then critique/revision steps
+    critique: str | None = None  # this round's critique, once written
+    t0: float = field(default_factory=time.time)
+
+    @property
+    def family(self) -> str:
+        return "plain" if self.step == 0 else "few-shot"
+
+
+def plan(item: PromptItem, s: Settings) -> list[str]:
+    """The steps of one prompt: 'initial', then per round ['critique',] 'revise'."""
+    if item.kind == "helpful":
+        return ["initial"]
+    per_round = ["critique", "revise"] if s.critique else ["revise"]
+    return ["initial"] + per_round * s.rounds
+
+
+# Stop a run whose first this-many backend calls all failed with one and the same error (a server
+# that is down, a wrong model name): every further request would fail the same way.
+STOP_AFTER_SAME_FAILURES = 8
+
+
+class Runner:
+    def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
+                 on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None):
+        self.backend, self.c, self.s = backend, constitution, settings
+        self.on_record, self.on_step = on_record, on_step or (lambda: None)
+        self.ok, self.errors = 0, Counter()
+        self.calls = 0
+        self.fatal: EngineDead | None = None  # set when the engine died: no new conversations start
+        self.stopped = False  # set on interrupt: finished records are no longer written
+        self.sampling = settings.sampling
+        if settings.format == "text":  # turn boundaries end every step cleanly
+            self.sampling = Sampling(**{**settings.sampling.to_dict(), "stop": tuple(settings.sampling.stop) + templates.TEXT_STOPS})
+
+    def new_job(self, item: PromptItem) -> Job:
+        rec = Record(id=item.id, kind=item.kind, prompt=list(item.messages), sample=item.sample, source=item.source,
+                     model=self.backend.model_id, backend=self.backend.name, format=self.s.format,
+                     sampling=self.sampling.to_dict(), tokens={"prompt": 0, "completion": 0})
+        return Job(item, rec)
+
+    def step_name(self, job: Job) -> str:
+        return plan(job.item, self.s)[job.step]
+
+    def round_index(self, job: Job) -> int:
+        return (job.step - 1) // (2 if self.s.critique else 1)
+
+    def current_answer(self, job: Job) -> str:
+        return job.record.rounds[-1].revision if job.record.rounds else (job.record.initial or "")
+
+    def request(self, job: Job):
+        name, prompt = self.step_name(job), job.item.messages
+        text = self.s.format == "text"
+        if name == "initial":
+            return templates.text_initial(prompt) if text else templates.chat_initial(prompt)
+        p = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
+        shots, past = self.c.few_shots, self.past(job)
+        answer = (job.record.initial or "") if past else self.current_answer(job)
+        if name == "critique":
+            build = templates.text_critique if text else templates.chat_critique
+            return build(shots, prompt, answer, p, past)
+        build = templates.text_revision if text else templates.chat_revision
+        return build(shots, prompt, answer, p, job.critique if self.s.critique else None, past)
+
+    def shared_prefix(self) -> list[Message] | str:
+        """What every critique/revision request of this run starts with: the few-shot block."""
+        shots, critique = self.c.few_shots, self.s.critique
+        if self.s.format == "text":
+            return templates.few_shot_text(shots, critique)
+        return templates.few_shot_messages(shots, critique)
+
+    def past(self, job: Job) -> list[FewShotRound]:
+        """Earlier rounds in the shape of a demonstration's, when the context keeps them."""
+        if self.s.context != "full":
+            return []
+        principles = [self.c.principle(r.principle) for r in job.record.rounds]
+        return [FewShotRound(p.critique, r.critique or "", p.revision, r.revision)
+                for p, r in zip(principles, job.record.rounds)]
+
+    def advance(self, job: Job, out: Completion) -> bool:
+        """Apply one completion; True when the job is finished."""
+        name, text = self.step_name(job), out.text.strip()
+        job.record.tokens["prompt"] += out.prompt_tokens
+        job.record.tokens["completion"] += out.completion_tokens
+        if name == "initial":
+            job.record.initial = text
+        elif name == "critique":
+            job.critique = text
+        else:
+            pid = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job)).id
+            job.record.rounds.append(Round(pid, job.critique, text))
+            job.critique = None
+        job.step += 1
+        self.on_step()
+        return job.step >= len(plan(job.item, self.s))
+
+    def finish(self, job: Job, error: str | None = None) -> None:
+        if self.stopped:
+            return
+        rec = job.record
+        rec.error = error
+        rec.final = None if error else self.current_answer(job)
+        rec.timings = {"seconds": round(time.time() - job.t0, 3), "finished": round(time.time(), 3)}
+        self.on_record(rec)
+
+    def tally(self, error: str | None) -> None:
+        """Count each backend call's outcome; stop when the first calls all fail the same way."""
+        if error is None:
+            self.ok += 1
+            return
+        self.errors[error] += 1
+        failed = sum(self.errors.values())
+        if self.ok == 0 and len(self.errors) == 1 and failed >= STOP_AFTER_SAME_FAILURES and not self.fatal:
+            self.fatal = BackendError(f"the first {failed} requests all failed with: {error}; stopped the run. "
+                                      "Fix the cause, then run the same command again to retry the failed records")
+
+    def too_long(self, job: Job) -> str | None:
+        """Why this step cannot run in the model's context (None if it can): checked before the
+        engine sees it, so a huge prompt fails its record instead of exhausting memory."""
+        limit, count = getattr(self.backend, "max_context", None), getattr(self.backend, "count_tokens", None)
+        if not (limit and count):
+            return None
+        need = count(self.request(job)) + self.sampling.max_tokens
+        if need <= limit:
+            return None
+        return (f"ContextTooLong: prompt {job.item.id} ({job.item.source or 'prompts'}) needs {need} tokens at step "
+                f"'{self.step_name(job)}' (max_tokens {self.sampling.max_tokens} included), over the model's "
+                f"context of {limit}; shorten the prompt, or lower --max-tokens or --rounds (or --context latest)")
+
+    def call(self, batch: Sequence[Job]) -> list[Completion]:
+        requests = [self.request(j) for j in batch]
+        sampling = replace(self.sampling, seed=self.call_seed(batch))
+        if self.s.format == "text":
+            return self.backend.complete(requests, sampling)
+        return self.backend.chat(requests, sampling)
+
+    def call_seed(self, batch: Sequence[Job]) -> int | None:
+        """A fresh seed per call (engines that reseed per call would otherwise repeat one random
+        stream). A lone conversation's step gets a seed of its own (prompt id, step), so streamed
+        runs are reproducible whatever order the steps reach the engine in."""
+        self.calls += 1
+        if self.sampling.seed is None:
+            return None
+        if len(batch) == 1:
+            key = f"{self.sampling.seed}:{batch[0].item.id}:{batch[0].step}".encode()
+            return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
+        return self.sampling.seed * 1_000_003 + self.calls
+
+    def run(self, items: Iterable[PromptItem]) -> None:
+        """Batch scheduler for in-process engines that batch per call (transformers)."""
+        queue, active = deque(items), []
+        window = 2 * self.s.batch_size  # enough jobs in flight to fill a batch of one family
+        while (queue or active) and not self.fatal:
+            while queue and len(active) < window:
+                active.append(self.new_job(queue.popleft()))
+            batch = self.screen(pick_batch(active, self.s.batch_size), active)
+            if not batch:
+                continue
+            try:
+                outs = self.call(batch)
+            except EngineDead as exc:  # every job in flight fails with the cause; the run stops
+                for job in active:
+                    self.finish(job, f"{type(exc).__name__}: {exc}")
+                raise
+            except Exception as exc:  # a failed call fails its records, not the run
+                outs, error = None, f"{type(exc).__name__}: {exc}"
+            self.tally(None if outs is not None else error)
+            for i, job in enumerate(batch):
+                if outs is None or self.advance(job, outs[i]):
+                    self.finish(job, None if outs is not None else error)
+                    active.remove(job)
+        if self.fatal:
+            raise self.fatal
+
+    def screen(self, batch: list[Job], active: list[Job]) -> list[Job]:
+        """The batch without the jobs whose step does not fit the context (those fail here)."""
+        keep = []
+        for job in batch:
+            error = self.too_long(job)
+            if error:
+                self.finish(job, error)
+                active.remove(job)
+            else:
+                keep.append(job)
+        return keep
+
+    def drive(self, job: Job, lock: threading.Lock) -> str | None:
+        """Take one conversation through all its steps; its error, if a call failed."""
+        while True:
+            error = self.too_long(job)
+            if error:
+                return error
+            try:
+                out = self.call([job])[0]
+            except EngineDead as exc:
+                self.fatal = self.fatal or exc
+                return f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a failed call fails its record, not the run
+                error = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    self.tally(error)
+                return error
+            with lock:
+                self.tally(None)
+                if self.advance(job, out):
+                    return None
+
+    def run_streaming(self, items: Iterable[PromptItem], workers: int) -> None:
+        """For engines that batch internally (vLLM, llama.cpp slots, HTTP servers): `workers`
+        conversations in flight, each advancing step by step on its own, so a prompt's round 2
+        never waits for another prompt's round 1 and the engine's batch stays full."""
+        queue, lock = deque(items), threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if not queue or self.fatal or self.stopped:
+                        return
+                    job = self.new_job(queue.popleft())
+                error = self.drive(job, lock)
+                with lock:
+                    self.finish(job, error)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
+        except BaseException:
+            self.stopped = True  # nothing is written after an interrupt
+            raise
+        if self.fatal:
+            raise self.fatal
+
+
+def pick_batch(active: list[Job], size: int) -> list[Job]:
+    """Up to `size` jobs of the largest family (ties: the oldest job's family), oldest first."""
+    families: dict[str, list[Job]] = {}
+    for job in active:
+        families.setdefault(job.family, []).append(job)
+    best = max(families.values(), key=len)  # dicts keep insertion order: ties go to the oldest
+    return best[:size]
