@@ -1,6 +1,7 @@
 """`charter train sft|dpo` on the real embedded model, kept tiny: 1-2 steps of 2 short rows."""
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ def _chats(out_dir) -> str:
     return text
 
 
+def _weights_differ(out_dir) -> bool:
+    """Any tensor of the saved checkpoint differs from the embedded base model's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from charter.models import resolve_hf_checkpoint
+
+    base = load_file(str(Path(resolve_hf_checkpoint("embedded")) / "model.safetensors"))
+    new = load_file(str(Path(out_dir) / "model.safetensors"))
+    shared = [k for k in base if k in new]
+    return bool(shared) and any(not torch.equal(base[k], new[k]) for k in shared)
+
+
 def test_configs_load_and_pass_trl_key_checks(tmp_path):
     from trl import DPOConfig, SFTConfig
 
@@ -53,10 +67,13 @@ def test_configs_load_and_pass_trl_key_checks(tmp_path):
 
 def test_unknown_trainer_key_suggests(tmp_path, run):
     f = tmp_path / "sft.yaml"
-    f.write_text("trainer:\n  learning_rat: 1.0e-5\n")
+    f.write_text("seed: 0\ntrainer:\n  num_train_epochs: 1\n  learning_rat: 1.0e-5\n")
     cfg = load_sft_config(str(f), data=str(run), out=str(tmp_path / "o"))
-    with pytest.raises(ConfigError, match=r"unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(ConfigError, match=re.escape(f"{f}:4: unknown key 'learning_rat' (did you mean 'learning_rate'?)")):
         train_sft(cfg, progress=False)
+    f.write_text("trainer:\n  output_dir: x\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{f}:2: set 'out' at the top level")):
+        train_sft(load_sft_config(str(f), data=str(run), out=str(tmp_path / "o")), progress=False)
     f.write_text("lr: 1\n")
     with pytest.raises(ConfigError, match="unknown key 'lr'"):
         load_sft_config(str(f), data="d", out="o")
@@ -105,6 +122,7 @@ def test_sft_full_trains_and_loads(tmp_path, run, capsys):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
     assert isinstance(_chats(out), str)
+    assert _weights_differ(out)
 
 
 def test_sft_lora_merges_loads_and_resumes(tmp_path, run, capsys):
@@ -132,6 +150,15 @@ def test_dpo_from_scored_file_trains_and_loads(tmp_path, run):
     train_dpo(cfg, progress=False)
     assert (out / "config.json").is_file() and (out / "train_log.jsonl").is_file()
     assert (out / "loss.png").is_file() or pytest.importorskip("matplotlib") is None
+    assert isinstance(_chats(out), str)
+    assert _weights_differ(out)  # the merged LoRA moved the weights
+
+
+def test_dpo_full_trains_moves_weights_and_loads(tmp_path, run):
+    out = tmp_path / "dpo-full"
+    cfg = load_dpo_config(None, data=str(run), out=str(out), trainer={**TINY, "learning_rate": 1e-5})
+    train_dpo(cfg, progress=False)
+    assert not (out / "adapter").exists() and _weights_differ(out)
     assert isinstance(_chats(out), str)
 
 

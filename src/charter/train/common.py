@@ -5,8 +5,10 @@ torch / transformers / trl / peft are imported inside functions, so `charter --h
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,33 @@ def load_train_config(cls, path: str | None, overrides: dict[str, Any]):
 
 
 def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str) -> None:
-    """Reject keys that trl's config class does not have, with a did-you-mean suggestion."""
+    """Reject keys that trl's config class does not have, naming the key's line and a did-you-mean."""
     for key, own in OWN_KEYS.items():
         if key in trainer:
-            raise ConfigError(f"{where}: set '{own}' at the top level, not 'trainer.{key}'")
+            raise ConfigError(f"{_at(where, key)}: set '{own}' at the top level, not 'trainer.{key}'")
     names = [f.name for f in dataclasses.fields(args_cls) if f.init]
-    check_keys(trainer, names, f"{where} (trainer: -> trl.{args_cls.__name__})")
+    for key in trainer:
+        if key != "__line__" and key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"{_at(where, key)}: unknown key '{key}'{tip} under 'trainer:', which is passed "
+                              f"to trl.{args_cls.__name__}")
+
+
+def _at(where: str, key: str) -> str:
+    """'file.yaml:LINE' of `trainer: {key: ...}` when the settings came from a YAML file."""
+    import yaml
+
+    try:
+        root = yaml.compose(Path(where).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return where  # "command line", or a file we cannot re-read
+    for k, v in getattr(root, "value", None) or []:
+        if getattr(k, "value", None) == "trainer" and isinstance(v, yaml.MappingNode):
+            for kk, _ in v.value:
+                if kk.value == key:
+                    return f"{where}:{kk.start_mark.line + 1}"
+    return where
 
 
 def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
@@ -69,7 +92,7 @@ def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
     # TRL defaults to bf16, which transformers refuses on CPU unless use_cpu is set. CPU autocast to
     # bf16 only pays on CPUs with native bf16 (AVX512-BF16/AMX); on an AVX2 CPU it ran 5x slower than fp32.
     device = {} if torch.cuda.is_available() else {"use_cpu": True, "bf16": _cpu_has_bf16()}
-    values = {**defaults, **device, **strip_lines(cfg.trainer)}
+    values = {**defaults, **device, **{k: _yaml_number(v) for k, v in strip_lines(cfg.trainer).items()}}
     values.update(output_dir=str(Path(cfg.out) / CHECKPOINTS), seed=cfg.seed)
     if not progress:
         values.setdefault("disable_tqdm", True)
@@ -77,6 +100,14 @@ def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
         return args_cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cfg.where}: trainer settings rejected by trl.{args_cls.__name__}: {exc}") from exc
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-5` (no dot) as a string, and trl would keep it as one: make it the float meant."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.match(value.strip()) else value
 
 
 def _cpu_has_bf16() -> bool:
