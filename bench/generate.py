@@ -4,7 +4,7 @@
 
 Prints a table: records/s and generated tokens/s of `charter generate` (few-shot on, prefix cache
 on), raw batched generation of plain prompts by the same backend at the same batch size, and the
-pipeline without few-shot examples and with the prefix cache disabled.
+pipeline without few-shot examples.
 Targets (issue "Charter core"): pipeline >= 0.8x raw; few-shot overhead <= 15% of no-few-shot time.
 """
 from __future__ import annotations
@@ -88,14 +88,6 @@ def measure(make, args) -> list[tuple[str, float, int | None, int]]:
         target = best["pipeline (few-shot, prefix cache)"][2]  # raw makes at least as many tokens
         timed("raw batched generation", raw_run)
         timed("pipeline, no few-shot", lambda b: pipeline(b, args, few_shot="none"))
-    if not args.skip_nocache:
-        backend = fresh(make)
-        try:
-            if getattr(backend, "prefix_cache", None) is True:  # engines whose cache can be switched off
-                backend.prefix_cache = False
-                add("pipeline (few-shot, no prefix cache)", *pipeline(backend, args))
-        finally:
-            close(backend)
     return [(name, *v) for name, v in best.items()]
 
 
@@ -120,7 +112,6 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=2, help="alternate the runs this many times, keep each best")
-    ap.add_argument("--skip-nocache", action="store_true", help="skip the (slow) run without prefix cache")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 

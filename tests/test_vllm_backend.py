@@ -177,3 +177,25 @@ def test_cli_resume_after_sigkill(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 16
+
+
+def test_labels_and_labeler_evaluation_run_on_vllm(backend, tmp_path, shared):
+    """RL-CAI feedback on vLLM (prompt log-probs): labels are written, and the HHH evaluation's
+    option probabilities match the transformers backend's on the same checkpoint within 0.02."""
+    from charter.backends.hf import HFBackend
+    from charter.rlcai.labeler_eval import evaluate_labeler
+    from charter.rlcai.labels import LabelConfig, label
+
+    cfg = LabelConfig(backend="vllm", limit=2, max_tokens=16, batch_size=2, out=str(tmp_path / "labels.jsonl"))
+    s = label(cfg, policy=backend, feedback=backend, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert len(rows) >= 2 and all(0.0 <= r["score"] <= 1.0 for r in rows), s
+    file = shared / "438HHHEvaluations.jsonl"
+    ours = evaluate_labeler(backend, file, limit=4)
+    hf = HFBackend("embedded")
+    try:
+        ref = evaluate_labeler(hf, file, limit=4)
+    finally:
+        hf.close()
+    for a, b in zip(ours.rows, ref.rows):
+        assert abs(a["p_correct"] - b["p_correct"]) < 0.02, (a["p_correct"], b["p_correct"])

@@ -54,7 +54,8 @@ class OpenAIBackend:
         try:
             return fn(**kwargs)
         except self._errors as exc:  # after the client's own retries
-            raise BackendError(f"{type(exc).__name__} from {self.client.base_url}: {exc}") from exc
+            hint = " (is the server running?)" if type(exc).__name__ == "APIConnectionError" else ""
+            raise BackendError(f"{type(exc).__name__} from {self.client.base_url}{hint}: {exc}") from exc
 
     def _completion(self, text: str | None, finish: str | None, usage, stops: Sequence[str],
                     logprob: float | None = None) -> Completion:
