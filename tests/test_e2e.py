@@ -1,11 +1,7 @@
-"""End to end on the real embedded model (SmolLM2-135M-Instruct) through the default backend."""
-import json
-import os
+"""End to end on the real embedded model (SmolLM2-135M-Instruct) through the transformers backend
+(tests/test_vllm_backend.py runs the same on vLLM)."""
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +9,8 @@ import pytest
 from charter.config import GenerateConfig
 from charter.generate import generate
 from charter.store import load_run
+
+from sigkill import kill_midway_then_resume
 
 pytestmark = pytest.mark.slow
 SMALL = dict(limit=2, helpful_samples=1, rounds=2, max_tokens=24, batch_size=8, seed=1)
@@ -60,23 +58,9 @@ def test_resume_after_sigkill(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", "transformers", "--limit", "4", "--helpful-samples", "1",
            "--rounds", "1", "--max-tokens", "16", "--batch-size", "2", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    records = out / "records.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if records.exists() and records.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = records.read_text().count("\n")
-    assert 2 <= before < 8, "the run should have been killed part-way"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    before, done = kill_midway_then_resume(cmd, out, 8)
     skipped = int(re.search(r"(\d+) already done", done.stdout).group(1))
     assert before <= skipped < 8  # records written before the kill were kept, not redone
-    ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == 8
 
 
 def test_helpful_samples_differ(backend, tmp_path):

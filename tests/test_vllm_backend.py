@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,8 @@ from charter.errors import BackendError
 from charter.generate import generate
 from charter.store import load_run
 from charter.types import Sampling
+
+from sigkill import kill_midway_then_resume
 
 pytestmark = pytest.mark.slow
 OPTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}  # small: tests share 2 cores and 24 GiB
@@ -162,21 +163,7 @@ def test_cli_resume_after_sigkill(tmp_path):
     opts = [x for k, v in OPTS.items() for x in ("--backend-option", f"{k}={v}")]
     cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", "vllm", "--limit", "8",
            "--helpful-samples", "1", "--rounds", "1", "--max-tokens", "32", "--quiet", "--out", str(out), *opts]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    records = out / "records.jsonl"
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        if records.exists() and records.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = records.read_text().count("\n")
-    assert 2 <= before < 16, "the run should have been killed part-way"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == 16
+    kill_midway_then_resume(cmd, out, 16)
 
 
 def test_labels_and_labeler_evaluation_run_on_vllm(backend, tmp_path, shared):
