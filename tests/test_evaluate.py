@@ -277,6 +277,11 @@ def test_pm_scores_by_revision_principle_and_critique_vs_direct():
     c = res["critique_vs_direct"]
     assert [r["diff"] for r in c["by_revision"]] == [0.0, 1.0, 3.0] and c["direct"] == "direct (no critique)"
     assert b["by_revision"][1]["evasive"] == 1.0 and a["by_revision"][1]["evasive"] == 0.0  # a bare "No." evades
+    assert not c["by_revision"][0]["paired"]
+    same = [Record(id=f"c{i}", kind="red_team", prompt=r.prompt, initial=r.initial, rounds=r.rounds, final=r.final)
+            for i, r in enumerate(direct)]  # the same prompts: compared pairwise, so equal initial answers cancel
+    c = pm_scores(LengthPM(), [("runs/crit", crit), ("runs/direct", same)], bootstrap=50)["critique_vs_direct"]
+    assert c["by_revision"][0]["paired"] and (c["by_revision"][0]["low"], c["by_revision"][0]["high"]) == (0.0, 0.0)
     boot = bootstrap_mean([1.0, 2.0, 3.0, 10.0], samples=200, seed=1)
     assert boot["low"] < boot["mean"] == 4.0 < boot["high"] and boot == bootstrap_mean([1.0, 2.0, 3.0, 10.0], 200, 1)
 

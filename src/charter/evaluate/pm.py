@@ -67,20 +67,33 @@ def per_principle(items: Sequence[dict], bootstrap: int, seed: int) -> list[dict
 
 
 def critique_vs_direct(runs: Sequence[dict], bootstrap: int, seed: int) -> dict | None:
-    """critique - direct mean PM score by revision number, for the first critique and no-critique runs."""
+    """critique - direct mean PM score by revision number, for the first critique and no-critique runs.
+
+    Runs of the same prompts (matching record ids) are compared pairwise: the interval resamples
+    prompts, so what the runs share (the initial answer, the prompt's difficulty) cancels.
+    """
     crit = next((r for r in runs if not r["direct"]), None)
     direct = next((r for r in runs if r["direct"]), None)
     if crit is None or direct is None:
         return None
     rng = random.Random(seed)
+    other = {it["id"]: it for it in direct["items"]}
     rows = []
     for k in range(min(len(crit["by_revision"]), len(direct["by_revision"]))):
-        a = [it["scores"][k] for it in crit["items"] if len(it["scores"]) > k]
-        b = [it["scores"][k] for it in direct["items"] if len(it["scores"]) > k]
-        diffs = sorted(_resample_mean(a, rng) - _resample_mean(b, rng) for _ in range(bootstrap)) or [0.0]
-        mean = sum(a) / len(a) - sum(b) / len(b)
-        rows.append({"revision": k, "critique": sum(a) / len(a), "direct": sum(b) / len(b), "diff": mean,
-                     "low": _pick(diffs, 0.025), "high": _pick(diffs, 0.975), "n_critique": len(a), "n_direct": len(b)})
+        a = [it for it in crit["items"] if len(it["scores"]) > k]
+        b = [it for it in direct["items"] if len(it["scores"]) > k]
+        pairs = [(it["scores"][k], other[it["id"]]["scores"][k]) for it in a
+                 if it["id"] in other and len(other[it["id"]]["scores"]) > k]
+        paired = len(pairs) == len(a) == len(b)
+        if paired:  # the same prompts: paired differences
+            diffs = sorted(_resample_mean([x - y for x, y in pairs], rng) for _ in range(bootstrap))
+        else:
+            diffs = sorted(_resample_mean([it["scores"][k] for it in a], rng)
+                           - _resample_mean([it["scores"][k] for it in b], rng) for _ in range(bootstrap))
+        ma, mb = (sum(it["scores"][k] for it in xs) / len(xs) for xs in (a, b))
+        rows.append({"revision": k, "critique": ma, "direct": mb, "diff": ma - mb, "paired": paired,
+                     "low": _pick(diffs or [ma - mb], 0.025), "high": _pick(diffs or [ma - mb], 0.975),
+                     "n_critique": len(a), "n_direct": len(b)})
     return {"critique": crit["label"], "direct": direct["label"], "by_revision": rows}
 
 

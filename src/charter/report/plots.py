@@ -124,6 +124,7 @@ def critique_plot(comparison: dict) -> str:
     b.set(xlabel="revision number", ylabel="critique - direct", title="difference (95% interval)")
     for ax in (a, b):
         ax.set_xticks(xs)
+    fig.tight_layout()
     return to_png(fig)
 
 

@@ -94,7 +94,10 @@ def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
     device = {} if torch.cuda.is_available() else {"use_cpu": True, "bf16": _cpu_has_bf16()}
     values = {**defaults, **device, **{k: _yaml_number(v) for k, v in strip_lines(cfg.trainer).items()}}
     values.update(output_dir=str(Path(cfg.out) / CHECKPOINTS), seed=cfg.seed)
-    if not progress:
+    if not progress:  # --quiet: no bars from datasets' preprocessing or the trainer
+        import datasets
+
+        datasets.disable_progress_bars()
         values.setdefault("disable_tqdm", True)
     try:
         return args_cls(**values)
@@ -191,6 +194,10 @@ def _human(secs: float) -> str:
 
 def run_trainer(trainer, out: str | Path) -> None:
     """Train, resuming from the newest checkpoint in `out` if there is one."""
+    if trainer.args.disable_tqdm:  # --quiet: transformers then prints each log dict instead of a bar
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     resume = last_checkpoint(out)
     if resume:
         print(f"resuming from {resume}", file=sys.stderr)
