@@ -19,12 +19,10 @@ import argparse
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,23 +109,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(log) -> tuple[subprocess.Popen, str, float]:
-    from charter.backends.vllm_backend import server_command
-
-    port, t0 = _free_port(), time.time()
-    proc = subprocess.Popen(server_command("embedded", port, name="smollm2"), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"vLLM server exited; see {log.name}")
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-            return proc, url + "/v1", time.time() - t0
-        except OSError:
-            time.sleep(1)
-
-
 async def baseline_client(url: str, args) -> tuple[float, int]:
     """What a user writes without Charter: one coroutine per prompt, calls in sequence."""
     from openai import AsyncOpenAI
@@ -162,13 +143,16 @@ async def baseline_client(url: str, args) -> tuple[float, int]:
 
 
 def measure_baseline(args) -> list[tuple]:
+    from charter.backends.vllm_backend import start_server, stop_server
+
     with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
-        proc, url, load = start_server(log)
+        t0 = time.time()
+        proc, url = start_server("embedded", _free_port(), log, name="smollm2")
+        load = time.time() - t0
         try:
             secs, toks = asyncio.run(baseline_client(url, args))
         finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(60)
+            stop_server(proc)
     print(f"  baseline client: {secs:.1f}s, {toks} tokens (server ready in {load:.1f}s)", file=sys.stderr, flush=True)
     return [("baseline client (openai, semaphore 32) -> vLLM server", secs, toks, load, rss.peak)]
 

@@ -2,11 +2,7 @@
 resume, and scoring through the completions endpoint's `echo`."""
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import time
-import urllib.request
 
 import pytest
 
@@ -25,27 +21,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    from charter.backends.vllm_backend import server_command
+    from charter.backends.vllm_backend import start_server, stop_server
 
-    port = _free_port()
-    cmd = server_command("embedded", port, name="smollm2", extra=["--max-model-len", "4096",
-                                                                   "--max-num-batched-tokens", "4096",
-                                                                   "--kv-cache-memory-bytes", str(1 << 30)])
-    log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 400
-    while True:
-        assert proc.poll() is None, f"vLLM server exited; see {log.name}"
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-            break
-        except OSError:
-            assert time.time() < deadline, f"vLLM server not ready after 400 s; see {log.name}"
-            time.sleep(1)
-    yield url + "/v1"
-    os.killpg(proc.pid, 15)
-    proc.wait(30)
+    small = ["--max-model-len", "4096", "--max-num-batched-tokens", "4096", "--kv-cache-memory-bytes", str(1 << 30)]
+    with open(tmp_path_factory.mktemp("vllm") / "server.log", "w") as log:
+        proc, url = start_server("embedded", _free_port(), log, name="smollm2", extra=small)
+        yield url
+        stop_server(proc)
 
 
 def test_generate_resume_and_score_through_a_vllm_server(server_url, tmp_path):

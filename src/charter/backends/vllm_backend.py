@@ -196,3 +196,44 @@ def server_command(model: str, port: int, host: str = "127.0.0.1", name: str | N
         cmd += ["--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill", "--max-model-len", "8192",
                 "--max-num-batched-tokens", "8192", "--kv-cache-memory-bytes", str(CPU_KV_CACHE_GIB * 2**30)]
     return cmd + list(extra)
+
+
+def start_server(model: str, port: int, log, name: str | None = None, extra: Sequence[str] = (),
+                 wait_s: float = 400) -> tuple[Any, str]:
+    """Start server_command() writing to `log`; (process, base URL ending in /v1) once it answers."""
+    import subprocess
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(server_command(model, port, name=name, extra=extra), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.time() + wait_s
+    while True:
+        if proc.poll() is not None:
+            raise BackendError(f"the vLLM server exited with code {proc.returncode}; see {log.name}")
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+            return proc, url + "/v1"
+        except OSError:
+            if time.time() > deadline:
+                stop_server(proc)
+                raise BackendError(f"the vLLM server did not answer within {wait_s:.0f} s; see {log.name}")
+            time.sleep(1)
+
+
+def stop_server(proc) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left: its EngineCore can
+    outlive a terminated API process (seen here: an orphan holding 5 GiB)."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for p in psutil.wait_procs(family, timeout=10)[1]:
+        p.kill()
