@@ -260,7 +260,7 @@ class Runner:
                 with lock:
                     self.finish(job, error)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(queue))))]
         for t in threads:
             t.start()
         try:
