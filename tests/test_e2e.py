@@ -72,3 +72,20 @@ def test_helpful_samples_differ(backend, tmp_path):
     for r in helpful:
         by_prompt.setdefault(r.prompt[-1]["content"], []).append(r.initial)
     assert len(by_prompt) == 2 and all(len(set(v)) == 2 for v in by_prompt.values())
+
+
+def test_prompt_over_the_context_fails_its_record_with_bounded_memory(backend, tmp_path):
+    """A ~9k-token prompt (the embedded model's context is 8192) fails its own record with the
+    prompt, its length and the limit; the short prompt beside it is answered."""
+    import resource
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "What is the capital of France?"}\n{"prompt": "' + "tell me more " * 3000 + '"}\n')
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cfg = GenerateConfig(prompts=str(prompts), helpful_prompts="none", rounds=1, max_tokens=8, out=str(tmp_path / "run"))
+    s = generate(cfg, backend=backend, progress=False)
+    recs = sorted(load_run(tmp_path / "run"), key=lambda r: len(r.prompt[-1]["content"]))
+    assert s.records == 2 and s.failures == 1 and recs[0].error is None and recs[0].final
+    assert "ContextTooLong" in recs[1].error and "context of 8192" in recs[1].error and recs[1].id in recs[1].error
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown_kib < 2 * 2**20, f"memory grew by {grown_kib / 2**20:.1f} GiB"
