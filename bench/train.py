@@ -39,7 +39,7 @@ def _rows(path: str, rows: list[dict]) -> str:
 
 def _opts(args, steps_key: str = "max_steps") -> dict:
     opts = {steps_key: args.steps, "per_device_train_batch_size": args.batch, "save_strategy": "no",
-            "logging_steps": args.steps}
+            "logging_steps": 1}
     if "-bf16" in args.variant:
         opts["bf16"] = True
     if "-nogc" in args.variant:
@@ -62,14 +62,16 @@ def sft_trainer(args, tmp: str):
 def pm_trainer(args, tmp: str):
     from charter.rlcai.pm import build_pm_trainer, load_pm_config
 
-    half = " ".join(f"w{i}" for i in range(args.tokens))
+    good, bad = " ".join(["good"] * args.tokens), " ".join(["bad"] * args.tokens)  # ~1 token per word
     rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
-             "chosen": [{"role": "assistant", "content": half}], "rejected": [{"role": "assistant", "content": half[::-1]}],
+             "chosen": [{"role": "assistant", "content": good}], "rejected": [{"role": "assistant", "content": bad}],
              "score": 0.8} for i in range(args.batch * args.steps)]
     data = _rows(os.path.join(tmp, "pm.jsonl"), rows)
     cfg = load_pm_config(None, model=args.model, data=data, out=os.path.join(tmp, "out"), eval_share=0.0,
-                         lora="-lora" in args.variant, trainer={**_opts(args), "max_length": 4 * args.tokens})
+                         lora="-lora" in args.variant, trainer={**_opts(args), "max_length": 2 * args.tokens + 64})
     trainer, _ = build_pm_trainer(cfg, progress=False)
+    if not len(trainer.train_dataset):
+        raise SystemExit("every PM row was longer than max_length")
     lengths = [len(c) + len(r) for c, r in zip(trainer.train_dataset["chosen_ids"], trainer.train_dataset["rejected_ids"])]
     return trainer, args.batch * sum(lengths) / len(lengths)
 
@@ -97,17 +99,21 @@ def one(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trainer, tokens = build(args, tmp)
         stamps: list[float] = []
+        lengths: list[float] = []  # RL: mean completion length of each step, from TRL's log
 
         class Clock(TrainerCallback):
             def on_step_end(self, *_, **__):
                 stamps.append(time.perf_counter())
 
+            def on_log(self, *_, logs=None, **__):
+                if logs and "completions/mean_length" in logs:
+                    lengths.append(logs["completions/mean_length"])
+
         trainer.add_callback(Clock())
         trainer.train()
     per_step = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
-    if tokens is None:  # RL: generated tokens per step, from TRL's mean completion length
-        lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r]
-        tokens = args.batch * sum(lengths) / max(len(lengths), 1)
+    if tokens is None:  # RL: generated tokens per step (timed steps only)
+        tokens = args.batch * sum(lengths[1:]) / max(len(lengths) - 1, 1)
     return {"variant": args.variant, "s_per_step": per_step, "tokens_per_s": tokens / per_step,
             "peak_gb": peak_rss_gb()}
 

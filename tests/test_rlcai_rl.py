@@ -75,7 +75,7 @@ def test_rl_steps_log_reward_and_kl_and_raise_the_reward(tmp_path, marker_pm, ca
 
     out = tmp_path / "rl"
     conf = tmp_path / "rl.yaml"
-    conf.write_text("trainer:\n  learning_rate: 1.0e-4\n  save_strategy: 'no'\n")
+    conf.write_text("trainer:\n  learning_rate: 3.0e-4\n  save_strategy: 'no'\n")
     before = mean_reward("embedded", marker_pm)
     assert main(["train", "rl", "--config", str(conf), "--pm", marker_pm, "--out", str(out), "--prompts",
                  write_prompts(tmp_path / "p.jsonl"), "--helpful-prompts", "none", "--max-tokens", "12",
