@@ -69,7 +69,9 @@ def _reason(exc: ValueError) -> str:
 class RunStore:
     def __init__(self, out: str | Path):
         self.dir = Path(out)
-        self.records_path = self.dir / RECORDS
+        # Absolute: records are appended while an engine runs, and a relative path must not
+        # depend on the working directory staying put (a vLLM run once failed to append here).
+        self.records_path = (self.dir / RECORDS).absolute()
 
     def open(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None) -> None:
         """Create the run, or check that an existing one was made with the same settings.
