@@ -9,7 +9,8 @@ One run prints one table (default red-team prompts, default few-shot block, seed
   * a baseline client: asyncio + the official `openai` client with a semaphore of 32, each
     prompt's calls (answer, then critique and revision per round) in sequence, the same few-shot
     block on every call, against vLLM's OpenAI server on 127.0.0.1 (CPU-safe flags).
-Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
+The transformers pipeline runs 16 prompts by default (--transformers-prompts): its tok/s is what
+is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
 Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
 >= 3x the transformers pipeline.
 """
@@ -62,8 +63,9 @@ class PeakRSS:
 
 
 def run_pipeline(backend, args) -> tuple[float, int]:
+    limit = args.transformers_prompts if backend.name == "transformers" else args.prompts
     with tempfile.TemporaryDirectory() as out:
-        cfg = GenerateConfig(backend=backend.name, limit=args.prompts, rounds=args.rounds, helpful_prompts="none",
+        cfg = GenerateConfig(backend=backend.name, limit=limit, rounds=args.rounds, helpful_prompts="none",
                              max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
         t0 = time.time()
         s = generate(cfg, backend=backend, progress=False)
@@ -180,6 +182,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="transformers: rows per generate call")
+    ap.add_argument("--transformers-prompts", type=int, default=16,
+                    help="prompts for the transformers pipeline (its rate in tok/s is compared; 64 take ~25 min here)")
     ap.add_argument("--backends", nargs="*", default=["vllm", "transformers"], help="vllm transformers llamacpp")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline client and its server")
     ap.add_argument("--seed", type=int, default=0)

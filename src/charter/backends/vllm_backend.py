@@ -51,7 +51,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, concurrency: int = 256, **engine_options: Any):
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would bury our progress bar
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines would bury our progress bar
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
