@@ -88,3 +88,11 @@ def test_rl_steps_log_reward_and_kl_and_raise_the_reward(tmp_path, marker_pm, ca
     after = mean_reward(str(out), marker_pm)  # the checkpoint loads in the transformers backend and generates
     print(f"mean PM reward before {before:+.3f}, after {after:+.3f}")
     assert after > before, (before, after)
+    from charter.backends import create_backend
+    from charter.types import Sampling
+
+    engine = create_backend("vllm", str(out), kv_cache_memory_bytes=1 << 30, max_model_len=2048)
+    try:  # the checkpoint also loads in the vLLM backend and generates
+        assert engine.chat([[{"role": "user", "content": PROMPTS[0]}]], Sampling(max_tokens=8, temperature=0))[0].text
+    finally:
+        engine.close()
