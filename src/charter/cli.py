@@ -207,6 +207,8 @@ def quiet_libraries() -> None:
     for category in (DeprecationWarning, FutureWarning):
         for module in ("torch", "transformers", "vllm", "trl", "peft", "datasets", "ray"):
             warnings.filterwarnings("ignore", category=category, module=module)
+    # Engine processes (vLLM's EngineCore and workers) are spawned: they read filters from here.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
