@@ -68,3 +68,14 @@ def test_report_cli(tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out and (run / "report.html").exists()
     assert write_report([run], tmp_path / "x" / "r.html").exists()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_report_names_a_damaged_eval_json(tmp_path, capsys):
+    run = make_run(tmp_path, with_eval=False)
+    (run / "eval.json").write_text('{"judge": ', encoding="utf-8")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'eval.json'}: cannot be read" in err and "charter eval" in err and "Traceback" not in err
+    (run / "eval.json").write_text("[1, 2]", encoding="utf-8")
+    assert main(["report", str(run)]) == 2 and "not an evaluation" in capsys.readouterr().err
+    assert not (run / "report.html").exists()

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import yaml
 
+from charter.errors import InputError
 from charter.report import assets
 from charter.store import CONFIG, load_run
 from charter.types import Record
@@ -38,9 +39,19 @@ def load_report_run(path: str | Path) -> RunData:
     records = load_run(p)
     folder = p if p.is_dir() else p.parent
     cfg_path, eval_path = folder / CONFIG, folder / "eval.json"
-    config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
-    evaluation = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.exists() else None
+    config = _read(cfg_path, yaml.safe_load, "rerun `charter generate` or restore the file") if cfg_path.exists() else {}
+    evaluation = _read(eval_path, json.loads, "rerun `charter eval` on the run") if eval_path.exists() else None
+    if evaluation is not None and not isinstance(evaluation, dict):
+        raise InputError("not an evaluation (a JSON object is expected); rerun `charter eval` on the run", str(eval_path))
     return RunData(folder.name or str(folder), folder, records, config or {}, evaluation)
+
+
+def _read(path: Path, parse, fix: str):
+    """A run's side file, parsed; a damaged one is an InputError naming the file and the fix."""
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"cannot be read ({str(exc).splitlines()[0]}); {fix}", str(path)) from exc
 
 
 # ---- small HTML helpers ------------------------------------------------------------------------
