@@ -1,4 +1,4 @@
-"""`charter train rl` on the real embedded model: a marker PM as the reward, a few RLOO steps."""
+"""`charter train rl` on the real embedded model: a marker PM as the reward, 8 RLOO steps."""
 import json
 from pathlib import Path
 
@@ -69,6 +69,9 @@ def mean_reward(policy: str, pm_dir: str) -> float:
     return sum(scores) / len(scores)
 
 
+STEPS = 8
+
+
 @pytest.mark.slow
 def test_rl_steps_log_reward_and_kl_and_raise_the_reward(tmp_path, marker_pm, capsys):
     from charter.cli import main
@@ -79,15 +82,17 @@ def test_rl_steps_log_reward_and_kl_and_raise_the_reward(tmp_path, marker_pm, ca
     before = mean_reward("embedded", marker_pm)
     assert main(["train", "rl", "--config", str(conf), "--pm", marker_pm, "--out", str(out), "--prompts",
                  write_prompts(tmp_path / "p.jsonl"), "--helpful-prompts", "none", "--max-tokens", "12",
-                 "--max-steps", "3", "--quiet"]) == 0
+                 "--max-steps", str(STEPS), "--quiet"]) == 0
     assert "PM reward" in capsys.readouterr().out
     steps = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [s for s in steps if "reward" in s]
-    assert len(steps) == 3 and all("kl" in s and "completions/mean_length" in s for s in steps)
+    assert len(steps) == STEPS and all("kl" in s and "completions/mean_length" in s for s in steps)
     assert (out / "rl.png").is_file() and (out / "config.json").is_file()
     after = mean_reward(str(out), marker_pm)  # the checkpoint loads in the transformers backend and generates
     print(f"mean PM reward before {before:+.3f}, after {after:+.3f}")
-    assert after > before, (before, after)
+    # 3 steps moved the reward by +0.14 on an Intel CPU and -0.02 on an AMD one (noise); 8 steps
+    # (2 passes over the 4 prompts) moved it -1.576 -> -0.577 on the AMD one, +0.49 at lr 1e-4.
+    assert after - before > 0.2, (before, after)
     from charter.backends import create_backend
     from charter.types import Sampling
 
