@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from charter.errors import InputError
 from charter.report import assets
-from charter.store import CONFIG, load_run
+from charter.store import load_run, load_run_config
 from charter.types import Record
 
 esc = html.escape
@@ -38,20 +36,21 @@ def load_report_run(path: str | Path) -> RunData:
     p = Path(path)
     records = load_run(p)
     folder = p if p.is_dir() else p.parent
-    cfg_path, eval_path = folder / CONFIG, folder / "eval.json"
-    config = _read(cfg_path, yaml.safe_load, "rerun `charter generate` or restore the file") if cfg_path.exists() else {}
-    evaluation = _read(eval_path, json.loads, "rerun `charter eval` on the run") if eval_path.exists() else None
-    if evaluation is not None and not isinstance(evaluation, dict):
-        raise InputError("not an evaluation (a JSON object is expected); rerun `charter eval` on the run", str(eval_path))
-    return RunData(folder.name or str(folder), folder, records, config or {}, evaluation)
+    eval_path = folder / "eval.json"
+    evaluation = _read_evaluation(eval_path) if eval_path.exists() else None
+    return RunData(folder.name or str(folder), folder, records, load_run_config(folder), evaluation)
 
 
-def _read(path: Path, parse, fix: str):
-    """A run's side file, parsed; a damaged one is an InputError naming the file and the fix."""
+def _read_evaluation(path: Path) -> dict:
+    """eval.json; a damaged one is an InputError naming the file and the fix."""
+    fix = "rerun `charter eval` on the run"
     try:
-        return parse(path.read_text(encoding="utf-8"))
-    except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        evaluation = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InputError(f"cannot be read ({str(exc).splitlines()[0]}); {fix}", str(path)) from exc
+    if not isinstance(evaluation, dict):
+        raise InputError(f"not an evaluation (a JSON object is expected); {fix}", str(path))
+    return evaluation
 
 
 # ---- small HTML helpers ------------------------------------------------------------------------
