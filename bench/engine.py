@@ -3,7 +3,9 @@
     .venv/bin/python bench/engine.py [--prompts 64] [--rounds 2] [--max-tokens 64] [--backends vllm transformers]
 
 One run prints one table (default red-team prompts, default few-shot block, seeded):
-  * `charter generate` on each backend (vLLM: AsyncLLM fed continuously; transformers: batches);
+  * `charter generate` on each backend (vLLM: AsyncLLM fed continuously; transformers: batches),
+    and on vLLM also with the compiled engine that runs of COMPILE_MIN_STEPS (2,000)+ requests get (this run's 320
+    start eagerly), each with its own replay (below);
   * raw generation on the same vLLM engine, two ways:
     - replay: the pipeline's own requests (same token ids, same seeded sampling), all submitted
       at once after a prefix-cache reset: the same work without the wait of each step for the
@@ -35,6 +37,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from charter.backends import create_backend, resolve_backend  # noqa: E402
+from charter.backends.vllm_backend import COMPILE_MIN_STEPS  # noqa: E402
 from charter.config import GenerateConfig  # noqa: E402
 from charter.constitution import draw_principle, load_constitution  # noqa: E402
 from charter.generate import generate  # noqa: E402
@@ -111,22 +114,29 @@ def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
 
 
 REPLAY = "raw vLLM: the pipeline's requests, all at once"
+COMPILED = f"vllm, compiled (runs of {COMPILE_MIN_STEPS:,}+ steps)"
+REPLAY_COMPILED = "raw vLLM, compiled: the pipeline's requests at once"
 SHORT = "raw vLLM: short prompts, all at once (engine peak)"
 
 
-def measure_backend(name: str, args) -> list[tuple]:
-    rows = []
+def measure_backend(name: str, args, compiled: bool = False) -> list[tuple]:
+    """The pipeline on `name` (and on vLLM, raw generation on the same engine); `compiled`: the
+    vLLM engine long runs get (COMPILE_MIN_STEPS requests or more) instead of this run's own."""
+    rows, label = [], COMPILED if compiled else name
+    options = {"batch_size": args.batch_size} if name == "transformers" else {}
+    workload = COMPILE_MIN_STEPS if compiled else None  # None: as this run's 320 steps, eager
     with PeakRSS() as rss:
         t0 = time.time()
-        backend = create_backend(name, "embedded", **({"batch_size": args.batch_size} if name == "transformers" else {}))
+        backend = create_backend(name, "embedded", workload=workload, **options)
         load = time.time() - t0
         try:
             requests = [] if name == "vllm" else None
             secs, toks = run_pipeline(backend, args, requests)
-            rows.append((f"pipeline: {name}", secs, toks, load))
-            print(f"  {name} pipeline: {secs:.1f}s, {toks} tokens (load {load:.1f}s)", file=sys.stderr, flush=True)
+            rows.append((f"pipeline: {label}", secs, toks, load))
+            print(f"  {label} pipeline: {secs:.1f}s, {toks} tokens (load {load:.1f}s)", file=sys.stderr, flush=True)
             if name == "vllm":
-                rows.append((REPLAY, *replay_vllm(backend, requests), None))
+                rows.append((REPLAY_COMPILED if compiled else REPLAY, *replay_vllm(backend, requests), None))
+            if name == "vllm" and not compiled:
                 rows.append((SHORT, *run_raw_vllm(backend, args, toks), None))
         finally:
             backend.close()
@@ -203,9 +213,11 @@ def print_table(rows, args) -> None:
     rate = {r[0]: r[2] / r[1] for r in rows}
     default = rate.get(f"pipeline: {resolve_backend('auto', 'embedded')}")
     ratios = [("vLLM pipeline / raw vLLM (replay)", rate.get("pipeline: vllm"), rate.get(REPLAY), 0.9),
+              ("compiled: pipeline / raw vLLM (replay)", rate.get(f"pipeline: {COMPILED}"), rate.get(REPLAY_COMPILED), 0.9),
               ("vLLM pipeline / raw vLLM (short prompts)", rate.get("pipeline: vllm"), rate.get(SHORT), None),
               ("default / baseline client", default, rate.get(BASELINE), 2.0),
               ("default / baseline client, Charter's settings", default, rate.get(BASELINE_TUNED), None),
+              ("compiled pipeline / baseline client", rate.get(f"pipeline: {COMPILED}"), rate.get(BASELINE), None),
               ("default / transformers pipeline", default, rate.get("pipeline: transformers"), 3.0)]
     for name, a, b, target in ratios:
         if a and b:
@@ -223,11 +235,14 @@ def main() -> None:
                     help="prompts for the transformers pipeline (its rate in tok/s is compared; 64 take ~25 min here)")
     ap.add_argument("--backends", nargs="*", default=["vllm", "transformers"], help="vllm transformers llamacpp")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline client and its server")
+    ap.add_argument("--no-compiled", action="store_true", help="skip the compiled vLLM engine of long runs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rows = []
     for name in args.backends:
         rows += measure_backend(name, args)
+        if name == "vllm" and not args.no_compiled:
+            rows += measure_backend(name, args, compiled=True)
     if not args.no_baseline:
         rows += measure_baseline(args, tuned=False) + measure_baseline(args, tuned=True)
     print_table(rows, args)

@@ -52,3 +52,44 @@ def test_a_gguf_file_on_a_backend_that_cannot_read_it_names_the_one_that_can(tmp
     gguf.write_bytes(b"GGUF")
     with pytest.raises(BackendError, match="--backend llamacpp"):
         resolve_hf_checkpoint(str(gguf))
+
+
+def test_generate_tells_the_backend_how_many_requests_the_run_makes(tmp_path, monkeypatch):
+    """The workload reaches create_backend: 3 red-team prompts x (answer + 2 rounds of critique
+    and revision) + 3 helpful prompts x 2 samples = 21 requests."""
+    seen = []
+
+    def fake_create(name, model, workload=None, **options):
+        from charter.backends.fake import FakeBackend
+
+        seen.append(workload)
+        return FakeBackend(model)
+
+    monkeypatch.setattr(backends, "create_backend", fake_create)
+    from charter.generate import generate
+
+    cfg = GenerateConfig(backend="fake", limit=3, rounds=2, helpful_prompts="default", helpful_samples=2,
+                         out=str(tmp_path / "r"))
+    generate(cfg, progress=False)
+    assert seen == [3 * 5 + 3 * 2]
+
+
+def test_a_backend_sizes_its_options_to_the_workload_and_the_user_wins(monkeypatch):
+    """create_backend merges a backend's workload_options under the user's options."""
+    from charter.backends.fake import FakeBackend
+
+    monkeypatch.setattr(FakeBackend, "workload_options",
+                        staticmethod(lambda n: {"fail_on": "big"} if n and n > 10 else {}), raising=False)
+    assert backends.create_backend("fake", "m", workload=5).fail_on is None
+    assert backends.create_backend("fake", "m", workload=50).fail_on == "big"
+    assert backends.create_backend("fake", "m", workload=50, fail_on="mine").fail_on == "mine"
+
+
+def test_vllm_compiles_only_for_long_runs_on_cpu(monkeypatch):
+    from charter.backends import vllm_backend as vb
+
+    monkeypatch.setattr(vb, "_cuda", lambda: False)
+    assert vb.workload_options(None) == {} and vb.workload_options(vb.COMPILE_MIN_STEPS - 1) == {}
+    assert vb.workload_options(vb.COMPILE_MIN_STEPS) == {"enforce_eager": False}
+    monkeypatch.setattr(vb, "_cuda", lambda: True)  # vLLM's own default on GPU: compiled
+    assert vb.workload_options(10**6) == {}

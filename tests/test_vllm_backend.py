@@ -54,7 +54,7 @@ def test_engine_computes_on_every_core_of_a_small_machine(backend):
 
     from charter.backends.vllm_backend import cpu_env
 
-    if not cpu_env():
+    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cpu_env():
         pytest.skip("GPU or a machine of 8+ cores: vLLM's own thread binding is kept")
     workers = [p for p in psutil.Process().children(recursive=True) if "Worker" in p.name()]
     assert workers, "no vLLM worker process found"
@@ -67,13 +67,31 @@ def test_cpu_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
 
     if __import__("torch").cuda.is_available():
         pytest.skip("CPU settings")
-    monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_USE_AOT_COMPILE"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(2)))
-    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_USE_AOT_COMPILE": "0"}
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
-    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+    assert vb.cpu_env()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
     monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(32)))
-    assert vb.cpu_env() == {}
+    assert vb.cpu_env() == {"VLLM_USE_AOT_COMPILE": "0"}  # the compile-cache work-around stays
+
+
+def test_long_runs_get_a_compiled_engine_that_scores_as_the_eager_one(backend):
+    """A run of COMPILE_MIN_STEPS requests compiles the model on CPU (vLLM's own default on GPU);
+    the compiled engine is the same model: its log-probs match the eager engine's."""
+    from charter.backends import create_backend
+    from charter.backends.vllm_backend import COMPILE_MIN_STEPS
+
+    compiled = create_backend("vllm", "embedded", workload=COMPILE_MIN_STEPS, **OPTS)
+    try:
+        assert compiled.engine.model_config.enforce_eager is False
+        pair = ([CHAT, "The sky is"], ["Blue.", " blue because of Rayleigh scattering."])
+        for a, b in zip(compiled.score(*pair), backend.score(*pair)):
+            assert a.n_tokens == b.n_tokens and abs(a.logprob - b.logprob) / a.n_tokens < TOLERANCE
+        assert compiled.chat([CHAT], Sampling(max_tokens=8, temperature=0))[0].text
+    finally:
+        compiled.close()
 
 
 def test_seeded_rows_differ_and_repeat(backend):

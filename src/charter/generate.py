@@ -82,7 +82,7 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
 def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: Summary, progress: bool) -> None:
     """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step."""
     settings = settings_from(cfg)
-    bar = progress_bar(sum(len(plan(it, settings)) for it in todo), progress)
+    bar = progress_bar(total_steps(todo, settings), progress)
     t0 = time.time()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None  # restored when the job ends
@@ -121,6 +121,11 @@ def ignore_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def total_steps(todo: list[PromptItem], settings: Settings) -> int:
+    """Requests the pipeline will make for `todo` (all rounds run)."""
+    return sum(len(plan(it, settings)) for it in todo)
+
+
 def steps_of(rec: Record, settings: Settings) -> int:
     return 1 + len(rec.rounds) * (2 if settings.critique else 1) if rec.kind == "red_team" else 1
 
@@ -140,15 +145,15 @@ def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: li
 
     from charter.backends import AUTO, create_backend, resolve_backend
 
-    own = backend is None
+    own, settings = backend is None, settings_from(cfg)
     if own:
         name = resolve_backend(cfg.backend, cfg.model)
         if cfg.backend == AUTO:
             print(f"backend auto -> {name} ({'vLLM imports here' if name == 'vllm' else 'no vLLM here'})",
                   file=sys.stderr)
-        backend = create_backend(name, cfg.model, **cfg.backend_options)
+        backend = create_backend(name, cfg.model, workload=total_steps(todo, settings), **cfg.backend_options)
     try:
-        run_items(backend, constitution, settings_from(cfg), todo, on_record, on_step)
+        run_items(backend, constitution, settings, todo, on_record, on_step)
     except KeyboardInterrupt:
         ignore_ctrl_c()  # before closing the engine, which can take a few seconds
         raise

@@ -19,10 +19,11 @@ from charter.types import Constitution, PromptItem, Record
 class _Worker:
     """Body of the Ray actor: one backend, many chunks."""
 
-    def __init__(self, backend: str, model: str, options: dict, constitution: Constitution, settings):
+    def __init__(self, backend: str, model: str, options: dict, constitution: Constitution, settings,
+                 workload: int | None = None):
         from charter.backends import create_backend
 
-        self.backend = create_backend(backend, model, **options)
+        self.backend = create_backend(backend, model, workload=workload, **options)
         self.constitution, self.settings = constitution, settings
 
     def run(self, items: list[PromptItem]) -> list[dict]:
@@ -56,7 +57,11 @@ def run_on_ray(cfg, constitution: Constitution, settings, todo: list[PromptItem]
     n = cfg.workers or max(1, int(ray.available_resources().get("GPU" if resources.get("num_gpus") else "CPU", 1)
                                   // max(resources.get("num_gpus") or resources["num_cpus"], 1)))
     actor = ray.remote(**resources)(_Worker)
-    workers = [actor.remote(cfg.backend, cfg.model, cfg.backend_options, constitution, settings) for _ in range(n)]
+    from charter.generate import total_steps
+
+    share = -(-total_steps(todo, settings) // n)  # each worker's part of the run
+    workers = [actor.remote(cfg.backend, cfg.model, cfg.backend_options, constitution, settings, share)
+               for _ in range(n)]
     chunk = max(1, cfg.batch_size)
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     pool = ray.util.ActorPool(workers)

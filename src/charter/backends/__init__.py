@@ -54,7 +54,9 @@ def resolve_backend(name: str, model: str) -> str:
     return "vllm" if vllm_imports() else "transformers"
 
 
-def create_backend(name: str, model: str, **options: Any) -> Backend:
+def create_backend(name: str, model: str, workload: int | None = None, **options: Any) -> Backend:
+    """Backend `name` on `model`. `workload` (requests the run will make, if known) lets a backend
+    pick settings that pay off only on long runs (vLLM on CPU: compiling); `options` win."""
     check_backend_name(name)
     name = resolve_backend(name, model)
     module_name, cls_name = BACKENDS[name].split(":")
@@ -67,6 +69,8 @@ def create_backend(name: str, model: str, **options: Any) -> Backend:
         ) from exc
     cls = getattr(module, cls_name)
     check_options(name, cls, options)
+    sized = getattr(cls, "workload_options", None)
+    options = {**(sized(workload) if sized else {}), **options}
     return cls(model, **options)
 
 

