@@ -127,3 +127,16 @@ def test_sampling_is_seeded_and_varies_with_the_seed(backend):
     other = [c.text for c in backend.chat(convos, Sampling(max_tokens=16, temperature=1.0, seed=4))]
     assert first == again
     assert first[0] != first[1] and other != first  # rows and seeds draw different tokens
+
+
+def test_a_step_is_tokenized_once_for_its_count_and_its_call(backend, monkeypatch):
+    """The pipeline counts a step's tokens, then sends it: the second asks the tokenizer nothing."""
+    calls = []
+    encode = backend._encode
+    monkeypatch.setattr(backend, "_encode", lambda *a: calls.append(a) or encode(*a))
+    convo = [{"role": "user", "content": "A question asked once, then sent."}]
+    n = backend.count_tokens(convo)
+    assert backend.prompt_ids(convo) == backend.prompt_ids([dict(m) for m in convo]) and len(calls) == 1
+    assert len(backend.prompt_ids(convo)) == n
+    backend.prompt_ids([{"role": "user", "content": "Another one."}])
+    assert len(calls) == 2

@@ -64,26 +64,34 @@ class HFTokenizerPrompts:
     Needs `self.tokenizer` and `self.model_id`; `self.pad_id`, if set, stands in for a missing BOS.
 
     One call at a time: the pipeline tokenizes from many threads, and vLLM's tokenizer deep-copies
-    itself for every caller that finds its copies busy (measured: a tenth of the driver's CPU)."""
+    itself for every caller that finds its copies busy (measured: a tenth of the driver's CPU).
+    The latest requests' ids are kept: the pipeline counts a step's tokens, then sends it."""
 
     _tokenizer_lock = threading.Lock()
+    RECENT = 256  # requests whose ids are kept
 
     def _render(self, convo: Sequence[Message]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             raise BackendError(f"model '{self.model_id}' has no chat template; use a chat model or --format text")
-        with self._tokenizer_lock:
-            return self.tokenizer.apply_chat_template(list(convo), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(list(convo), add_generation_prompt=True, tokenize=False)
 
     def _encode(self, text: str, templated: bool) -> list[int]:
         # A rendered template already holds its special tokens: adding them again doubles BOS.
-        with self._tokenizer_lock:
-            return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
 
     def prompt_ids(self, request: Sequence[Message] | str) -> list[int]:
         """Token ids of a chat request (template applied) or a raw text request."""
-        if isinstance(request, str):
-            return self._encode(request, False)
-        return self._encode(self._render(request), True)
+        key = request if isinstance(request, str) else tuple(tuple(m.items()) for m in request)
+        with self._tokenizer_lock:
+            recent = self.__dict__.setdefault("_recent_ids", {})
+            ids = recent.get(key)
+            if ids is None:
+                templated = not isinstance(request, str)
+                ids = self._encode(self._render(request) if templated else request, templated)
+                if len(recent) >= self.RECENT:
+                    del recent[next(iter(recent))]  # the oldest
+                recent[key] = ids
+            return list(ids)
 
     def count_tokens(self, request: Sequence[Message] | str) -> int:
         """Prompt tokens of a request (the pipeline checks them against `max_context`)."""
@@ -95,8 +103,9 @@ class HFTokenizerPrompts:
         Tokens can merge across the boundary, so the continuation starts where the two encodings
         diverge; with nothing before it, BOS (or pad, or 0) conditions its first token."""
         templated = not isinstance(context, str)
-        text = self._render(context) if templated else context
-        ctx, full = self._encode(text, templated), self._encode(text + continuation, templated)
+        with self._tokenizer_lock:
+            text = self._render(context) if templated else context
+            ctx, full = self._encode(text, templated), self._encode(text + continuation, templated)
         keep = common_prefix_len(ctx, full)
         if keep == 0:
             bos = self.tokenizer.bos_token_id
