@@ -119,7 +119,7 @@ class VLLMBackend(HFTokenizerPrompts):
         self.model_id, self.concurrency = model, max(1, concurrency)
         path = models.resolve_hf_checkpoint(model)
         if engine_options.get("enforce_eager") is False and not _cuda():
-            print("vLLM: compiling the model for this long run (1-2 min the first time on a machine; "
+            print("vLLM: compiling the model (1-2 min the first time on a machine; "
                   "--backend-option enforce_eager=true skips it)", file=sys.stderr)
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
