@@ -4,8 +4,8 @@
 
 One run prints one table (default red-team prompts, default few-shot block, seeded):
   * `charter generate` on each backend (vLLM: AsyncLLM fed continuously; transformers: batches),
-    and on vLLM also with the compiled engine that runs of COMPILE_MIN_STEPS (2,000)+ requests get (this run's 320
-    start eagerly), each with its own replay (below);
+    and on vLLM also with the compiled engine that runs of COMPILE_MIN_STEPS (2,000)+ requests get
+    (the default run's 320 start eagerly), each with its own replay (below);
   * raw generation on the same vLLM engine, two ways:
     - replay: the pipeline's own requests (same token ids, same seeded sampling), all submitted
       at once after a prefix-cache reset: the same work without the wait of each step for the
@@ -40,7 +40,7 @@ from charter.backends import create_backend, resolve_backend  # noqa: E402
 from charter.backends.vllm_backend import COMPILE_MIN_STEPS  # noqa: E402
 from charter.config import GenerateConfig  # noqa: E402
 from charter.constitution import draw_principle, load_constitution  # noqa: E402
-from charter.generate import generate  # noqa: E402
+from charter.generate import generate, resolve_items, settings_from, total_steps  # noqa: E402
 from charter.prompts import load_prompts  # noqa: E402
 from charter import templates  # noqa: E402
 
@@ -72,16 +72,20 @@ class PeakRSS:
         self._thread.join()
 
 
+def pipeline_config(name: str, args, out: str = "unused") -> GenerateConfig:
+    limit = args.transformers_prompts if name == "transformers" else args.prompts
+    return GenerateConfig(backend=name, limit=limit, rounds=args.rounds, helpful_prompts="none",
+                          max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
+
+
 def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, int]:
     """`charter generate` on `backend`; on vLLM, each request sent to the engine lands in `requests`."""
-    limit = args.transformers_prompts if backend.name == "transformers" else args.prompts
     if requests is not None:
         submit = backend._submit_all
         backend._submit_all = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
     try:
         with tempfile.TemporaryDirectory() as out:
-            cfg = GenerateConfig(backend=backend.name, limit=limit, rounds=args.rounds, helpful_prompts="none",
-                                 max_tokens=args.max_tokens, batch_size=args.batch_size, out=out, seed=args.seed)
+            cfg = pipeline_config(backend.name, args, out)
             t0 = time.time()
             s = generate(cfg, backend=backend, progress=False)
             assert s.failures == 0, "pipeline records failed"
@@ -124,7 +128,8 @@ def measure_backend(name: str, args, compiled: bool = False) -> list[tuple]:
     vLLM engine long runs get (COMPILE_MIN_STEPS requests or more) instead of this run's own."""
     rows, label = [], COMPILED if compiled else name
     options = {"batch_size": args.batch_size} if name == "transformers" else {}
-    workload = COMPILE_MIN_STEPS if compiled else None  # None: as this run's 320 steps, eager
+    cfg = pipeline_config(name, args)  # the engine `charter generate` would start for this run
+    workload = COMPILE_MIN_STEPS if compiled else total_steps(resolve_items(cfg), settings_from(cfg))
     with PeakRSS() as rss:
         t0 = time.time()
         backend = create_backend(name, "embedded", workload=workload, **options)

@@ -82,7 +82,8 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
 def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: Summary, progress: bool) -> None:
     """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step."""
     settings = settings_from(cfg)
-    bar = progress_bar(total_steps(todo, settings), progress)
+    total = total_steps(todo, settings)
+    bar = progress_bar(total, progress)
     t0 = time.time()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None  # restored when the job ends
@@ -101,9 +102,10 @@ def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: 
         if cfg.executor == "ray":
             from charter.ray_executor import run_on_ray
 
-            run_on_ray(cfg, constitution, settings, todo, lambda r: (on_record(r), bar.update(steps_of(r, settings))))
+            run_on_ray(cfg, constitution, settings, todo, lambda r: (on_record(r), bar.update(steps_of(r, settings))),
+                       total)
         else:
-            run_local(cfg, backend, constitution, todo, on_record, lambda: bar.update(1))
+            run_local(cfg, backend, constitution, settings, todo, on_record, lambda: bar.update(1), total)
     except KeyboardInterrupt:
         ignore_ctrl_c()
         raise Interrupted(f"interrupted: {summary.records} records saved in {cfg.out} this run; "
@@ -139,19 +141,22 @@ def progress_bar(total: int, progress: bool):
                 leave=True, file=sys.stderr)
 
 
-def run_local(cfg, backend: Backend | None, constitution: Constitution, todo: list[PromptItem],
-              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
+def run_local(cfg, backend: Backend | None, constitution: Constitution, settings: Settings, todo: list[PromptItem],
+              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None,
+              workload: int | None = None) -> None:
+    """The pipeline in this process, on `backend` or on one made for the run (`workload`: its
+    request count, which the backend may size its settings to)."""
     import sys
 
     from charter.backends import AUTO, create_backend, resolve_backend
 
-    own, settings = backend is None, settings_from(cfg)
+    own = backend is None
     if own:
         name = resolve_backend(cfg.backend, cfg.model)
         if cfg.backend == AUTO:
             print(f"backend auto -> {name} ({'vLLM imports here' if name == 'vllm' else 'no vLLM here'})",
                   file=sys.stderr)
-        backend = create_backend(name, cfg.model, workload=total_steps(todo, settings), **cfg.backend_options)
+        backend = create_backend(name, cfg.model, workload=workload, **cfg.backend_options)
     try:
         run_items(backend, constitution, settings, todo, on_record, on_step)
     except KeyboardInterrupt:

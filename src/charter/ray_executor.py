@@ -51,15 +51,13 @@ def _init_ray(cfg):
 
 
 def run_on_ray(cfg, constitution: Constitution, settings, todo: list[PromptItem],
-               on_record: Callable[[Record], None]) -> None:
+               on_record: Callable[[Record], None], workload: int | None = None) -> None:
     ray = _init_ray(cfg)
     resources = {"num_cpus": 1, **cfg.worker_resources}
     n = cfg.workers or max(1, int(ray.available_resources().get("GPU" if resources.get("num_gpus") else "CPU", 1)
                                   // max(resources.get("num_gpus") or resources["num_cpus"], 1)))
     actor = ray.remote(**resources)(_Worker)
-    from charter.generate import total_steps
-
-    share = -(-total_steps(todo, settings) // n)  # each worker's part of the run
+    share = None if workload is None else -(-workload // n)  # each worker's part of the run
     workers = [actor.remote(cfg.backend, cfg.model, cfg.backend_options, constitution, settings, share)
                for _ in range(n)]
     chunk = max(1, cfg.batch_size)
