@@ -16,9 +16,10 @@ One run prints one table (default red-team prompts, default few-shot block, seed
   * a baseline client: asyncio + the official `openai` client with a semaphore of 32, each
     prompt's calls (answer, then critique and revision per round) in sequence, the same few-shot
     block on every call, against vLLM's OpenAI server on 127.0.0.1 (flags that keep vLLM-CPU alive
-    with seeds), twice: with vLLM's own CPU speed defaults (one core of a small machine kept for its
-    scheduler, 128-token cache blocks: the server a user starts by hand; the target's baseline) and
-    with Charter's (`server_command()` + `cpu_env()`: all cores compute, 32-token blocks).
+    with seeds), three ways: as a user starts it by hand (`--enforce-eager`, the rest vLLM's: bf16
+    for this fp32 checkpoint on x86, one core of a small machine kept for its scheduler, 128-token
+    cache blocks; the target's baseline), the same in fp32, and with Charter's settings
+    (`server_command()` + `cpu_env()`: fp32, all cores compute, 32-token blocks).
 The transformers pipeline runs 16 prompts by default (--transformers-prompts): its tok/s is what
 is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
 Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
@@ -181,30 +182,34 @@ async def baseline_client(url: str, args) -> tuple[float, int]:
     return time.time() - t0, tokens[0]
 
 
-def measure_baseline(args, tuned: bool) -> list[tuple]:
-    """The baseline client against vLLM's server: with vLLM's own CPU speed defaults (one core
-    kept for the scheduler, 128-token cache blocks: the server a user starts without Charter) or
-    with Charter's (`cpu_env()`, 32-token blocks). Both with the flags that keep it alive with seeds."""
+def measure_baseline(args, kind: str) -> list[tuple]:
+    """The baseline client against vLLM's server, started three ways (BASELINES): as a user starts
+    it by hand (`python -m vllm.entrypoints.openai.api_server --model M --enforce-eager`: vLLM's
+    dtype, which is bf16 for this fp32 checkpoint on x86, one core kept for its scheduler, 128-token
+    blocks); the same with `--dtype float32`; with Charter's settings (`server_command()` +
+    `cpu_env()`). All three with the flags that keep vLLM-CPU alive with seeds (`seed_safe()`)."""
     from charter.backends.vllm_backend import cpu_env, start_server, stop_server
 
-    # vLLM-CPU's own: one core reserved for a single-process engine, 128-token blocks. Said
-    # explicitly: the vLLM backend measured above set Charter's value in this process's environment.
-    env = cpu_env() if tuned else {"VLLM_CPU_NUM_OF_RESERVED_CPU": USER_RESERVED or "1"}
+    # vLLM-CPU's own: one core reserved for its scheduler. Said explicitly: the vLLM backend
+    # measured above set Charter's value in this process's environment.
+    env = cpu_env() if kind == "tuned" else {"VLLM_CPU_NUM_OF_RESERVED_CPU": USER_RESERVED or "1"}
+    extra = ["--dtype", "float32"] if kind == "fp32" else []
     with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
         t0 = time.time()
-        proc, url = start_server("embedded", log, name="smollm2", env=env, extra=() if tuned else ["--block-size", "128"])
+        proc, url = start_server("embedded", log, name="smollm2", env=env, extra=extra, tuned=kind == "tuned")
         load = time.time() - t0
         try:
             secs, toks = asyncio.run(baseline_client(url, args))
         finally:
             stop_server(proc)
-    label = BASELINE_TUNED if tuned else BASELINE
+    label = BASELINES[kind]
     print(f"  {label}: {secs:.1f}s, {toks} tokens (server ready in {load:.1f}s)", file=sys.stderr, flush=True)
     return [(label, secs, toks, load, rss.peak)]
 
 
-BASELINE = "baseline client -> vLLM server (vLLM's CPU defaults)"
-BASELINE_TUNED = "baseline client -> vLLM server (Charter's CPU settings)"
+BASELINE = "baseline client -> vLLM server, as started by hand"
+BASELINES = {"hand": BASELINE, "fp32": "baseline client -> vLLM server by hand, --dtype float32",
+             "tuned": "baseline client -> vLLM server, Charter's CPU settings"}
 USER_RESERVED = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")  # before the vLLM backend sets it
 
 
@@ -221,7 +226,8 @@ def print_table(rows, args) -> None:
               ("compiled: pipeline / raw vLLM (replay)", rate.get(f"pipeline: {COMPILED}"), rate.get(REPLAY_COMPILED), 0.9),
               ("vLLM pipeline / raw vLLM (short prompts)", rate.get("pipeline: vllm"), rate.get(SHORT), None),
               ("default / baseline client", default, rate.get(BASELINE), 2.0),
-              ("default / baseline client, Charter's settings", default, rate.get(BASELINE_TUNED), None),
+              ("default / baseline client, server fp32", default, rate.get(BASELINES["fp32"]), None),
+              ("default / baseline client, Charter's settings", default, rate.get(BASELINES["tuned"]), None),
               ("compiled pipeline / baseline client", rate.get(f"pipeline: {COMPILED}"), rate.get(BASELINE), None),
               ("default / transformers pipeline", default, rate.get("pipeline: transformers"), 3.0)]
     for name, a, b, target in ratios:
@@ -239,7 +245,8 @@ def main() -> None:
     ap.add_argument("--transformers-prompts", type=int, default=16,
                     help="prompts for the transformers pipeline (its rate in tok/s is compared; 64 take ~25 min here)")
     ap.add_argument("--backends", nargs="*", default=["vllm", "transformers"], help="vllm transformers llamacpp")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline client and its server")
+    ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES),
+                    help="servers for the baseline client: by hand (the target's), by hand in fp32, Charter's")
     ap.add_argument("--no-compiled", action="store_true", help="skip the compiled vLLM engine of long runs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -248,8 +255,8 @@ def main() -> None:
         rows += measure_backend(name, args)
         if name == "vllm" and not args.no_compiled:
             rows += measure_backend(name, args, compiled=True)
-    if not args.no_baseline:
-        rows += measure_baseline(args, tuned=False) + measure_baseline(args, tuned=True)
+    for kind in args.baselines:
+        rows += measure_baseline(args, kind)
     print_table(rows, args)
 
 

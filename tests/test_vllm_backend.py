@@ -77,6 +77,21 @@ def test_cpu_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
     assert vb.cpu_env() == {"VLLM_USE_AOT_COMPILE": "0"}  # the compile-cache work-around stays
 
 
+def test_server_command_tuned_or_as_by_hand(monkeypatch):
+    from charter.backends import vllm_backend as vb
+
+    monkeypatch.setattr(vb, "_cuda", lambda: False)
+    tuned = vb.server_command("embedded", 8000)
+    hand = vb.server_command("embedded", 8000, tuned=False)
+    for cmd in (tuned, hand):  # both stay alive with seeds; both start fast
+        assert {"--no-enable-chunked-prefill", "--max-num-batched-tokens", "--enforce-eager"} <= set(cmd)
+    assert tuned[tuned.index("--dtype") + 1] == "float32" and tuned[tuned.index("--block-size") + 1] == "32"
+    assert "--dtype" not in hand and "--block-size" not in hand  # vLLM's own choices
+    monkeypatch.setattr(vb, "_cuda", lambda: True)  # GPU: vLLM's defaults, none of the CPU work-arounds
+    for cmd in (vb.server_command("embedded", 8000), vb.server_command("embedded", 8000, tuned=False)):
+        assert "--dtype" not in cmd and "--enforce-eager" not in cmd and "--no-enable-chunked-prefill" not in cmd
+
+
 def test_long_runs_get_a_compiled_engine_that_scores_as_the_eager_one(backend):
     """A run of COMPILE_MIN_STEPS requests compiles the model on CPU (vLLM's own default on GPU);
     the compiled engine is the same model: its log-probs match the eager engine's."""

