@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads must not spin: tests run torch beside llama.cpp servers and subprocesses,
 # and spinning threads on 2 cores slowed small matmuls ~40x in our measurements.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ctrl-C tests need SIGINT delivered: a shell that starts the suite in the background (`make test &`
+# without job control) ignores it, and children inherit that. A handler is reset to the default on
+# exec, so the CLI subprocesses get it too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "anthropic-cai"
 
