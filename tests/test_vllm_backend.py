@@ -87,6 +87,7 @@ def test_server_command_tuned_or_as_by_hand(monkeypatch):
         assert {"--no-enable-chunked-prefill", "--max-num-batched-tokens", "--enforce-eager"} <= set(cmd)
     assert tuned[tuned.index("--dtype") + 1] == "float32" and tuned[tuned.index("--block-size") + 1] == "32"
     assert "--dtype" not in hand and "--block-size" not in hand  # vLLM's own choices
+    assert hand[hand.index("--gpu-memory-utilization") + 1] == "0.5"  # starts beside a busy process
     monkeypatch.setattr(vb, "_cuda", lambda: True)  # GPU: vLLM's defaults, none of the CPU work-arounds
     for cmd in (vb.server_command("embedded", 8000), vb.server_command("embedded", 8000, tuned=False)):
         assert "--dtype" not in cmd and "--enforce-eager" not in cmd and "--no-enable-chunked-prefill" not in cmd

