@@ -60,7 +60,7 @@ def sft_trainer(args, tmp: str):
 
 
 def pm_trainer(args, tmp: str):
-    from charter.rlcai.pm import build_pm_trainer, load_pm_config
+    from charter.train.pm import build_pm_trainer, load_pm_config
 
     good, bad = " ".join(["good"] * args.tokens), " ".join(["bad"] * args.tokens)  # ~1 token per word
     rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
@@ -80,7 +80,7 @@ def rl_trainer(args, tmp: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from charter.models import resolve_hf_checkpoint
-    from charter.rlcai.rl import build_rl_trainer, load_rl_config
+    from charter.train.rl import build_rl_trainer, load_rl_config
 
     path, pm = resolve_hf_checkpoint(args.model), os.path.join(tmp, "pm")
     AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(pm)  # an untrained head

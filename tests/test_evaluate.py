@@ -262,7 +262,7 @@ class LengthPM:
 
 
 def test_pm_scores_by_revision_principle_and_critique_vs_direct():
-    from charter.evaluate.pm import bootstrap_mean, pm_scores
+    from charter.evaluate.revision_scores import bootstrap_mean, pm_scores
 
     crit = [Record(id=f"c{i}", kind="red_team", prompt=[{"role": "user", "content": "q"}], initial="ab",
                    rounds=[Round("harm", "c", "abcd"), Round("law", "c", "abcdef")], final="abcdef") for i in range(4)]

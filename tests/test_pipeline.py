@@ -105,7 +105,8 @@ def test_ctrl_c_says_what_is_saved_and_writes_nothing_after(tmp_path, concurrenc
 
 def test_progress_moves_per_step(tmp_path):
     from charter.constitution import load_constitution
-    from charter.generate import run_items, settings_from
+    from charter.generate import settings_from
+    from charter.pipeline import run_items
 
     steps, recs = [], []
     c = cfg(tmp_path, limit=2, rounds=2)

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("trl")
 
 from charter.errors import ConfigError  # noqa: E402
-from charter.rlcai.rl import load_rl_config, rl_prompts  # noqa: E402
+from charter.train.rl import load_rl_config, rl_prompts  # noqa: E402
 
 PROMPTS = [f"Say something about {t}." for t in ("tea", "snow", "bees", "maps")]
 
@@ -41,7 +41,7 @@ def marker_pm(tmp_path_factory):
     """A PM that prefers answers carrying 'Banana!' (the PM test's recipe)."""
     from test_rlcai_pm import TOPICS, marker_row, write
 
-    from charter.rlcai.pm import load_pm_config, train_pm
+    from charter.train.pm import load_pm_config, train_pm
 
     tmp = tmp_path_factory.mktemp("pm")
     data = write(tmp / "l.jsonl", [marker_row(i, TOPICS[i % 14]) for i in range(12)])
@@ -54,7 +54,7 @@ def marker_pm(tmp_path_factory):
 def mean_reward(policy: str, pm_dir: str) -> float:
     """PM score of 16 sampled answers (4 prompts x 4 seeds): the same seeds before and after training."""
     from charter.backends import create_backend
-    from charter.rlcai.scorer import load_pm
+    from charter.scorer import load_pm
     from charter.types import Sampling
 
     backend = create_backend("transformers", policy)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from charter.backends.base import Backend
 from charter.errors import CharterError
-from charter.pipeline import Runner, Settings, plan
+from charter.pipeline import Settings, plan, run_items
 from charter.types import Constitution, PromptItem, Record, Sampling
 
 
@@ -165,14 +165,3 @@ def run_local(cfg, backend: Backend | None, constitution: Constitution, settings
     finally:
         if own:
             backend.close()  # an engine's worker processes must not outlive the run
-
-
-def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: list[PromptItem],
-              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
-    """The scheduler that suits the engine: streaming where it batches internally."""
-    runner = Runner(backend, constitution, settings, on_record, on_step)
-    share = getattr(backend, "share_prefix", None)  # optional: engines with per-slot KV
-    if share and constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
-        share(runner.shared_prefix())
-    workers = getattr(backend, "concurrency", None)
-    runner.run_streaming(items, workers) if workers else runner.run(items)

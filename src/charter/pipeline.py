@@ -274,6 +274,18 @@ class Runner:
             raise self.fatal
 
 
+def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: Iterable[PromptItem],
+              on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
+    """The scheduler that suits the engine: streaming where it batches internally."""
+    items = list(items)
+    runner = Runner(backend, constitution, settings, on_record, on_step)
+    share = getattr(backend, "share_prefix", None)  # optional: engines with per-slot KV
+    if share and constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
+        share(runner.shared_prefix())
+    workers = getattr(backend, "concurrency", None)
+    runner.run_streaming(items, workers) if workers else runner.run(items)
+
+
 def pick_batch(active: list[Job], size: int) -> list[Job]:
     """Up to `size` jobs of the largest family (ties: the oldest job's family), oldest first."""
     families: dict[str, list[Job]] = {}

@@ -27,7 +27,7 @@ class _Worker:
         self.constitution, self.settings = constitution, settings
 
     def run(self, items: list[PromptItem]) -> list[dict]:
-        from charter.generate import run_items
+        from charter.pipeline import run_items
 
         out: list[Record] = []
         run_items(self.backend, self.constitution, self.settings, items, out.append)

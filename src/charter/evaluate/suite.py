@@ -19,7 +19,7 @@ eval.json (schema "charter.eval/1"); every part is present only if it was comput
   pm: {pm, runs: [{run, label, direct, by_revision: [{revision, n, mean, low, high, evasive}],
                    per_principle: [{principle, n, mean, low, high}], items: [{id, principles, scores}]}],
        critique_vs_direct?: {critique, direct, by_revision: [{revision, critique, direct, diff, low, high}]}}
-      PM scores of the initial answer (revision 0) and each revision (charter.evaluate.pm); per principle:
+      PM scores of the initial answer (revision 0) and each revision (charter.evaluate.revision_scores); per principle:
       the mean change over rounds drawn with it; critique_vs_direct when a --no-critique run is given.
 """
 from __future__ import annotations
@@ -176,8 +176,8 @@ def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] =
 
 
 def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], bootstrap: int, seed: int) -> dict:
-    from charter.evaluate.pm import pm_scores
-    from charter.rlcai.scorer import load_pm
+    from charter.evaluate.revision_scores import pm_scores
+    from charter.scorer import load_pm
 
     pm = load_pm(pm_dir)
     try:

@@ -1,7 +1,7 @@
-"""RL-CAI in one place (the paper's §4): AI feedback labels, the preference model, RL, labeler evaluation.
+"""RL-CAI data (the paper's §4): AI feedback labels and how good a labeler is.
 
-Modules: data (feedback principles and few-shot loaders), labels (`charter label`: soft AI labels),
-pm (`charter train pm`: a reward model on soft labels), rl (`charter train rl`: RLOO against the
-PM), labeler_eval (`charter eval-labeler`: accuracy and calibration of a feedback model or a PM),
-cli (the commands). Nothing heavy is imported here.
+Modules: data (feedback principles and few-shot loaders), questions (the one feedback question),
+labels (`charter label`: soft AI labels), labeler_eval (`charter eval-labeler`: accuracy and
+calibration of a feedback model or a PM). The trainers (PM, RL) live in charter.train and the PM
+scorer in charter.scorer. Nothing heavy is imported here.
 """

@@ -139,7 +139,7 @@ def _add_pm(tsub, common) -> None:
 
 
 def cmd_pm(a: argparse.Namespace) -> int:
-    from charter.rlcai.pm import load_pm_config, summary_line, train_pm
+    from charter.train.pm import load_pm_config, summary_line, train_pm
     from charter.train.cli import overrides
 
     cfg = load_pm_config(a.config, **overrides(a, ["mix", "eval_data", "eval_share"]))
@@ -175,7 +175,7 @@ def _add_rl(tsub) -> None:
 
 
 def cmd_rl(a: argparse.Namespace) -> int:
-    from charter.rlcai.rl import load_rl_config, summary_line, train_rl
+    from charter.train.rl import load_rl_config, summary_line, train_rl
 
     keys = ["model", "pm", "out", "prompts", "helpful_prompts", "helpful_ratio", "prompt_field", "limit", "samples",
             "max_tokens", "temperature", "top_p", "beta", "lora", "seed"]
@@ -188,7 +188,7 @@ def cmd_rl(a: argparse.Namespace) -> int:
 
 def _eval_pm(a: argparse.Namespace):
     from charter.rlcai.labeler_eval import evaluate_pm
-    from charter.rlcai.scorer import load_pm
+    from charter.scorer import load_pm
 
     pm = load_pm(a.pm)
     try:

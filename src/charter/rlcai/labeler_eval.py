@@ -303,7 +303,7 @@ def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None
 
 def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list, list]]:
     """(line, better conversation, worse conversation) from an MC file or from preference rows."""
-    from charter.rlcai.pm import read_pairs, transcript_turns
+    from charter.train.pm import read_pairs, transcript_turns
 
     with Path(path).open(encoding="utf-8") as fh:
         first = next((json.loads(line) for line in fh if line.strip()), {}) if Path(path).suffix == ".jsonl" else {}

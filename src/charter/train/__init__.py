@@ -1,4 +1,5 @@
-"""Fine-tuning on Charter's data: `sft` (SL-CAI) and `dpo` (preference pairs), thin TRL wrappers.
+"""Fine-tuning, thin TRL wrappers: `sft` (SL-CAI), `dpo` (preference pairs), `pm` (preference model
+on soft AI labels) and `rl` (RL-CAI: RLOO against the PM). `common` holds what they share.
 
 Nothing heavy is imported here; torch / trl load when a trainer is built.
 """

@@ -247,7 +247,7 @@ def held_out_metrics(pm_dir: str, rows: list[dict]) -> dict[str, Any]:
     """Accuracy (r_chosen > r_rejected), mean P(chosen) and soft cross-entropy against the scores."""
     if not rows:
         return {"n": 0}
-    from charter.rlcai.scorer import load_pm
+    from charter.scorer import load_pm
 
     pm = load_pm(pm_dir)
     try:

@@ -115,7 +115,7 @@ def build_rl_trainer(cfg: RLRunConfig, progress: bool = True):
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
     from trl import RLOOConfig, RLOOTrainer
 
-    from charter.rlcai.scorer import load_pm
+    from charter.scorer import load_pm
 
     load_pm(cfg.pm).close()  # a clear error for a wrong --pm before the policy loads
     mode = "lora" if cfg.lora is not False else "full"
