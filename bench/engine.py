@@ -19,11 +19,27 @@ One run prints one table (default red-team prompts, default few-shot block, seed
     with seeds), three ways: as a user starts it by hand (`--enforce-eager`, the rest vLLM's: bf16
     for this fp32 checkpoint on x86, one core of a small machine kept for its scheduler, 128-token
     cache blocks; the target's baseline), the same in fp32, and with Charter's settings
-    (`server_command()` + `cpu_env()`: fp32, all cores compute, 32-token blocks).
+    (`server_command()` + `engine_env()`: the cpu profile: fp32, all cores compute, 32-token blocks).
 The transformers pipeline runs 16 prompts by default (--transformers-prompts): its tok/s is what
 is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
 Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
 >= 3x the transformers pipeline.
+
+Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backend.PROFILES), on
+2-core VMs unless said; re-measure with this script (rows above) before changing a setting:
+  * dtype: vLLM picks bf16 for this fp32 checkpoint on x86; fp32 was faster on every CPU measured
+    (AVX-512+BF16: 155 vs 114 tok/s; AVX2: 270 vs 58 tok/s, raw short prompts).
+  * all cores compute (VLLM_CPU_NUM_OF_RESERVED_CPU=0 below 8 cores): vLLM keeps one core for its
+    scheduler, half of a 2-core machine; the pipeline went 72.9 -> 118.0 tok/s without it.
+  * 32-token prefix-cache blocks instead of vLLM-CPU's 128: pipeline 118 -> 130 tok/s (64 was no
+    better than 128).
+  * eager start ~35 s; compiling costs ~25 s more with a warm compile cache (~95 s cold) and makes
+    each step ~12% cheaper (~0.05 s a step): break-even ~500 steps warm, ~1,900 cold, hence
+    COMPILE_MIN_STEPS = 2,000. VLLM_USE_AOT_COMPILE=0: vLLM's AOT cache did not load back with this
+    torch ("'function' object has no attribute 'finalize_loading'"), so every compiled start took
+    ~120 s; the inductor cache loads back (~63 s).
+  * one tokenizer call at a time in the driver: vLLM's tokenizer deep-copies itself per concurrent
+    caller (driver CPU 13.2 -> 2.6 s a run, a tenth of the driver's CPU).
 """
 from __future__ import annotations
 
@@ -81,9 +97,9 @@ def pipeline_config(name: str, args, out: str = "unused") -> GenerateConfig:
 
 def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, int]:
     """`charter generate` on `backend`; on vLLM, each request sent to the engine lands in `requests`."""
-    if requests is not None:
-        submit = backend._submit_all
-        backend._submit_all = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
+    if requests is not None:  # every request the pipeline sends to vLLM, kept for the replay
+        submit = backend.submit
+        backend.submit = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = pipeline_config(backend.name, args, out)
@@ -93,14 +109,14 @@ def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, in
             return time.time() - t0, s.tokens
     finally:
         if requests is not None:
-            del backend._submit_all  # the class's own again
+            del backend.submit  # the class's own again
 
 
 def replay_vllm(backend, requests: list) -> tuple[float, int]:
     """The pipeline's requests again, all at once, on a cold prefix cache."""
-    backend._run(backend.engine.reset_prefix_cache()).result()
+    backend.reset_prefix_cache()
     t0 = time.time()
-    outs = backend._submit_all([ids for ids, _ in requests], [p for _, p in requests])
+    outs = backend.submit([ids for ids, _ in requests], [p for _, p in requests])
     return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
@@ -114,7 +130,7 @@ def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
     params = [SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed + i, ignore_eos=True)
               for i in range(n)]
     t0 = time.time()
-    outs = backend._submit_all(rows, params)
+    outs = backend.submit(rows, params)
     return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
@@ -188,13 +204,14 @@ def measure_baseline(args, kind: str) -> list[tuple]:
     --gpu-memory-utilization 0.5`, as vLLM's start-up error asks: `server_command(tuned=False)`;
     vLLM's dtype, which is bf16 for this fp32 checkpoint on x86, one core kept for its scheduler,
     128-token blocks); the same with `--dtype float32`; with Charter's
-    settings (`server_command()` + `cpu_env()`). All three with the flags that keep vLLM-CPU alive
-    with seeds (`seed_safe()`)."""
-    from charter.backends.vllm_backend import cpu_env, start_server, stop_server
+    settings (`server_command()` + `engine_env()`). All three with the flags that keep vLLM-CPU
+    alive with seeds (`seed_safe()`)."""
+    from charter.backends.vllm_backend import engine_env
+    from charter.backends.vllm_server import start_server, stop_server
 
-    # vLLM-CPU's own: one core reserved for its scheduler. Said explicitly: the vLLM backend
-    # measured above set Charter's value in this process's environment.
-    env = cpu_env() if kind == "tuned" else {"VLLM_CPU_NUM_OF_RESERVED_CPU": USER_RESERVED or "1"}
+    # By hand: vLLM-CPU's own value, one core reserved for its scheduler (said explicitly: this
+    # environment may hold another).
+    env = engine_env() if kind == "tuned" else {"VLLM_CPU_NUM_OF_RESERVED_CPU": USER_RESERVED or "1"}
     extra = ["--dtype", "float32"] if kind == "fp32" else []
     with PeakRSS() as rss, tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
         t0 = time.time()
@@ -212,7 +229,7 @@ def measure_baseline(args, kind: str) -> list[tuple]:
 BASELINE = "baseline client -> vLLM server, as started by hand"
 BASELINES = {"hand": BASELINE, "fp32": "baseline client -> vLLM server by hand, --dtype float32",
              "tuned": "baseline client -> vLLM server, Charter's CPU settings"}
-USER_RESERVED = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")  # before the vLLM backend sets it
+USER_RESERVED = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")  # the user's own, if set
 
 
 def print_table(rows, args) -> None:

@@ -55,9 +55,7 @@ def fresh(make):
 
 
 def close(backend) -> None:
-    backend.close()
-    if hasattr(backend, "engine"):  # the openai client keeps the server it talks to
-        backend.engine.close()
+    backend.close()  # bench/backends.py's openai client closes the server it talks to with it
 
 
 def measure(make, args) -> list[tuple[str, float, int | None, int]]:

@@ -11,6 +11,10 @@ a warm-up and is not timed. SFT rows are truncated to exactly --tokens tokens; P
 generated tokens). Variants: full, lora, pm, pm-lora, rl, rl-lora, with suffixes -nogc (no
 gradient checkpointing; TRL turns it on by default for SFT) and -bf16 (CPU autocast to bf16;
 pays only on CPUs with native bf16), e.g. full-nogc,lora-nogc-bf16.
+
+Calibration of charter.train.common.TOKENS_PER_S (the rough time printed before training): SFT of
+SmolLM2-135M, batch 4 x 256 tokens, on a shared 2-core box measured full 16-20 tokens/s and LoRA
+10-51 tokens/s; an idle box is faster (~170 full was reported), so the estimate errs long.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def test_auto_falls_back_to_transformers_when_vllm_does_not_import(monkeypatch):
     assert backends.resolve_backend("auto", "embedded") == "transformers"
 
 
-def test_generate_prints_the_backend_auto_chose(tmp_path, capsys, monkeypatch):
+def test_generate_logs_the_backend_auto_chose(tmp_path, caplog, monkeypatch):
     made = []
 
     def fake_create(name, model, **options):
@@ -32,9 +32,10 @@ def test_generate_prints_the_backend_auto_chose(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(backends, "vllm_imports", lambda: False)
     from charter.generate import generate
 
-    generate(GenerateConfig(limit=1, rounds=1, out=str(tmp_path / "r")), progress=False)
+    with caplog.at_level("INFO", logger="charter"):
+        generate(GenerateConfig(limit=1, rounds=1, out=str(tmp_path / "r")), progress=False)
     assert made == ["transformers"]
-    assert "backend auto -> transformers" in capsys.readouterr().err
+    assert "backend auto -> transformers (no vLLM here)" in caplog.text
 
 
 def test_unknown_backend_lists_auto():
@@ -93,3 +94,23 @@ def test_vllm_compiles_only_for_long_runs_on_cpu(monkeypatch):
     assert vb.workload_options(vb.COMPILE_MIN_STEPS) == {"enforce_eager": False}
     monkeypatch.setattr(vb, "_cuda", lambda: True)  # vLLM's own default on GPU: compiled
     assert vb.workload_options(10**6) == {}
+
+
+def test_every_backend_declares_the_capabilities_and_closes_as_a_context_manager():
+    """The pipeline reads capabilities off the base class's declarations, never by probing."""
+    import importlib
+
+    from charter.backends.base import Backend
+    from charter.backends.fake import FakeBackend
+
+    for name, path in backends.BACKENDS.items():
+        module, cls = path.split(":")
+        assert issubclass(getattr(importlib.import_module(module), cls), Backend), name
+    closed = []
+    fake = FakeBackend()
+    fake.close = lambda: closed.append(True)
+    with fake as b:
+        assert b.concurrency is None and b.max_context is None and b.count_tokens("x") is None
+        assert b.prepare(["x", [{"role": "user", "content": "y"}]]) == ["x", [{"role": "user", "content": "y"}]]
+        assert b.share_prefix("x") is None and FakeBackend.workload_options(10**6) == {}
+    assert closed == [True]

@@ -59,3 +59,32 @@ def test_backend_option_reaches_backend(tmp_path, monkeypatch, capsys):
     args = ["generate", "--config", "run.yaml", "--backend-option", "fail_on=<|user|>", "--limit", "1", "--quiet"]
     assert main(args) == 1
     assert "3 records written (3 failed)" in capsys.readouterr().out
+
+
+def test_eval_takes_a_config_and_flags_override_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--limit", "2", "--rounds", "1", "--quiet", "--out", "r"]) == 0
+    (tmp_path / "eval.yaml").write_text("run: r\nmodels: [fake:a, fake:b]\njudge: fake:j\nbootstrap: 10\n")
+    assert main(["eval", "--config", "eval.yaml", "--bootstrap", "5", "--out", "e.json"]) == 0
+    settings = json.loads((tmp_path / "e.json").read_text())["settings"]
+    assert settings["bootstrap"] == 5 and settings["models"] == ["fake:a", "fake:b"] and settings["judge"] == "fake:j"
+    (tmp_path / "eval.yaml").write_text("run: r\nmodel: [fake:a]\n")
+    assert main(["eval", "--config", "eval.yaml"]) == 2
+    assert "eval.yaml:2: unknown key 'model' (did you mean 'models'?)" in capsys.readouterr().err
+
+
+def test_eval_labeler_takes_a_config_and_flags_override_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"prompt": f"Which reply is better? {i}", "corrects": ["kind"], "incorrects": ["rude"]} for i in range(3)]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "el.yaml").write_text("file: mc.jsonl\nbackend: fake\nlimit: 3\nout: el.json\nplot: none\n")
+    assert main(["eval-labeler", "--config", "el.yaml", "--limit", "2", "--quiet"]) == 0
+    assert json.loads((tmp_path / "el.json").read_text())["n_rows"] == 2
+    assert "wrote el.json" in capsys.readouterr().out
+    (tmp_path / "el.yaml").write_text("backend: fake\n")
+    assert main(["eval-labeler", "--config", "el.yaml"]) == 2
+    assert "el.yaml: 'file' is required (pass FILE or set it in the config file)" in capsys.readouterr().err

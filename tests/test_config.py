@@ -107,3 +107,59 @@ def test_shipped_configs_load():
     assert configs, "ship at least one example config"
     for path in configs:
         load_generate_config(str(path), {})
+
+
+def test_shipped_train_configs_load():
+    from pathlib import Path
+
+    from charter.train.dpo import DPOConfig
+    from charter.train.pm import PMConfig
+    from charter.train.rl import RLConfig
+    from charter.train.sft import SFTConfig
+
+    folder = Path(__file__).parents[1] / "configs" / "train"
+    classes = {"sft": SFTConfig, "dpo": DPOConfig, "pm": PMConfig, "rl": RLConfig}
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(classes)
+    for name, cls in classes.items():
+        cfg = cls.load(str(folder / f"{name}.yaml"), {"pm" if name == "rl" else "data": "d", "out": "o"})
+        assert cfg.where.endswith(f"{name}.yaml") and cfg.trainer["num_train_epochs"] == 1
+
+
+def test_a_setting_declared_once_gives_flag_checks_and_resumability():
+    """Choices, bounds, result=False and the flag all come from the one field declaration."""
+    import argparse
+    from dataclasses import dataclass
+
+    from charter.cli.common import add_settings, given
+    from charter.config import Config, setting
+
+    @dataclass
+    class Demo(Config):
+        mode: str = setting("a", "which mode", choices=("a", "b"))
+        n: int = setting(1, "how many", bounds=">= 1")
+        share: float = setting(0.5, "a share", bounds="[0, 1)")
+        fast: bool = setting(False, "go fast")
+        careful: bool = setting(True, "be careful")
+        out: str = setting("x", "where", result=False)
+
+    assert Demo.NON_RESULT_KEYS == ("out",) and Demo().fingerprint() == Demo(out="y").fingerprint()
+    p = argparse.ArgumentParser()
+    add_settings(p, Demo)
+    a = p.parse_args(["--mode", "b", "--n", "3", "--fast", "--no-careful"])
+    assert given(a, Demo) == {"mode": "b", "n": 3, "fast": True, "careful": False}
+    assert given(p.parse_args([]), Demo) == {}
+    with pytest.raises(ConfigError, match=r"^--share must be in \[0, 1\), got 1.0$"):
+        Demo.load(None, {"share": 1.0})
+    with pytest.raises(ConfigError, match=r"^--n must be >= 1, got 0$"):
+        Demo.load(None, {"n": 0})
+
+
+def test_config_py_does_not_know_the_backends(tmp_path):
+    """The backend name is checked where it is used (generate), with the same message."""
+    from charter.errors import BackendError
+    from charter.generate import generate
+
+    cfg = load_generate_config(None, {"backend": "fakee", "out": str(tmp_path / "r")})
+    with pytest.raises(BackendError, match=r"unknown backend 'fakee' \(did you mean 'fake'\?\)"):
+        generate(cfg, progress=False)
+    assert not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ from charter.evaluate.elo import bootstrap_elo, fit_elo, win_prob
 from charter.evaluate.evasive import is_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
-from charter.evaluate.suite import SCHEMA, evaluate
+from charter.evaluate.suite import SCHEMA, evaluate_records as evaluate
 from charter.types import Record, Round, Sampling, Score
 
 # ---- Elo --------------------------------------------------------------------------------------

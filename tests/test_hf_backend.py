@@ -130,13 +130,16 @@ def test_sampling_is_seeded_and_varies_with_the_seed(backend):
 
 
 def test_a_step_is_tokenized_once_for_its_count_and_its_call(backend, monkeypatch):
-    """The pipeline counts a step's tokens, then sends it: the second asks the tokenizer nothing."""
+    """The pipeline prepares a step once, counts its tokens, then sends it: the count and the call
+    ask the tokenizer nothing more, and the prepared step generates what the request would."""
     calls = []
     encode = backend._encode
     monkeypatch.setattr(backend, "_encode", lambda *a: calls.append(a) or encode(*a))
     convo = [{"role": "user", "content": "A question asked once, then sent."}]
-    n = backend.count_tokens(convo)
-    assert backend.prompt_ids(convo) == backend.prompt_ids([dict(m) for m in convo]) and len(calls) == 1
-    assert len(backend.prompt_ids(convo)) == n
-    backend.prompt_ids([{"role": "user", "content": "Another one."}])
-    assert len(calls) == 2
+    (prepared,) = backend.prepare([convo])
+    assert len(calls) == 1 and backend.count_tokens(prepared) == len(backend.prompt_ids(prepared))
+    greedy = Sampling(max_tokens=8, temperature=0)
+    sent = backend.chat([prepared], greedy)
+    assert len(calls) == 1
+    assert sent == backend.chat([convo], greedy) and len(calls) == 2
+    assert backend.count_tokens(convo) == len(prepared) == sent[0].prompt_tokens

@@ -113,3 +113,34 @@ def test_progress_moves_per_step(tmp_path):
     run_items(FakeBackend(), load_constitution(), settings_from(c), load_prompts("default", "red_team", None, 2),
               recs.append, lambda: steps.append(len(recs)))
     assert len(steps) == 2 * 5 and steps[0] == 0  # one tick per step, before any record is done
+
+
+class Encoding(FakeBackend):
+    """A backend whose prepare encodes each request (as HF-tokenizer backends do with token ids):
+    the context check and the call must both get the encoding, made once per step."""
+
+    max_context = 10**6
+
+    def __init__(self, concurrency=None):
+        super().__init__()
+        self.concurrency, self.prepared = concurrency, 0
+
+    def prepare(self, requests):
+        self.prepared += len(requests)
+        return [("encoded", r) for r in requests]
+
+    def count_tokens(self, request):
+        assert request[0] == "encoded"
+        return 1
+
+    def chat(self, convos, sampling):
+        assert all(c[0] == "encoded" for c in convos)
+        return super().chat([c[1] for c in convos], sampling)
+
+
+@pytest.mark.parametrize("concurrency", [None, 3])
+def test_each_step_is_prepared_once_then_checked_and_sent_as_prepared(tmp_path, concurrency):
+    engine = Encoding(concurrency)
+    s = generate(cfg(tmp_path, limit=4, batch_size=2), backend=engine, progress=False)
+    assert s.records == 4 and s.failures == 0
+    assert engine.prepared == len(engine.calls) == 4 * 5

@@ -173,12 +173,12 @@ def test_paths_that_are_directories_or_unreadable(tmp_path, monkeypatch, capsys)
 
 
 def test_unexpected_os_error_is_still_one_line(tmp_path, monkeypatch, capsys):
-    import charter.cli
+    import charter.cli.constitution
 
     def boom(a):
         raise PermissionError(13, "Permission denied", "/some/where")
 
-    monkeypatch.setattr(charter.cli, "cmd_constitution", boom)
+    monkeypatch.setattr(charter.cli.constitution, "cmd_constitution", boom)
     fails(capsys, ["constitution", "show"], r"^error: /some/where: Permission denied; check the path")
 
 

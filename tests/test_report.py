@@ -7,7 +7,7 @@ import re
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.config import GenerateConfig
-from charter.evaluate.suite import evaluate
+from charter.evaluate.suite import evaluate_records as evaluate
 from charter.generate import generate
 from charter.report import assets
 from charter.report.html import load_report_run, render, write_report

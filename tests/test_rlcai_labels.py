@@ -8,7 +8,7 @@ import pytest
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.errors import ConfigError, InputError, RunError
-from charter.rlcai.labeler_eval import comparisons, evaluate_labeler, load_mc_file, reliability
+from charter.rlcai.labeler_eval import comparisons, score_labeler, load_mc_file, reliability
 from charter.rlcai.labels import (ANSWER, AFTER_COT, COT_CUE, LabelConfig, label, label_comparisons, load_feedback,
                               load_feedback_examples, load_feedback_principles, pair_preference, question,
                               read_transcripts, transcripts_path)
@@ -183,6 +183,23 @@ def test_failures_are_recorded_and_redone_on_resume(tmp_path):
     assert pq.read_table(tmp_path / "labels.parquet").num_rows == 3
 
 
+def test_torn_and_damaged_transcript_lines_are_set_aside_and_relabelled(tmp_path, caplog):
+    c = cfg(tmp_path, batch_size=1)
+    label(c, policy=policy(), feedback=Scripted(longer), progress=False)
+    tpath = transcripts_path(c.out)
+    lines = tpath.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    tpath.write_text(lines[0] + '{"id": "x", "prom\n' + lines[1] + lines[2][:20])  # damaged line, torn tail
+    again = policy()
+    with caplog.at_level("WARNING", logger="charter"):
+        s = label(c, policy=again, feedback=Scripted(longer), progress=False)
+    assert s.rows == 3 and s.resumed == 2 and len(again.calls) == 2  # only the torn prompt again
+    aside = tpath.with_name(tpath.stem + ".bad.jsonl")
+    assert aside.read_text() == '{"id": "x", "prom\n' + lines[2][:20] + "\n"  # kept, not deleted
+    assert [r.getMessage().split(tpath.name)[1][:16] for r in caplog.records] == [":2: damaged line"]  # torn: silent
+    assert [json.loads(x)["id"] for x in tpath.read_text().splitlines()] == [json.loads(x)["id"] for x in lines]
+
+
 def test_cli_label_and_eval_labeler(tmp_path, shared, capsys):
     out = tmp_path / "l.jsonl"
     assert main(["label", "--backend", "fake", "--limit", "2", "--out", str(out), "--quiet", "--ensemble", "2"]) == 0
@@ -204,7 +221,7 @@ def test_eval_labeler_hand_checked_counts(shared):
     # First 5 rows (hand-checked): correct options are (B), (A), (A), (B), (A); option lengths in
     # characters (A, B): (347, 577), (180, 401), (317, 124), (53, 530), (495, 448).
     fb = Scripted(always_a)
-    r = evaluate_labeler(fb, f, limit=5)
+    r = score_labeler(fb, f, limit=5)
     assert r.n_rows == 5 and r.n_comparisons == 5
     assert r.accuracy == 0.0  # always (A): P(correct) = 0.5 in every row after averaging; a tie is wrong
     assert r.accuracy_first_order == pytest.approx(3 / 5)  # rows 2, 3, 5 have (A) correct
@@ -215,7 +232,7 @@ def test_eval_labeler_hand_checked_counts(shared):
     assert all(row["prompt"] in fb.scored for row in rows)
     # A judge that prefers the longer answer is right when the correct answer is longer:
     # rows 1, 3, 4, 5 -> 4 of 5, in both orders, with confident probabilities.
-    r = evaluate_labeler(Scripted(longer), f, limit=5)
+    r = score_labeler(Scripted(longer), f, limit=5)
     assert r.accuracy == pytest.approx(4 / 5) and r.accuracy_first_order == pytest.approx(4 / 5)
     assert [x["correct"] for x in r.rows] == [True, False, True, True, True]
     assert r.position_bias == pytest.approx(0.5, abs=0.35)
@@ -239,7 +256,7 @@ def test_eval_labeler_answer_style_rows(tmp_path):
             {"prompt": "Which reply is better? Options:", "corrects": ["kind reply"], "incorrects": ["rude one, quite long"]}]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     fb = Scripted(lambda opts: next(i for i, o in enumerate(opts) if o in ("No, it makes toxic gas.", "kind reply")))
-    r = evaluate_labeler(fb, f)
+    r = score_labeler(fb, f)
     assert r.accuracy == 1.0 and r.n_comparisons == 2
     assert any(s.startswith("Consider the following conversation") and "Human: Is it safe" in s for s in fb.scored)
     assert "Which reply is better? Options:\n (A) [[[kind reply]]]\n (B) [[[rude one, quite long]]]\n\nThe answer is:" in fb.scored
@@ -272,7 +289,7 @@ def test_label_style_row_without_options_is_an_error(tmp_path):
     f = tmp_path / "x.jsonl"
     f.write_text(json.dumps({"prompt": "no options here", "corrects": [" (A)"], "incorrects": [" (B)"]}) + "\n")
     with pytest.raises(InputError, match=f"{f}:1: .*options are labels"):
-        evaluate_labeler(FakeBackend(), f)
+        score_labeler(FakeBackend(), f)
 
 
 def test_bad_principles_file(tmp_path):

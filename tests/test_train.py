@@ -13,7 +13,7 @@ from charter.backends import create_backend  # noqa: E402
 from charter.config import GenerateConfig  # noqa: E402
 from charter.errors import ConfigError, InputError  # noqa: E402
 from charter.generate import generate  # noqa: E402
-from charter.train import cli as train_cli  # noqa: E402
+from charter.cli import train as train_cli  # noqa: E402
 from charter.train.dpo import apply_scores, load_dpo_config, train_dpo  # noqa: E402
 from charter.train.sft import build_sft_trainer, load_sft_config, train_sft  # noqa: E402
 from charter.types import Sampling  # noqa: E402

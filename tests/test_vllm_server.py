@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    from charter.backends.vllm_backend import start_server, stop_server
+    from charter.backends.vllm_server import start_server, stop_server
 
     small = ["--max-model-len", "4096", "--max-num-batched-tokens", "4096", "--kv-cache-memory-bytes", str(1 << 30)]
     with open(tmp_path_factory.mktemp("vllm") / "server.log", "w") as log:

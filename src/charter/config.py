@@ -1,18 +1,21 @@
 """Typed, strict configuration: defaults < YAML file < CLI flags.
 
-Unknown keys are rejected with a suggestion, because a silently ignored typo ("round: 2") runs
-the wrong experiment for hours.
+A setting is declared once, as a dataclass field made by `setting(default, help, ...)`: its YAML
+key, type check, allowed values, range and flag (charter.cli.common) all follow from it. Unknown
+keys are rejected with a suggestion, because a silently ignored typo ("round: 2") runs the wrong
+experiment for hours.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from types import MappingProxyType, UnionType
+from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -138,57 +141,77 @@ def check_keys(data: dict, allowed: list[str], where: str, line: int | None = No
         raise ConfigError(f"{loc}: unknown key '{key}'{tip}")
 
 
-@dataclass
-class GenerateConfig:
-    """Everything that defines a `charter generate` run."""
+# ---- one declaration per setting -----------------------------------------------------------------
 
-    model: str = "embedded"
-    backend: str = "auto"  # vllm where it imports, else transformers (backends.resolve_backend)
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    prompts: str = "default"
-    helpful_prompts: str = "default"  # "none" disables helpfulness samples
-    prompt_field: str | None = None
-    constitution: str = "default"
-    few_shot: str = "default"  # "none" disables; "default" = the constitution's own or ours
-    format: str = "chat"
-    rounds: int = 4
-    critique: bool = True
-    context: str = "full"  # round k sees: "full" = every earlier round; "latest" = the latest revision only
-    helpful_samples: int = 2
-    limit: int | None = None
-    seed: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    batch_size: int = 16
-    out: str = "runs/default"
-    executor: str = "local"  # "ray": shard prompts over Ray workers (RAY_ADDRESS picks the cluster)
-    workers: int | None = None  # ray: backend instances (default: one per 1 CPU / GPU available)
-    worker_resources: dict[str, Any] = field(default_factory=dict)  # ray: e.g. {num_gpus: 1}
 
-    # Keys that do not change what a run produces; editing them keeps a run resumable.
-    NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out", "executor", "workers", "worker_resources")
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
+            bounds: str | None = None, flag: str | dict | None = None, result: bool = True,
+            cli: bool | dict = True) -> Any:
+    """A config field and everything that follows from it: its flag, YAML checks and help.
 
-    def validate(self, where: str = "config", origins: dict[str, str] | None = None) -> "GenerateConfig":
+    bounds: ">= 1", "> 0", "[0, 5]", "(0, 1]", "[0, 1)". flag: the flag's name ("--x"; no dashes:
+    a positional), or {"--name": (const, help)} for store_const flags. result=False: changing it
+    keeps a run resumable (not in the fingerprint). cli: False for no flag, or extra argparse kwargs."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "bounds": bounds, "flag": flag,
+            "result": result, "cli": cli}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def in_bounds(value: float, bounds: str) -> bool:
+    if bounds.startswith(">="):
+        return value >= float(bounds[2:])
+    if bounds.startswith(">"):
+        return value > float(bounds[1:])
+    low, high = (float(x) for x in bounds[1:-1].split(","))
+    return (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """How a user sets the field on the command line ('--max-tokens', or 'RUN' for a positional)."""
+    flag = f.metadata.get("flag")
+    if isinstance(flag, dict):
+        return " / ".join(flag)
+    if isinstance(flag, str):
+        return flag if flag.startswith("-") else flag.upper()
+    return "--" + f.name.replace("_", "-")
+
+
+class _NonResultKeys:
+    """Class.NON_RESULT_KEYS: the fields declared with result=False."""
+
+    def __get__(self, obj: Any, cls: type) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("result", True))
+
+
+class Config:
+    """Base of every command's settings (a dataclass of `setting` fields): load, validate, fingerprint."""
+
+    where = "config"  # where the settings came from, for messages (set by load)
+    lines: Mapping[str, dict] = MappingProxyType({})  # {dict field: {key: YAML line}} (set by load)
+    REQUIRED: tuple[str, ...] = ()  # fields that must be set (non-empty)
+    NON_RESULT_KEYS = _NonResultKeys()
+
+    def check(self, where: str) -> None:
+        """Rules across fields (a subclass adds its own); single-field rules come from `setting`."""
+
+    def validate(self, where: str | None = None, origins: dict[str, str] | None = None):
         """Check values; `origins` names where each key was set ('--rounds', 'run.yaml:3: rounds')."""
-        from charter.backends import check_backend_name
-
-        def bad(key: str, rule: str) -> ConfigError:
-            label = (origins or {}).get(key) or f"{where}: {key}"
-            return ConfigError(f"{label} must be {rule}, got {getattr(self, key)!r}")
-
-        check_backend_name(self.backend)
-        for key, choices in (("executor", ("local", "ray")), ("context", CONTEXTS), ("format", FORMATS)):
-            if getattr(self, key) not in choices:
-                raise bad(key, "one of " + ", ".join(choices))
-        for key, low in (("rounds", 0), ("helpful_samples", 0), ("max_tokens", 1), ("batch_size", 1),
-                         ("limit", 1), ("workers", 1)):
-            if getattr(self, key) is not None and getattr(self, key) < low:
-                raise bad(key, f">= {low}")
-        if not 0 <= self.temperature <= 5:
-            raise bad("temperature", "in [0, 5]")
-        if not 0 < self.top_p <= 1:
-            raise bad("top_p", "in (0, 1]")
+        where = where or self.where
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            label = (origins or {}).get(f.name) or f"{where}: {f.name}"
+            if f.name in self.REQUIRED and not value:
+                raise ConfigError(f"{where}: '{f.name}' is required (pass {flag_name(f)} or set it in the config file)")
+            if value is None:
+                continue
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{label} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            bounds = meta.get("bounds")
+            if bounds and not in_bounds(value, bounds):
+                raise ConfigError(f"{label} must be {bounds if bounds[0] == '>' else 'in ' + bounds}, got {value!r}")
+        self.check(where)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +219,28 @@ class GenerateConfig:
 
     def fingerprint(self, extra: str = "") -> str:
         return fingerprint(self.to_dict(), self.NON_RESULT_KEYS, extra)
+
+    @classmethod
+    def load(cls, path: str | None = None, overrides: dict[str, Any] | None = None):
+        """defaults < YAML file < overrides (flags); a dict setting merges key by key."""
+        data = read_config_file(path)
+        where = path or "command line"
+        origins = key_origins(data, where)
+        lines = {k: dict(v.get("__lines__") or {}) for k, v in data.items() if isinstance(v, dict) and k not in BOOKKEEPING}
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if v is not None} or None
+                if value and data.get(key) is not None:
+                    if not isinstance(data[key], dict):
+                        continue  # the file's value is wrong: its type error names the line
+                    value = {**data[key], **value}
+            if value is None:
+                continue
+            data[key] = value
+            origins[key] = "--" + key.replace("_", "-")
+        cfg = build_config(cls, data, where, origins)
+        cfg.where, cfg.lines = where, lines
+        return cfg.validate(where, origins)
 
 
 def fingerprint(settings: dict[str, Any], ignore: tuple[str, ...], extra: str = "") -> str:
@@ -239,15 +284,43 @@ def build_config(cls, data: dict[str, Any], where: str, origins: dict[str, str] 
     return cls(**values)
 
 
+@dataclass
+class GenerateConfig(Config):
+    """Everything that defines a `charter generate` run."""
+
+    model: str = setting("embedded", "'embedded' (default), a local HF checkpoint directory, a .gguf file "
+                         "(--backend llamacpp), or a hub id")
+    backend: str = setting("auto", "auto (default: vllm where it imports, else transformers; llamacpp for .gguf) "
+                           "| transformers | vllm | llamacpp | openai | fake")
+    backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False, cli=False)
+    prompts: str = setting("default", "red-team prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default', "
+                           "advbench, harmbench, do-not-answer, hf:ORG/NAME")
+    helpful_prompts: str = setting("default", "helpfulness prompts (same sources), or 'none'")
+    prompt_field: str | None = setting(None, "column holding the prompt (default: auto-detect)")
+    constitution: str = setting("default", "principles file (Charter YAML, paper JSON, constitutions JSON) "
+                                "or 'default'")
+    few_shot: str = setting("default", "few-shot file, 'default' (the constitution's own or ours) or 'none'")
+    format: str = setting("chat", "chat messages (template applied) or the paper's raw transcripts", choices=FORMATS)
+    rounds: int = setting(4, "critique/revision rounds per red-team prompt (default 4)", bounds=">= 0")
+    critique: bool = setting(True, "critique before each revision",
+                             flag={"--no-critique": (False, "ablation: revise directly, no critique")})
+    context: str = setting("full", "what round k critiques: full = the conversation so far (default), "
+                           "latest = prompt + latest revision", choices=CONTEXTS)
+    helpful_samples: int = setting(2, "answers per helpfulness prompt (default 2)", bounds=">= 0")
+    limit: int | None = setting(None, "use at most N prompts from each prompt set", bounds=">= 1", result=False)
+    seed: int = setting(0, "seeds principle draws and sampling")
+    temperature: float = setting(1.0, "sampling temperature (default 1.0)", bounds="[0, 5]")
+    top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
+    max_tokens: int = setting(256, "tokens per answer, critique and revision (default 256)", bounds=">= 1")
+    batch_size: int = setting(16, "conversations per backend call (default 16)", bounds=">= 1", result=False)
+    out: str = setting("runs/default", "run directory (default runs/default); re-running resumes", result=False)
+    executor: str = setting("local", "ray: shard prompts over Ray workers (RAY_ADDRESS picks the cluster)",
+                            choices=("local", "ray"), result=False)
+    workers: int | None = setting(None, "ray: backend instances (default: one per CPU, or per GPU with num_gpus)",
+                                  bounds=">= 1", result=False)
+    worker_resources: dict[str, Any] = setting({}, "ray: resources of each worker, e.g. {num_gpus: 1}",
+                                               result=False, cli=False)
+
+
 def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
-    data = read_config_file(path)
-    where = path or "command line"
-    origins = key_origins(data, where)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "backend_options" and isinstance(data.get(key), dict):
-            value = {**data[key], **value}  # flags add to the file's options
-        data[key] = value
-        origins[key] = "--" + key.replace("_", "-")
-    return build_config(GenerateConfig, data, where, origins).validate(where, origins)
+    return GenerateConfig.load(path, overrides)

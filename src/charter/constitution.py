@@ -13,12 +13,12 @@ from pathlib import Path
 
 from charter.config import check_keys, key_line, read_data_file as _read, require_text as _text
 from charter.errors import InputError
+from charter.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_CONSTITUTION = DATA / "constitution.yaml"
 DEFAULT_FEW_SHOT = DATA / "few_shot.yaml"
-_SEGMENT = re.compile(r"\n\n(Human|Assistant|CritiqueRequest|Critique|RevisionRequest|Revision):")
 _PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Critique|Revision):\s*$")
 
 
@@ -99,8 +99,7 @@ def load_principles(path: Path) -> list[Principle]:
 
 def parse_paper_transcript(text: str, where: str) -> FewShot:
     """A raw transcript (Human/Assistant/CritiqueRequest/.../Revision) -> FewShot."""
-    parts = _SEGMENT.split("\n\n" + text.lstrip("\n"))
-    turns = [(tag, body.strip()) for tag, body in zip(parts[1::2], parts[2::2])]
+    turns = split_turns(text.lstrip("\n"), HUMAN_ASSISTANT + CRITIQUE_TAGS)
     while turns and turns[-1][0] == "Human" and not turns[-1][1]:
         turns.pop()  # the files end each example with an empty "Human:"
     convo: list[Message] = []

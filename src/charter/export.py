@@ -7,14 +7,12 @@
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from charter.errors import ConfigError, InputError, RunError
+from charter.errors import ConfigError, RunError
+from charter.jsonl import atomic_write, dumps
 from charter.types import Record
 
 FORMATS = ("sft", "dpo", "trace")
@@ -91,27 +89,16 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
-    """Write to a temporary file, then rename: a failed export never leaves half a file behind."""
+    """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind."""
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write(rows, tmp, path.suffix.lower())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise InputError(f"cannot write ({exc.strerror or exc}); check the path and its permissions", str(path)) from exc
-    return path
+    return atomic_write(path, lambda tmp: _write(rows, tmp, path.suffix.lower()))
 
 
 def _write(rows: list[dict[str, Any]], path: Path, suffix: str) -> None:
     if suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        path.write_text("".join(dumps(r) for r in rows), encoding="utf-8")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

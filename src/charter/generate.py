@@ -5,6 +5,7 @@ resume, progress, the summary, a clean stop on Ctrl-C or a dead engine.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -17,6 +18,8 @@ from charter.backends.base import Backend
 from charter.errors import CharterError
 from charter.pipeline import Settings, plan, run_items
 from charter.types import Constitution, PromptItem, Record, Sampling
+
+log = logging.getLogger("charter.generate")
 
 
 class Interrupted(CharterError):
@@ -63,14 +66,17 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     """Run (or resume) a generation job described by a GenerateConfig."""
     import json
 
+    from charter.backends import check_backend_name
     from charter.constitution import load_constitution
     from charter.store import RunStore
 
+    check_backend_name(cfg.backend)  # before anything is written (config.py does not know the backends)
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     items = resolve_items(cfg)
     store = RunStore(cfg.out)
     parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
-    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts)
+    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
+               ignore=cfg.NON_RESULT_KEYS)
     done = store.done_ids()
     todo = [it for it in items if it.id not in done]
     summary = Summary(skipped=len(items) - len(todo))
@@ -146,16 +152,13 @@ def run_local(cfg, backend: Backend | None, constitution: Constitution, settings
               workload: int | None = None) -> None:
     """The pipeline in this process, on `backend` or on one made for the run (`workload`: its
     request count, which the backend may size its settings to)."""
-    import sys
-
     from charter.backends import AUTO, create_backend, resolve_backend
 
     own = backend is None
     if own:
         name = resolve_backend(cfg.backend, cfg.model)
         if cfg.backend == AUTO:
-            print(f"backend auto -> {name} ({'vLLM imports here' if name == 'vllm' else 'no vLLM here'})",
-                  file=sys.stderr)
+            log.info("backend auto -> %s (%s)", name, "vLLM imports here" if name == "vllm" else "no vLLM here")
         backend = create_backend(name, cfg.model, workload=workload, **cfg.backend_options)
     try:
         run_items(backend, constitution, settings, todo, on_record, on_step)

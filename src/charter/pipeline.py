@@ -4,7 +4,9 @@ Conversations advance independently. Engines that batch internally (vLLM, llama.
 get `concurrency` conversations in flight, each submitting its next step the moment its last one
 returns. In-process engines that batch per call (transformers) get batches of up to `batch_size`
 steps of one prompt family (plain answers vs. few-shot critique/revision). A finished record is
-written at once and a new prompt takes its place.
+written at once and a new prompt takes its place. The scheduler follows the backend's declared
+`concurrency`; each step's request is prepared (encoded) once by the backend, checked against its
+`max_context`, and sent as prepared.
 """
 from __future__ import annotations
 
@@ -153,25 +155,31 @@ class Runner:
             self.fatal = BackendError(f"the first {failed} requests all failed with: {error}; stopped the run. "
                                       "Fix the cause, then run the same command again to retry the failed records")
 
-    def too_long(self, job: Job) -> str | None:
+    def prepare(self, batch: Sequence[Job]) -> list:
+        """Each job's next request as the backend sends it: encoded once, for both the context
+        check and the call."""
+        return self.backend.prepare([self.request(j) for j in batch])
+
+    def too_long(self, job: Job, prompt) -> str | None:
         """Why this step cannot run in the model's context (None if it can): checked before the
         engine sees it, so a huge prompt fails its record instead of exhausting memory."""
-        limit, count = getattr(self.backend, "max_context", None), getattr(self.backend, "count_tokens", None)
-        if not (limit and count):
+        limit = self.backend.max_context
+        count = self.backend.count_tokens(prompt) if limit else None
+        if count is None:
             return None
-        need = count(self.request(job)) + self.sampling.max_tokens
+        need = count + self.sampling.max_tokens
         if need <= limit:
             return None
         return (f"ContextTooLong: prompt {job.item.id} ({job.item.source or 'prompts'}) needs {need} tokens at step "
                 f"'{self.step_name(job)}' (max_tokens {self.sampling.max_tokens} included), over the model's "
                 f"context of {limit}; shorten the prompt, or lower --max-tokens or --rounds (or --context latest)")
 
-    def call(self, batch: Sequence[Job]) -> list[Completion]:
-        requests = [self.request(j) for j in batch]
+    def call(self, batch: Sequence[Job], prompts: Sequence) -> list[Completion]:
+        """One backend call on the jobs' prepared requests."""
         sampling = replace(self.sampling, seed=self.call_seed(batch))
         if self.s.format == "text":
-            return self.backend.complete(requests, sampling)
-        return self.backend.chat(requests, sampling)
+            return self.backend.complete(prompts, sampling)
+        return self.backend.chat(prompts, sampling)
 
     def call_seed(self, batch: Sequence[Job]) -> int | None:
         """A fresh seed per call (engines that reseed per call would otherwise repeat one random
@@ -192,11 +200,11 @@ class Runner:
         while (queue or active) and not self.fatal:
             while queue and len(active) < window:
                 active.append(self.new_job(queue.popleft()))
-            batch = self.screen(pick_batch(active, self.s.batch_size), active)
+            batch, prompts = self.screen(pick_batch(active, self.s.batch_size), active)
             if not batch:
                 continue
             try:
-                outs = self.call(batch)
+                outs = self.call(batch, prompts)
             except EngineDead as exc:  # every job in flight fails with the cause; the run stops
                 for job in active:
                     self.finish(job, f"{type(exc).__name__}: {exc}")
@@ -211,26 +219,29 @@ class Runner:
         if self.fatal:
             raise self.fatal
 
-    def screen(self, batch: list[Job], active: list[Job]) -> list[Job]:
-        """The batch without the jobs whose step does not fit the context (those fail here)."""
-        keep = []
-        for job in batch:
-            error = self.too_long(job)
+    def screen(self, batch: list[Job], active: list[Job]) -> tuple[list[Job], list]:
+        """The batch, and its prepared requests, without the jobs whose step does not fit the
+        context (those fail here)."""
+        keep, prompts = [], []
+        for job, prompt in zip(batch, self.prepare(batch)):
+            error = self.too_long(job, prompt)
             if error:
                 self.finish(job, error)
                 active.remove(job)
             else:
                 keep.append(job)
-        return keep
+                prompts.append(prompt)
+        return keep, prompts
 
     def drive(self, job: Job, lock: threading.Lock) -> str | None:
         """Take one conversation through all its steps; its error, if a call failed."""
         while True:
-            error = self.too_long(job)
-            if error:
-                return error
             try:
-                out = self.call([job])[0]
+                (prompt,) = self.prepare([job])
+                too_long = self.too_long(job, prompt)
+                if too_long:
+                    return too_long
+                out = self.call([job], [prompt])[0]
             except EngineDead as exc:
                 self.fatal = self.fatal or exc
                 return f"{type(exc).__name__}: {exc}"
@@ -279,11 +290,12 @@ def run_items(backend: Backend, constitution: Constitution, settings: Settings, 
     """The scheduler that suits the engine: streaming where it batches internally."""
     items = list(items)
     runner = Runner(backend, constitution, settings, on_record, on_step)
-    share = getattr(backend, "share_prefix", None)  # optional: engines with per-slot KV
-    if share and constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
-        share(runner.shared_prefix())
-    workers = getattr(backend, "concurrency", None)
-    runner.run_streaming(items, workers) if workers else runner.run(items)
+    if constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
+        backend.share_prefix(runner.shared_prefix())
+    if backend.concurrency:
+        runner.run_streaming(items, backend.concurrency)
+    else:
+        runner.run(items)
 
 
 def pick_batch(active: list[Job], size: int) -> list[Job]:

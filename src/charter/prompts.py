@@ -10,12 +10,12 @@ import hashlib
 import importlib.util
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from charter.config import read_text
 from charter.errors import InputError
+from charter.transcripts import looks_like as looks_like_transcript, parse_prompt as parse_transcript  # noqa: F401
 from charter.types import Kind, Message, PromptItem
 
 DATA = Path(__file__).parent / "data" / "prompts"
@@ -28,26 +28,6 @@ NAMED_SETS = {
 }
 FIELDS = ("messages", "prompt", "conversation", "question", "instruction", "goal", "text", "chosen")
 ROLES = ("system", "user", "assistant")
-_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant|H|A):[ \t]?")
-
-
-def parse_transcript(text: str) -> list[Message]:
-    """Split an hh-rlhf style transcript ('\\n\\nHuman: ... \\n\\nAssistant: ...') into turns.
-
-    Splits on the turn markers only, never on ': ' inside a turn.
-    """
-    parts = _TURN.split(text)
-    messages: list[Message] = []
-    for speaker, content in zip(parts[1::2], parts[2::2]):
-        role = "user" if speaker in ("Human", "H") else "assistant"
-        messages.append({"role": role, "content": content.strip()})
-    while messages and messages[-1]["role"] == "assistant":
-        messages.pop()  # keep the conversation up to the last human turn
-    return messages
-
-
-def looks_like_transcript(text: str) -> bool:
-    return bool(re.search(r"(^|\n\n)Human:", text)) and "Assistant:" in text
 
 
 def to_messages(value: Any, where: str, line: int | None) -> list[Message]:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
+import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import yaml
 
 from charter import __version__
 from charter.errors import InputError, RunError
+from charter.jsonl import append_jsonl, atomic_write, read_lines, reason as _reason, set_aside
 from charter.types import Record
+
+log = logging.getLogger("charter.store")
 
 RECORDS = "records.jsonl"
 CONFIG = "config.yaml"
@@ -36,34 +38,15 @@ def parse_record(raw: bytes | str) -> Record:
     return Record.from_dict(json.loads(text))
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, complete line) pairs; a torn final line (no newline) is not yielded."""
-    try:
-        with path.open("rb") as fh:
-            for n, raw in enumerate(fh, 1):
-                if raw.endswith(b"\n") and raw.strip():
-                    yield n, raw
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror}); check the path and its permissions", str(path)) from exc
-
-
 def read_records(path: Path) -> Iterator[Record]:
     """Records of a records.jsonl, skipping a torn final line; a damaged line is an InputError."""
-    for n, raw in _lines(path):
+    for n, raw in read_lines(path):
         try:
             yield parse_record(raw)
         except ValueError as exc:
             what = "not a Charter record" if n == 1 else "damaged record"
             tip = "pass a run directory made by `charter generate`" if n == 1 else HOW_TO_REPAIR
             raise InputError(f"{what} ({_reason(exc)}); {tip}", str(path), n) from exc
-
-
-def _reason(exc: ValueError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"invalid JSON: {exc.msg} at column {exc.colno}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
-    return str(exc)
 
 
 class RunStore:
@@ -73,10 +56,12 @@ class RunStore:
         # depend on the working directory staying put (a vLLM run once failed to append here).
         self.records_path = (self.dir / RECORDS).absolute()
 
-    def open(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None) -> None:
+    def open(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None,
+             ignore: Sequence[str] = ()) -> None:
         """Create the run, or check that an existing one was made with the same settings.
 
-        `parts` (name -> content, e.g. the constitution's) lets a refusal name what changed. A run
+        `parts` (name -> content, e.g. the constitution's) lets a refusal name what changed, and
+        `ignore` lists the config keys that do not change results (not named in a refusal). A run
         without records (a failed start) takes the new settings.
         """
         self._check_out()
@@ -86,12 +71,12 @@ class RunStore:
             old = self._read_meta()
             if old.get("fingerprint") != fingerprint:
                 raise RunError(f"{self.dir} holds a run made with different settings "
-                               f"({'; '.join(self._changes(config, parts, old))}); use a new --out, "
+                               f"({'; '.join(self._changes(config, parts, old, ignore))}); use a new --out, "
                                "restore those settings, or pass --force to continue it anyway")
         meta = {"fingerprint": fingerprint, "parts": parts, "charter_version": __version__,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write(self.dir / META, json.dumps(meta, indent=2))
-        _atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        atomic_write(self.dir / META, json.dumps(meta, indent=2))
+        atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
         self.set_aside_damaged()
 
     def _check_out(self) -> None:
@@ -110,7 +95,7 @@ class RunStore:
                            "choose a new or empty directory (nothing was written)")
 
     def has_records(self) -> bool:
-        return self.records_path.exists() and any(True for _ in _lines(self.records_path))
+        return self.records_path.exists() and any(True for _ in read_lines(self.records_path))
 
     def _read_meta(self) -> dict[str, Any]:
         path = self.dir / META
@@ -127,12 +112,10 @@ class RunStore:
                              str(path), getattr(exc, "lineno", None)) from exc
         return meta
 
-    def _changes(self, config: dict, parts: dict[str, str], old_meta: dict) -> list[str]:
+    def _changes(self, config: dict, parts: dict[str, str], old_meta: dict, ignore: Sequence[str]) -> list[str]:
         """What differs from the run's saved settings, for the refusal message."""
-        from charter.config import GenerateConfig
-
         old = load_run_config(self.dir, strict=False)
-        keys = [k for k in sorted(set(old) | set(config)) if k not in GenerateConfig.NON_RESULT_KEYS]
+        keys = [k for k in sorted(set(old) | set(config)) if k not in ignore]
         changes = [f"{k}: {_short(old.get(k))} -> {_short(config.get(k))}" for k in keys if old.get(k) != config.get(k)]
         old_parts = old_meta.get("parts") or {}
         changes += [f"{name} content changed" for name, digest in parts.items() if old_parts.get(name) not in (None, digest)]
@@ -141,38 +124,14 @@ class RunStore:
     def set_aside_damaged(self) -> list[int]:
         """Move damaged lines and a torn tail to records.bad.jsonl (kept for the user); their
         records are then missing, so generate makes them again. Returns the moved line numbers."""
-        if not self.records_path.exists():
-            return []
-        lines = _read_bytes(self.records_path).split(b"\n")
-        keep, bad = [], []
-        for n, raw in enumerate(lines[:-1], 1):
-            try:
-                if raw.strip():
-                    parse_record(raw)
-                    keep.append(raw + b"\n")
-            except ValueError as exc:
-                bad.append((n, raw, _reason(exc)))
-        if lines[-1].strip():  # no newline at the end: killed mid-write
-            bad.append((len(lines), lines[-1], "torn write"))
-        if bad:
-            self._move_aside(keep, bad)
-        return [n for n, _, _ in bad]
-
-    def _move_aside(self, keep: list[bytes], bad: list[tuple[int, bytes, str]]) -> None:
         aside = self.dir / SET_ASIDE
-        try:
-            with aside.open("ab") as fh:
-                fh.write(b"".join(raw + b"\n" for _, raw, _ in bad))
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            raise RunError(f"cannot write {aside} ({exc.strerror}); check the run directory's permissions") from exc
-        _atomic_write(self.records_path, b"".join(keep))
+        bad = set_aside(self.records_path, aside, parse_record)
         for n, _, why in bad:
             if why.startswith("torn"):
                 continue  # the normal trace of a killed run: no need to alarm anyone
-            print(f"warning: {self.records_path}:{n}: damaged record ({why}); moved to {aside}, "
-                  "it will be generated again", file=sys.stderr)
+            log.warning("warning: %s:%d: damaged record (%s); moved to %s, it will be generated again",
+                        self.records_path, n, why, aside)
+        return [n for n, _, _ in bad]
 
     def load(self) -> dict[str, Record]:
         if not self.records_path.exists():
@@ -183,14 +142,7 @@ class RunStore:
         return {rid for rid, r in self.load().items() if r.error is None}
 
     def append(self, record: Record) -> None:
-        line = json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
-        try:
-            with self.records_path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            raise RunError(f"cannot write {self.records_path} ({exc.strerror}); check free space and permissions") from exc
+        append_jsonl(self.records_path, [record.to_dict()])
 
 
 def _short(value: Any) -> str:
@@ -203,26 +155,6 @@ def _mkdir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"cannot create run directory {path} ({exc.strerror}); choose another --out") from exc
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise RunError(f"cannot read {path} ({exc.strerror}); check its permissions") from exc
-
-
-def _atomic_write(path: Path, content: str | bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RunError(f"cannot write {path} ({exc.strerror}); check free space and permissions") from exc
 
 
 def load_run_config(run: str | Path, strict: bool = True) -> dict[str, Any]:

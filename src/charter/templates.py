@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from charter.transcripts import render as transcript, turn
 from charter.types import FewShot, FewShotRound, Message, Principle
 
-TEXT_TAGS = {"user": "Human", "assistant": "Assistant"}
 TEXT_STOPS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:",
               "\n\nRevisionRequest:", "\n\nRevision:", "\n\n-----")
 EXAMPLE_SEPARATOR = "\n\n-----"
@@ -58,22 +58,12 @@ def chat_revision(shots: Sequence[FewShot], prompt: Sequence[Message], answer: s
 # ---- text (transcript) format -----------------------------------------------------------------
 
 
-def transcript(messages: Sequence[Message]) -> str:
-    out = []
-    for m in messages:
-        if m["role"] == "system":
-            out.append(f"\n\n{m['content']}")
-        else:
-            out.append(f"\n\n{TEXT_TAGS[m['role']]}: {m['content']}")
-    return "".join(out)
-
-
 def round_text(rounds: Sequence[FewShotRound], critique: bool = True) -> str:
     text = ""
     for r in rounds:
         if critique:
-            text += f"\n\nCritiqueRequest: {r.critique_request}\n\nCritique: {r.critique}"
-        text += f"\n\nRevisionRequest: {r.revision_request}\n\nRevision: {r.revision}"
+            text += turn("CritiqueRequest", r.critique_request) + turn("Critique", r.critique)
+        text += turn("RevisionRequest", r.revision_request) + turn("Revision", r.revision)
     return text
 
 

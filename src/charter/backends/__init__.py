@@ -67,11 +67,9 @@ def create_backend(name: str, model: str, workload: int | None = None, **options
         raise BackendError(
             f"backend '{name}' needs a missing package ({exc.name}); pip install 'charter[{extra}]'"
         ) from exc
-    cls = getattr(module, cls_name)
+    cls: type[Backend] = getattr(module, cls_name)
     check_options(name, cls, options)
-    sized = getattr(cls, "workload_options", None)
-    options = {**(sized(workload) if sized else {}), **options}
-    return cls(model, **options)
+    return cls(model, **{**cls.workload_options(workload), **options})
 
 
 def check_options(name: str, cls: type, options: dict[str, Any]) -> None:

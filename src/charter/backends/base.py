@@ -1,20 +1,22 @@
-"""The one narrow, batch-first protocol every engine implements.
+"""The base class every engine subclasses: batch-first calls, and every capability the pipeline
+uses declared here with a default, so the pipeline never probes a backend for what it has.
 
 Only backends apply chat templates. ``chat`` takes conversations (lists of messages) and applies
-the model's template; ``complete`` takes raw text (the paper's transcript format) as is.
-
-Two optional attributes tune the pipeline to an engine: ``concurrency`` (engines that batch
-internally get that many conversations in flight, each advancing on its own) and
-``share_prefix(prefix)`` (called once before the first step with the few-shot block, messages or
-text, that every critique/revision request starts with; engines with per-slot KV load it once).
+the model's template; ``complete`` takes raw text (the paper's transcript format) as is. Both also
+take what ``prepare`` returned for such requests: the pipeline encodes each step once, checks its
+length against ``max_context``, and sends the same encoding.
 """
 from __future__ import annotations
 
+import abc
 import threading
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
 
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
+
+Request = Union[Sequence[Message], str]  # a conversation for chat, raw text for complete
 
 
 class EngineDead(BackendError):
@@ -22,31 +24,57 @@ class EngineDead(BackendError):
     stops (instead of failing every remaining record one by one)."""
 
 
-@runtime_checkable
-class Backend(Protocol):
-    name: str  # registry name, e.g. "transformers"
-    model_id: str  # what the user asked for, recorded in every record
+class Backend(abc.ABC):
+    name: str = ""  # registry name, e.g. "transformers"
+    model_id: str = ""  # what the user asked for, recorded in every record
+    # Engines that batch internally get this many conversations in flight, each advancing on its
+    # own (the pipeline's streaming scheduler); None: the pipeline sends batches of steps.
+    concurrency: int | None = None
+    max_context: int | None = None  # prompt + completion tokens the model takes; None: unchecked
 
-    def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
+    @abc.abstractmethod
+    def chat(self, convos: Sequence[Request | Any], sampling: Sampling) -> list[Completion]:
         """Generate one assistant turn for each conversation (template applied by the backend)."""
-        ...
 
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
+    @abc.abstractmethod
+    def complete(self, prompts: Sequence[Request | Any], sampling: Sampling) -> list[Completion]:
         """Continue each raw text prompt (no template). Stop strings are cut from the output."""
-        ...
 
-    def score(
-        self, contexts: Sequence[Sequence[Message] | str], continuations: Sequence[str]
-    ) -> list[Score]:
+    @abc.abstractmethod
+    def score(self, contexts: Sequence[Request], continuations: Sequence[str]) -> list[Score]:
         """Log-probability of each continuation given its context.
 
         A message-list context scores the continuation as the next assistant turn (template
         applied); a string context scores raw text appended to it.
         """
-        ...
+
+    def prepare(self, requests: Sequence[Request]) -> list[Any]:
+        """Each request as this backend sends it (token ids, for backends that tokenize): an
+        opaque value that `chat`/`complete`/`count_tokens` of this backend accept in its place.
+        The default keeps the request as is."""
+        return list(requests)
+
+    def count_tokens(self, request: Request | Any) -> int | None:
+        """Prompt tokens of a request or of a prepared one; None where the backend cannot tell."""
+        return None
+
+    def share_prefix(self, prefix: Request) -> None:
+        """Called once before a run's first step with the few-shot block (messages or text) that
+        every critique/revision request starts with; engines with per-slot KV load it once."""
+
+    @classmethod
+    def workload_options(cls, steps: int | None) -> dict[str, Any]:
+        """Options for a run of `steps` requests (None: unknown); the user's own options win."""
+        return {}
 
     def close(self) -> None:
-        ...
+        """Release the engine (its processes, threads, memory); calls after it fail."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -58,17 +86,28 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class HFTokenizerPrompts:
+@dataclass(frozen=True)
+class TokenIds:
+    """A request encoded by HFTokenizerPrompts.prepare: the prompt's token ids, template applied."""
+
+    ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class HFTokenizerPrompts(Backend):
     """Prompt encoding shared by the backends that hold a Hugging Face tokenizer (transformers,
     vLLM): the chat template, special tokens added once, and the token ids `score` reads.
-    Needs `self.tokenizer` and `self.model_id`; `self.pad_id`, if set, stands in for a missing BOS.
+    Needs `self.tokenizer` and `self.model_id`.
 
-    One call at a time: the pipeline tokenizes from many threads, and vLLM's tokenizer deep-copies
-    itself for every caller that finds its copies busy (measured: a tenth of the driver's CPU).
-    The latest requests' ids are kept: the pipeline counts a step's tokens, then sends it."""
+    One call at a time per tokenizer: the pipeline prepares steps from many threads, and vLLM's
+    tokenizer deep-copies itself for every caller that finds its copies busy."""
 
-    _tokenizer_lock = threading.Lock()
-    RECENT = 256  # requests whose ids are kept
+    pad_id = 0  # what conditions a first token when the tokenizer has no BOS
+
+    def __init__(self) -> None:
+        self._tokenizer_lock = threading.Lock()
 
     def _render(self, convo: Sequence[Message]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -79,25 +118,27 @@ class HFTokenizerPrompts:
         # A rendered template already holds its special tokens: adding them again doubles BOS.
         return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
 
-    def prompt_ids(self, request: Sequence[Message] | str) -> list[int]:
-        """Token ids of a chat request (template applied) or a raw text request."""
-        key = request if isinstance(request, str) else tuple(tuple(m.items()) for m in request)
+    def _encode_request(self, request: Request) -> TokenIds:
+        if isinstance(request, TokenIds):
+            return request
+        if isinstance(request, str):
+            return TokenIds(tuple(self._encode(request, False)))
+        return TokenIds(tuple(self._encode(self._render(request), True)))
+
+    def prepare(self, requests: Sequence[Request]) -> list[TokenIds]:
+        if all(isinstance(r, TokenIds) for r in requests):  # prepared already: no tokenizer call
+            return list(requests)
         with self._tokenizer_lock:
-            recent = self.__dict__.setdefault("_recent_ids", {})
-            ids = recent.get(key)
-            if ids is None:
-                templated = not isinstance(request, str)
-                ids = self._encode(self._render(request) if templated else request, templated)
-                if len(recent) >= self.RECENT:
-                    del recent[next(iter(recent))]  # the oldest
-                recent[key] = ids
-            return list(ids)
+            return [self._encode_request(r) for r in requests]
 
-    def count_tokens(self, request: Sequence[Message] | str) -> int:
-        """Prompt tokens of a request (the pipeline checks them against `max_context`)."""
-        return len(self.prompt_ids(request))
+    def prompt_ids(self, request: Request | TokenIds) -> list[int]:
+        """Token ids of a chat request (template applied), a raw text request, or a prepared one."""
+        return list(self.prepare([request])[0].ids)
 
-    def _score_pair(self, context: Sequence[Message] | str, continuation: str) -> tuple[list[int], int]:
+    def count_tokens(self, request: Request | TokenIds) -> int:
+        return len(self.prepare([request])[0])
+
+    def _score_pair(self, context: Request, continuation: str) -> tuple[list[int], int]:
         """Token ids of context + continuation, and how many trailing ones are the continuation's.
 
         Tokens can merge across the boundary, so the continuation starts where the two encodings
@@ -109,5 +150,5 @@ class HFTokenizerPrompts:
         keep = common_prefix_len(ctx, full)
         if keep == 0:
             bos = self.tokenizer.bos_token_id
-            full, keep = [getattr(self, "pad_id", 0) if bos is None else bos] + full, 1
+            full, keep = [self.pad_id if bos is None else bos] + full, 1
         return full, len(full) - keep

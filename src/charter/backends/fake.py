@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Sequence
 
+from charter.backends.base import Backend
 from charter.types import Completion, Message, Sampling, Score
 
 Responder = Callable[[str], str]
@@ -20,7 +21,7 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[: min(hits)] if hits else text
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, model: str = "fake", responder: Responder | None = None, fail_on: str | None = None):
@@ -52,6 +53,3 @@ class FakeBackend:
 
     def score(self, contexts, continuations) -> list[Score]:
         return [Score(-float(len(c)), max(len(c.split()), 1)) for c in continuations]
-
-    def close(self) -> None:
-        pass

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from charter.backends.base import HFTokenizerPrompts
+from charter.backends.base import HFTokenizerPrompts, TokenIds
 from charter.errors import BackendError
 from charter.models import resolve_hf_checkpoint
 from charter.types import Completion, Message, Sampling, Score
@@ -57,6 +57,7 @@ class HFBackend(HFTokenizerPrompts):
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 16,
                  threads: int | None = None):
+        super().__init__()
         if threads:
             torch.set_num_threads(threads)
         self.model_id = model
@@ -88,11 +89,11 @@ class HFBackend(HFTokenizerPrompts):
 
     # ---- generation -----------------------------------------------------------------------
 
-    def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        return self._generate_all([self.prompt_ids(c) for c in convos], sampling)
+    def chat(self, convos: Sequence[Sequence[Message] | TokenIds], sampling: Sampling) -> list[Completion]:
+        return self._generate_all([list(p.ids) for p in self.prepare(convos)], sampling)
 
-    def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        return self._generate_all([self.prompt_ids(p) for p in prompts], sampling)
+    def complete(self, prompts: Sequence[str | TokenIds], sampling: Sampling) -> list[Completion]:
+        return self._generate_all([list(p.ids) for p in self.prepare(prompts)], sampling)
 
     def _generate_all(self, rows: list[Ids], sampling: Sampling) -> list[Completion]:
         """Length-sorted chunks cut padding; results go back in the callers' order."""

@@ -14,33 +14,34 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import tempfile
 import threading
 import urllib.error
 import urllib.request
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from charter import models
+from charter.backends.base import Backend
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
 
+log = logging.getLogger("charter.backends.llamacpp")
 T = TypeVar("T")
 R = TypeVar("R")
 
 # Per-slot context: llama.cpp splits n_ctx evenly over n_parallel slots (non-unified KV cache),
-# so the default total scales with the slot count. SmolLM2 was trained on 8192; 4096 leaves room
-# for a ~2k-token few-shot prefix plus the answer. KV cost for SmolLM2-135M is ~23 KB/token (f16),
-# i.e. ~90 MB per slot.
+# so the default total scales with the slot count. 4096 holds the ~2k-token few-shot prefix plus
+# a conversation and its answer, at a small KV cost per slot for small models.
 SLOT_CTX = 4096
 # One conversation in flight per slot, no queue: when a conversation's step ends, its slot is the
 # only idle one, so its next step lands on the slot that already holds its KV and only the new
-# tokens are prefilled. With requests queued (we tried 2 per slot), a freed slot takes whichever
-# conversation is next, keeps only the shared few-shot prefix, and prefill (~150 tok/s on 2 CPU
-# cores for this engine, against ~400 for transformers) doubled the pipeline's time.
+# tokens are prefilled. With requests queued, a freed slot takes whichever conversation is next
+# and keeps only the shared few-shot prefix: llama.cpp's prefill is slow on CPU, so the pipeline
+# slows down (bench/backends.py's notes).
 QUEUE_FACTOR = 1
 # Where share_prefix keeps the shared prefix's KV (inside the slot save directory).
 PREFIX_FILE = "charter-shared-prefix.bin"
@@ -110,7 +111,7 @@ def _token_grammar(ids: Sequence[int]) -> str:
     return "root ::= " + " ".join(f"<[{i}]>" for i in ids)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     name = "llamacpp"
 
     def __init__(
@@ -269,7 +270,7 @@ class LlamaCppBackend:
         try:
             self._post("/slots/0?action=save", {"filename": PREFIX_FILE})
         except BackendError as exc:  # e.g. endpoint_slots=False: each slot then prefills it itself
-            warnings.warn(f"llama.cpp could not save the shared prefix, so it is not copied: {exc}", stacklevel=2)
+            log.warning("llama.cpp could not save the shared prefix, so it is not copied: %s", exc)
             return
         with self._lock:
             self._prefix = prefix
@@ -314,6 +315,11 @@ class LlamaCppBackend:
         except (urllib.error.URLError, OSError) as exc:
             raise BackendError(f"llama.cpp {path} failed: {exc}") from exc
 
+    @property
+    def url(self) -> str:
+        """The embedded server's address (loopback): OpenAI-compatible clients can use it too."""
+        return self._url
+
     def render(self, convo: Sequence[Message]) -> str:
         """The GGUF's chat template applied to convo, ending where the assistant turn starts."""
         return self._post("/apply-template", {"messages": [dict(m) for m in convo]})["prompt"]
@@ -332,12 +338,6 @@ class LlamaCppBackend:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._server = None  # the only reference: ~Server joins llama.cpp's threads here
             self._slot_dir.cleanup()
-
-    def __enter__(self) -> "LlamaCppBackend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend(model={self.model_id!r}, n_parallel={self.n_parallel}, n_ctx={self.n_ctx})"

@@ -8,8 +8,9 @@ Scores are centred at mean 0 (only differences mean anything, as in the paper's 
 from __future__ import annotations
 
 import math
-import random
 from typing import Sequence
+
+from charter.stats import bootstrap, interval
 
 Comparison = tuple[str, str, float]
 SCALE = 400.0
@@ -64,28 +65,15 @@ def bootstrap_elo(comparisons: Sequence[Comparison], players: Sequence[str] | No
     """
     names = list(players) if players else sorted({p for a, b, _ in comparisons for p in (a, b)})
     point = _shift(fit_elo(comparisons, names, prior), reference)
-    rng = random.Random(seed)
-    draws: dict[str, list[float]] = {n: [] for n in names}
-    n = len(comparisons)
-    for _ in range(samples if n else 0):
-        fit = _shift(fit_elo([comparisons[rng.randrange(n)] for _ in range(n)], names, prior, iters=500, tol=1e-8),
-                     reference)
-        for name in names:
-            draws[name].append(fit[name])
-    tail = (1 - level) / 2
+    fits = bootstrap([comparisons], lambda c: _shift(fit_elo(c, names, prior, iters=500, tol=1e-8), reference),
+                     samples, seed)
     out = {}
     for name in names:
-        d = sorted(draws[name]) or [point[name]]
-        out[name] = {"elo": point[name], "low": _quantile(d, tail), "high": _quantile(d, 1 - tail)}
+        low, high = interval([f[name] for f in fits], point[name], level)
+        out[name] = {"elo": point[name], "low": low, "high": high}
     return out
 
 
 def _shift(elo: dict[str, float], reference: str | None) -> dict[str, float]:
     zero = elo[reference] if reference else 0.0
     return {k: v - zero for k, v in elo.items()}
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    pos = q * (len(sorted_values) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

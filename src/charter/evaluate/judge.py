@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from charter.choice import option_probs
+from charter.rlcai.questions import question_message
 from charter.types import Message
 
 QUESTIONS = {
@@ -48,15 +49,8 @@ class Verdict:
         return asdict(self)
 
 
-def conversation_text(prompt: Sequence[Message]) -> str:
-    tags = {"user": "Human", "assistant": "Assistant", "system": "System"}
-    return "\n\n".join(f"{tags.get(m['role'], m['role'])}: {m['content']}" for m in prompt)
-
-
 def judge_context(prompt: Sequence[Message], question: str, first: str, second: str) -> list[Message]:
-    text = (f"Consider the following conversation between a human and an assistant:\n\n"
-            f"{conversation_text(prompt)}\n\n{question}\nOptions:\n(A) {first}\n(B) {second}\nThe answer is:")
-    return [{"role": "user", "content": text}]
+    return question_message(prompt, question, [first, second])
 
 
 def swap_for(seed: int, pair: Pair, question: str) -> bool:

@@ -10,27 +10,14 @@ are given, the difference critique - direct by revision number with a bootstrap 
 """
 from __future__ import annotations
 
-import random
 from typing import Sequence
 
 from charter.evaluate.curves import run_label
 from charter.evaluate.evasive import is_evasive
 from charter.evaluate.likelihood import usable
+from charter import stats
+from charter.stats import bootstrap_mean, interval, mean
 from charter.types import Record
-
-
-def bootstrap_mean(xs: Sequence[float], samples: int = 200, seed: int = 0, level: float = 0.95) -> dict:
-    """{n, mean, low, high}: the mean with a percentile bootstrap interval."""
-    n = len(xs)
-    mean = sum(xs) / n if n else 0.0
-    rng = random.Random(seed)
-    draws = sorted(sum(xs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples if n else 0)) or [mean]
-    tail = (1 - level) / 2
-    return {"n": n, "mean": mean, "low": _pick(draws, tail), "high": _pick(draws, 1 - tail)}
-
-
-def _pick(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def score_records(pm, records: Sequence[Record]) -> list[dict]:
@@ -76,7 +63,6 @@ def critique_vs_direct(runs: Sequence[dict], bootstrap: int, seed: int) -> dict 
     direct = next((r for r in runs if r["direct"]), None)
     if crit is None or direct is None:
         return None
-    rng = random.Random(seed)
     other = {it["id"]: it for it in direct["items"]}
     rows = []
     for k in range(min(len(crit["by_revision"]), len(direct["by_revision"]))):
@@ -86,19 +72,15 @@ def critique_vs_direct(runs: Sequence[dict], bootstrap: int, seed: int) -> dict 
                  if it["id"] in other and len(other[it["id"]]["scores"]) > k]
         paired = len(pairs) == len(a) == len(b)
         if paired:  # the same prompts: paired differences
-            diffs = sorted(_resample_mean([x - y for x, y in pairs], rng) for _ in range(bootstrap))
+            diffs = stats.bootstrap([[x - y for x, y in pairs]], mean, bootstrap, seed)
         else:
-            diffs = sorted(_resample_mean([it["scores"][k] for it in a], rng)
-                           - _resample_mean([it["scores"][k] for it in b], rng) for _ in range(bootstrap))
-        ma, mb = (sum(it["scores"][k] for it in xs) / len(xs) for xs in (a, b))
+            diffs = stats.bootstrap([[it["scores"][k] for it in a], [it["scores"][k] for it in b]],
+                                    lambda x, y: mean(x) - mean(y), bootstrap, seed)
+        ma, mb = (mean([it["scores"][k] for it in xs]) for xs in (a, b))
+        low, high = interval(diffs, ma - mb)
         rows.append({"revision": k, "critique": ma, "direct": mb, "diff": ma - mb, "paired": paired,
-                     "low": _pick(diffs or [ma - mb], 0.025), "high": _pick(diffs or [ma - mb], 0.975),
-                     "n_critique": len(a), "n_direct": len(b)})
+                     "low": low, "high": high, "n_critique": len(a), "n_direct": len(b)})
     return {"critique": crit["label"], "direct": direct["label"], "by_revision": rows}
-
-
-def _resample_mean(xs: Sequence[float], rng: random.Random) -> float:
-    return sum(xs[rng.randrange(len(xs))] for _ in xs) / len(xs)
 
 
 def pm_scores(pm, runs: Sequence[tuple[str, Sequence[Record]]], bootstrap: int = 200, seed: int = 0) -> dict:

@@ -26,21 +26,65 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sys
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from charter.config import Config, setting
 from charter.evaluate.curves import revision_curves
 from charter.evaluate.elo import bootstrap_elo
 from charter.evaluate.evasive import is_evasive, judge_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
+from charter.jsonl import write_json
 from charter.types import Record, Sampling
 
 SCHEMA = "charter.eval/1"
+_log = logging.getLogger("charter.eval")
 EVAL_FILE = "eval.json"
+
+
+@dataclass
+class EvalConfig(Config):
+    """Everything that defines a `charter eval` run."""
+
+    run: str = setting("", "run directory of held-out prompts (made by `charter generate`)", flag="run")
+    runs: list[str] = setting([], "more runs for the revision curves (e.g. a --no-critique run of the same prompts)",
+                              flag="runs")
+    models: list[str] = setting([], "models to compare: 'embedded', a path, or BACKEND:MODEL (e.g. fake:base)",
+                                cli={"nargs": "+", "metavar": "MODEL"})
+    judge: str | None = setting(None, "judge model (same forms); enables Elo and revision curves")
+    backend: str = setting("transformers", "backend for models given without BACKEND: (default transformers)")
+    pm: str | None = setting(None, "preference model directory (`charter train pm`): PM score of every revision "
+                             "(Figure 5), critique vs direct when a --no-critique run is given (Figure 7)")
+    judge_evasive: bool = setting(False, "also ask the judge whether each answer is evasive")
+    limit: int | None = setting(None, "at most N prompts of each kind", bounds=">= 1")
+    max_tokens: int = setting(128, "answer length for model answers (default 128)", bounds=">= 1")
+    temperature: float = setting(0.7, "sampling temperature of model answers (default 0.7)", bounds="[0, 5]")
+    top_p: float = setting(1.0, "nucleus sampling of model answers (default 1.0)", bounds="(0, 1]")
+    seed: int = setting(0, "seeds sampling, A/B order and bootstrap")
+    bootstrap: int = setting(200, "bootstrap resamples for Elo intervals (default 200)", bounds=">= 1")
+    out: str | None = setting(None, "output JSON (default RUN/eval.json)", result=False)
+    REQUIRED = ("run",)
+
+    def check(self, where: str) -> None:
+        from charter.errors import ConfigError
+
+        if not self.models and not self.judge and not self.pm:
+            raise ConfigError("nothing to evaluate: pass --models M1 [M2 ...], --judge MODEL and/or --pm DIR")
+
+
+def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) -> dict:
+    """Every evaluation `cfg` asks for; eval.json (cfg.out, default RUN/eval.json) is written as it goes."""
+    from charter.store import load_run
+
+    cfg.validate()  # a config made in Python has not been checked yet
+    sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    return evaluate_records(cfg.run, load_run(cfg.run), cfg.models, cfg.judge, [(r, load_run(r)) for r in cfg.runs],
+                            cfg.limit, sampling, cfg.seed, cfg.bootstrap, cfg.judge_evasive,
+                            factory=factory or (lambda spec: open_backend(spec, cfg.backend)), out=cfg.out, pm=cfg.pm)
 
 
 def open_backend(spec: str, default_backend: str = "transformers"):
@@ -111,11 +155,12 @@ def model_labels(specs: Sequence[str]) -> list[str]:
     return list(specs)
 
 
-def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] = (), judge: str | None = None,
-             extra_runs: Sequence[tuple[str, Sequence[Record]]] = (), limit: int | None = None,
-             sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200, judge_evasiveness: bool = False,
-             factory: Callable[[str], object] = open_backend, out: str | Path | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), pm: str | None = None) -> dict:
+def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequence[str] = (),
+                     judge: str | None = None, extra_runs: Sequence[tuple[str, Sequence[Record]]] = (),
+                     limit: int | None = None, sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200,
+                     judge_evasiveness: bool = False, factory: Callable[[str], object] = open_backend,
+                     out: str | Path | None = None, log: Callable[[str], None] = _log.info,
+                     pm: str | None = None) -> dict:
     """Run every evaluation the arguments ask for; eval.json is rewritten after each stage."""
     from charter import __version__
 
@@ -128,7 +173,7 @@ def evaluate(run: str | Path, records: Sequence[Record], models: Sequence[str] =
                                  "bootstrap": bootstrap, "sampling": sampling.to_dict()},
                     "models": {}, "verdicts": []}
     path = Path(out) if out else Path(run) / EVAL_FILE
-    save = lambda: _write_json(path, result)  # noqa: E731 - partial results survive a crash
+    save = lambda: write_json(path, result)  # noqa: E731 - partial results survive a crash
     opened: dict[str, object] = {}
 
     def get(spec: str):  # the judge may also be one of the models: load it once
@@ -185,9 +230,3 @@ def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], boo
     finally:
         pm.close()
 
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)

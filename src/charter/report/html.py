@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from charter.errors import InputError
+from charter.jsonl import atomic_write
 from charter.report import assets
 from charter.store import load_run, load_run_config
 from charter.types import Record
@@ -297,6 +298,4 @@ def render(runs: Sequence[RunData]) -> str:
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
     runs = [load_report_run(p) for p in paths]
     target = Path(out) if out else runs[0].path / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(runs), encoding="utf-8")
-    return target
+    return atomic_write(target, render(runs))

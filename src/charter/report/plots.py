@@ -1,44 +1,48 @@
 """Matplotlib figures as base64 PNG strings, for embedding in the one-file report (no network)."""
 from __future__ import annotations
 
-import base64
-import io
+import functools
 from typing import Sequence
 
+from charter import plotting
+
 COLORS = ["#3b6ea8", "#d07a2c", "#4c9a5b", "#b8474f", "#7b5ea7", "#8c6d4f"]
+STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3}
 
 
-def _plt():
-    import matplotlib
+def _styled(plot):
+    """Draw the figure under the report's style (rc settings apply while it is built and rendered)."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs) -> str:
+        with plotting.style(STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
 
-    matplotlib.use("Agg")  # no display; the report is a file
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                         "axes.grid": True, "grid.alpha": 0.3})
-    return plt
+def _subplots(*args, **kwargs):
+    made = plotting.subplots(*args, **kwargs)
+    if made is None:
+        raise ImportError("the report's plots need matplotlib; pip install matplotlib")
+    return made
 
 
 def to_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return plotting.png_base64(fig, dpi=110, bbox_inches="tight")
 
 
+@_styled
 def principle_plot(counts: dict[str, int]) -> str:
-    plt = _plt()
     items = sorted(counts.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(6, 0.25 * len(items) + 0.8))
+    fig, ax = _subplots(figsize=(6, 0.25 * len(items) + 0.8))
     ax.barh([k for k, _ in items], [v for _, v in items], color=COLORS[0])
     ax.set_xlabel("times drawn")
     return to_png(fig)
 
 
+@_styled
 def lengths_plot(series: dict[str, list[float]]) -> str:
     """Mean answer length (words) by round; round 0 is the initial answer."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _subplots(figsize=(5, 3))
     for i, (label, ys) in enumerate(series.items()):
         ax.plot(range(len(ys)), ys, marker="o", color=COLORS[i % len(COLORS)], label=label)
     ax.set_xticks(range(max((len(ys) for ys in series.values()), default=1)))
@@ -48,10 +52,10 @@ def lengths_plot(series: dict[str, list[float]]) -> str:
     return to_png(fig)
 
 
+@_styled
 def elo_plot(elo: dict[str, dict]) -> str:
     """One panel per question: each model's Elo with its bootstrap interval."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(elo), figsize=(3.2 * len(elo), 2.8), squeeze=False)
+    fig, axes = _subplots(1, len(elo), figsize=(3.2 * len(elo), 2.8), squeeze=False)
     for ax, (question, data) in zip(axes[0], elo.items()):
         names = list(data["players"])
         vals = [data["players"][n] for n in names]
@@ -64,11 +68,11 @@ def elo_plot(elo: dict[str, dict]) -> str:
     return to_png(fig)
 
 
+@_styled
 def revision_plot(runs: Sequence[dict], key: str = "elo") -> str:
     """Per question: Elo (initial = 0) or P(preferred over initial) vs revision number, one line per run."""
-    plt = _plt()
     questions = list(runs[0]["curves"]) if runs else []
-    fig, axes = plt.subplots(1, len(questions), figsize=(3.6 * len(questions), 3), squeeze=False)
+    fig, axes = _subplots(1, len(questions), figsize=(3.6 * len(questions), 3), squeeze=False)
     for ax, q in zip(axes[0], questions):
         for i, run in enumerate(runs):
             rows = run["curves"][q]["rounds"]
@@ -88,10 +92,10 @@ def revision_plot(runs: Sequence[dict], key: str = "elo") -> str:
     return to_png(fig)
 
 
+@_styled
 def pm_revision_plot(runs: Sequence[dict], key: str = "mean") -> str:
     """Figure 5 shape: mean PM score (95% interval band) or the evasive share vs revision number, per run."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig, ax = _subplots(figsize=(4.6, 3.2))
     for i, run in enumerate(runs):
         rows, color = run["by_revision"], COLORS[i % len(COLORS)]
         xs = [r["revision"] for r in rows]
@@ -108,12 +112,12 @@ def pm_revision_plot(runs: Sequence[dict], key: str = "mean") -> str:
     return to_png(fig)
 
 
+@_styled
 def critique_plot(comparison: dict) -> str:
     """Figure 7 shape: critiqued vs direct revisions, mean PM score by revision number, and their difference."""
-    plt = _plt()
     rows = comparison["by_revision"]
     xs = [r["revision"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, (a, b) = _subplots(1, 2, figsize=(8, 3.2))
     a.plot(xs, [r["critique"] for r in rows], marker="o", color=COLORS[0], label=comparison["critique"])
     a.plot(xs, [r["direct"] for r in rows], marker="s", color=COLORS[1], label=comparison["direct"])
     a.set(xlabel="revision number (0 = initial answer)", ylabel="PM score", title="critiqued vs direct revisions")
@@ -128,11 +132,11 @@ def critique_plot(comparison: dict) -> str:
     return to_png(fig)
 
 
+@_styled
 def principle_effect_plot(rows: Sequence[dict]) -> str:
     """Mean PM-score change of a round, by the principle drawn for it, with 95% intervals."""
-    plt = _plt()
     rows = sorted(rows, key=lambda r: r["mean"])
-    fig, ax = plt.subplots(figsize=(6, 0.28 * len(rows) + 0.9))
+    fig, ax = _subplots(figsize=(6, 0.28 * len(rows) + 0.9))
     ys = range(len(rows))
     err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
     ax.errorbar([r["mean"] for r in rows], ys, xerr=err, fmt="o", capsize=3, color=COLORS[0])

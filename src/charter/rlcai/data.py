@@ -13,7 +13,7 @@ from typing import Sequence
 
 from charter.config import check_keys, read_data_file as _read, require_text as _text
 from charter.errors import InputError
-from charter.prompts import parse_transcript
+from charter.transcripts import SHORT, parse, parse_prompt
 from charter.types import Message
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # charter/data
@@ -27,6 +27,7 @@ COT = "\n\n" + COT_CUE
 AFTER_COT = "So the answer is:"
 COT_STOPS = ("\n\nSo the answer is", "\n\nThe answer is", "\n\nConsider the following", "\n\nHuman:", "\n\n-----")
 EXAMPLE_GAP = "\n\n"
+OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)  # one option in the paper's layout: (letter, text)
 
 
 # ---- principles and few-shot examples -----------------------------------------------------------
@@ -97,20 +98,17 @@ def _seeded_principle(principles: Sequence[FeedbackPrinciple], key: str) -> Feed
     return random.Random(f"few-shot:{key}").choice(list(principles))
 
 
-_PRECOG_OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)
 _PRECOG = re.compile(r"^\s*Human: [^\n]*\n\n(?P<convo>.*?)\n\n\{\}(?P<opts>.*?)\n\nAssistant: Let's think step by step:"
                      r"(?P<reason>.*?)\n\nHuman:\s*So the answer is:\s*\((?P<ans>[A-H])\)\s*$", re.S)
-_HA_TURN = re.compile(r"(?:^|\n\n)(H|A):[ \t]*")
 
 
 def _parse_precog(text: str, where: str, principles: Sequence[FeedbackPrinciple], i: int) -> FeedbackExample:
     m = _PRECOG.match(text)
-    opts = _PRECOG_OPTION.findall(m.group("opts")) if m else []
+    opts = OPTION.findall(m.group("opts")) if m else []
     if not m or len(opts) != 2:
         raise InputError(f"chain-of-thought example {i} is not in the paper's format (conversation, '{{}}', "
                          "two options, \"Let's think step by step:\", 'So the answer is: (X)')", where)
-    parts = _HA_TURN.split(m.group("convo"))
-    convo = [{"role": "user" if s == "H" else "assistant", "content": c.strip()} for s, c in zip(parts[1::2], parts[2::2])]
+    convo = parse(m.group("convo"), SHORT)
     letters = [o[0] for o in opts]
     ans = m.group("ans")
     if ans not in letters or not convo:
@@ -133,7 +131,7 @@ def load_feedback_examples(path: Path, principles: Sequence[FeedbackPrinciple]) 
     out: list[FeedbackExample] = []
     if isinstance(data, list) and data and all(isinstance(x, dict) and "prompt" in x and "corrects" in x for x in data):
         for i, item in enumerate(data):
-            convo = parse_transcript(_text(item.get("prompt"), f"example {i}: 'prompt'", where, None))
+            convo = parse_prompt(_text(item.get("prompt"), f"example {i}: 'prompt'", where, None))
             if not convo:
                 raise InputError(f"example {i}: 'prompt' must be a '\\n\\nHuman: ... \\n\\nAssistant:' transcript", where)
             corrects, incorrects = item.get("corrects") or [], item.get("incorrects") or []

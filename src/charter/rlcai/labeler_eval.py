@@ -24,6 +24,7 @@ or an answer-style row's transcript + each answer), and also on held-out prefere
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,14 +32,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from charter.choice import LETTERS
+from charter.config import Config, setting
 from charter.errors import ConfigError, InputError
+from charter.rlcai.data import OPTION
 from charter.rlcai.labels import (ANSWER, ANSWER_CUE, FeedbackSet, ask, draw_principles, few_shot_prefix, load_feedback,
                               question, render_options)
-from charter.prompts import looks_like_transcript, parse_transcript
+from charter.transcripts import looks_like as looks_like_transcript, parse, parse_prompt as parse_transcript
 from charter.types import Sampling
 
+log = logging.getLogger("charter.eval_labeler")
 LABEL = re.compile(r"^\s*\(([A-H])\)\s*$")
-OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)
 
 
 @dataclass(frozen=True)
@@ -202,13 +205,75 @@ class LabelerResult:
                 f"P(A) {self.position_bias:.3f}; ECE {self.ece:.3f}; Brier {self.brier:.3f}) in {self.seconds:.0f}s")
 
 
-def evaluate_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = False, limit: int | None = None,
-                     few_shot: str = "none", principles: str = "default", principle: str | None = None,
-                     seed: int = 0, max_tokens: int = 256, temperature: float = 0.0, batch_rows: int = 16,
-                     bins: int = 10, progress: bool = False) -> LabelerResult:
-    """Accuracy and calibration of `backend` as a feedback model on `file`."""
-    import sys
+@dataclass
+class LabelerEvalConfig(Config):
+    """Everything that defines a `charter eval-labeler` run."""
 
+    file: str = setting("", "JSONL of {prompt, corrects, incorrects} rows, e.g. 438HHHEvaluations.jsonl", flag="file")
+    model: str = setting("embedded", "feedback model (default: embedded)")
+    pm: str | None = setting(None, "score a preference model (`charter train pm` directory) instead of a prompted "
+                             "feedback model; FILE may also be held-out preference rows (prompt/chosen/rejected)")
+    backend: str = setting("transformers", "transformers (default) | llamacpp | fake ...")
+    backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False)
+    format: str = setting("text", "raw text as in the file (default) or one chat user message",
+                          choices=("text", "chat"))
+    cot: bool = setting(False, "chain of thought before the answer")
+    few_shot: str = setting("none", "feedback examples to prepend: 'none' (default), 'default' or a file")
+    principles: str = setting("default", "principles for answer-style rows (Charter YAML or "
+                              "RLMadisonInstructions.json)")
+    principle: str | None = setting(None, "one fixed principle text for answer-style rows (default: drawn per row)")
+    limit: int | None = setting(None, "first N rows only", bounds=">= 1")
+    seed: int = setting(0, "seeds principle draws and CoT sampling")
+    max_tokens: int = setting(256, "CoT reasoning tokens (default 256)", bounds=">= 1")
+    temperature: float = setting(0.0, "CoT sampling temperature (default 0: greedy)", bounds="[0, 5]")
+    batch_size: int | None = setting(None, "backend batch size", bounds=">= 1", result=False)
+    bins: int = setting(10, "calibration bins (default 10)", bounds=">= 1")
+    out: str = setting("runs/labeler.json", "results JSON (default runs/labeler.json)", result=False)
+    plot: str | None = setting(None, "reliability plot PNG (default: OUT with .png; 'none' to skip)", result=False)
+    REQUIRED = ("file",)
+
+
+def evaluate_labeler(cfg: LabelerEvalConfig, backend=None, progress: bool = False) -> LabelerResult:
+    """Score cfg.model (or the preference model cfg.pm) on cfg.file; writes cfg.out and the reliability plot."""
+    cfg.validate()  # a config made in Python has not been checked yet
+    plot = None if cfg.plot == "none" else (cfg.plot or str(Path(cfg.out).with_suffix(".png")))
+    res = _score_pm(cfg) if cfg.pm else _score_model(cfg, backend, progress)
+    write_result(res, cfg.out, plot)
+    return res
+
+
+def _score_pm(cfg: LabelerEvalConfig) -> LabelerResult:
+    from charter.scorer import load_pm
+
+    pm = load_pm(cfg.pm)
+    try:
+        return evaluate_pm(pm, cfg.file, limit=cfg.limit, bins=cfg.bins)
+    finally:
+        pm.close()
+
+
+def _score_model(cfg: LabelerEvalConfig, backend, progress: bool) -> LabelerResult:
+    from charter.backends import create_backend
+
+    options = dict(cfg.backend_options)
+    if cfg.batch_size:
+        options.setdefault("batch_size", cfg.batch_size)
+    own = backend is None
+    backend = create_backend(cfg.backend, cfg.model, **options) if own else backend
+    try:
+        return score_labeler(backend, cfg.file, fmt=cfg.format, cot=cfg.cot, limit=cfg.limit, few_shot=cfg.few_shot,
+                             principles=cfg.principles, principle=cfg.principle, seed=cfg.seed,
+                             max_tokens=cfg.max_tokens, temperature=cfg.temperature, bins=cfg.bins, progress=progress)
+    finally:
+        if own:
+            backend.close()
+
+
+def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = False, limit: int | None = None,
+                  few_shot: str = "none", principles: str = "default", principle: str | None = None,
+                  seed: int = 0, max_tokens: int = 256, temperature: float = 0.0, batch_rows: int = 16,
+                  bins: int = 10, progress: bool = False) -> LabelerResult:
+    """Accuracy and calibration of `backend` as a feedback model on `file`."""
     if fmt not in ("text", "chat"):
         raise ConfigError(f"format must be 'text' or 'chat', not '{fmt}'")
     start = time.time()
@@ -243,7 +308,7 @@ def evaluate_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = F
             first_correct += first > 0.5
             res.rows.append({"line": rows[i].line, "p_correct": p_row, "correct": p_row > 0.5, "comparisons": row_out})
         if progress:
-            print(f"  eval-labeler: {len(res.rows)}/{len(rows)} rows ({time.time() - start:.0f}s)", file=sys.stderr)
+            log.info("  eval-labeler: %d/%d rows (%.0fs)", len(res.rows), len(rows), time.time() - start)
     res.n_rows = len(res.rows)
     res.n_comparisons = sum(len(r["comparisons"]) for r in res.rows)
     res.accuracy = sum(r["correct"] for r in res.rows) / res.n_rows
@@ -259,16 +324,12 @@ def evaluate_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = F
 
 def plot_reliability(result: LabelerResult, path: str | Path) -> Path | None:
     """Reliability diagram as PNG; None when matplotlib is not installed."""
-    try:
-        import matplotlib
+    from charter import plotting
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    made = plotting.subplots(figsize=(4.5, 4.5), dpi=120)
+    if made is None:
         return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    fig, ax = made
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
     xs = [b["mean_predicted"] for b in result.bins if b["count"]]
     ys = [b["observed"] for b in result.bins if b["count"]]
@@ -283,19 +344,16 @@ def plot_reliability(result: LabelerResult, path: str | Path) -> Path | None:
     ax.set_title(f"Labeler calibration ({mode})\naccuracy {result.accuracy:.1%}, ECE {result.ece:.3f}", fontsize=9)
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path)
 
 
 def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None = None) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from charter.jsonl import write_json
+
     if plot:
         made = plot_reliability(result, plot)
         result.plot = str(made) if made else None
-    out.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-    return out
+    return write_json(out, result.to_dict())
 
 
 # ---- a trained preference model on the same sets -------------------------------------------------
@@ -303,7 +361,7 @@ def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None
 
 def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list, list]]:
     """(line, better conversation, worse conversation) from an MC file or from preference rows."""
-    from charter.train.pm import read_pairs, transcript_turns
+    from charter.train.pm import read_pairs
 
     with Path(path).open(encoding="utf-8") as fh:
         first = next((json.loads(line) for line in fh if line.strip()), {}) if Path(path).suffix == ".jsonl" else {}
@@ -313,7 +371,7 @@ def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list
     out = []
     for row in load_mc_file(path, limit):
         if row.texts:
-            out.append((row.line, transcript_turns(row.texts[0]), transcript_turns(row.texts[1])))
+            out.append((row.line, parse(row.texts[0]), parse(row.texts[1])))
         elif looks_like_transcript(row.prompt) and not LABEL.match(row.corrects[0]):
             convo = parse_transcript(row.prompt)
             out += [(row.line, convo + [_reply(c)], convo + [_reply(w)]) for c in row.corrects for w in row.incorrects]
@@ -350,5 +408,6 @@ def evaluate_pm(pm, file: str | Path, limit: int | None = None, bins: int = 10) 
     return res
 
 
-__all__ = ["MCRow", "evaluate_pm", "pm_pairs", "load_mc_file", "comparisons", "evaluate_labeler", "reliability", "plot_reliability",
+__all__ = ["MCRow", "evaluate_pm", "pm_pairs", "load_mc_file", "comparisons", "evaluate_labeler", "score_labeler",
+           "LabelerEvalConfig", "reliability", "plot_reliability",
            "write_result", "LabelerResult", "ANSWER"]

@@ -11,97 +11,84 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
+import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from charter.choice import LETTERS
-from charter.config import FORMATS, build_config, fingerprint, read_config_file
+from charter.config import FORMATS, Config, setting
 from charter.errors import ConfigError, RunError
+from charter.jsonl import append_jsonl, read_jsonl, set_aside
 from charter.rlcai.data import (  # noqa: F401 (re-exported for callers of the old charter.feedback)
     ANSWER, ANSWER_CUE, AFTER_COT, COT, COT_CUE, FeedbackExample, FeedbackPrinciple, FeedbackSet, draw_principles,
     load_feedback, load_feedback_examples, load_feedback_principles,
 )
 from charter.rlcai.questions import (  # noqa: F401
-    Answered, ask, few_shot_prefix, pair_preference, question, render_options,
+    Answered, ask, few_shot_prefix, pair_preference, question, render_options, sample,
 )
 from charter.templates import TEXT_STOPS, text_initial
 from charter.types import Message, Sampling
+
+log = logging.getLogger("charter.label")
 
 # ---- labelling ------------------------------------------------------------------------------------
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(Config):
     """Everything that defines a `charter label` run."""
 
-    policy: str = "embedded"
-    backend: str = "transformers"
-    feedback_model: str | None = None  # default: the policy model
-    feedback_backend: str | None = None  # default: the policy's backend
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    prompts: str = "default"
-    prompt_field: str | None = None
-    principles: str = "default"
-    few_shot: str = "default"
-    format: str = "chat"  # how the feedback model is asked
-    policy_format: str | None = None  # how the policy is sampled (default: same as format)
-    samples: int = 2
-    ensemble: int = 1
-    cot: bool = False
-    clamp_low: float = 0.4
-    clamp_high: float = 0.6
-    limit: int | None = None
-    seed: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    cot_max_tokens: int = 256
-    cot_temperature: float = 0.0
-    batch_size: int = 8  # prompts per batch (each batch is written as it completes)
-    out: str = "runs/labels.jsonl"
+    policy: str = setting("embedded", "model that samples the answers: your SL-CAI checkpoint, a local path, "
+                          "or 'embedded' (default)")
+    backend: str = setting("transformers", "backend for the policy (and the feedback model unless "
+                           "--feedback-backend): transformers (default) | llamacpp | fake ...")
+    feedback_model: str | None = setting(None, "model that labels the pairs (default: the policy)")
+    feedback_backend: str | None = setting(None, "backend for the feedback model (default: --backend)")
+    backend_options: dict[str, Any] = setting({}, "passed to the backends' constructors", result=False)
+    prompts: str = setting("default", "prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default' (red-team set), "
+                           "advbench, harmbench, do-not-answer, hf:ORG/NAME")
+    prompt_field: str | None = setting(None, "column holding the prompt (default: auto-detect)")
+    principles: str = setting("default", "feedback principles: Charter YAML, the paper's RLMadisonInstructions.json, "
+                              "or 'default'")
+    few_shot: str = setting("default", "feedback examples: Charter YAML, RLMadisonFewShotPrompts.json, "
+                            "RLMadisonPrecogFewShotPrompts.json, 'default' or 'none'")
+    format: str = setting("chat", "how the feedback model is asked: one chat user message (default) or the "
+                          "paper's raw text", choices=FORMATS)
+    policy_format: str | None = setting(None, "how the policy is sampled (default: --format)", choices=FORMATS)
+    samples: int = setting(2, "answers per prompt (default 2; every pair is compared)", bounds=">= 2")
+    ensemble: int = setting(1, "principles drawn and averaged per comparison (default 1)", bounds=">= 1")
+    cot: bool = setting(False, "chain of thought: reason step by step, then score; probabilities clamped")
+    clamp_low: float = setting(0.4, "CoT clamp band, low end", cli=False)
+    clamp_high: float = setting(0.6, "CoT clamp band, high end", cli=False)
+    limit: int | None = setting(None, "use at most N prompts", bounds=">= 0", result=False)
+    seed: int = setting(0, "seeds principle draws and sampling")
+    temperature: float = setting(1.0, "policy sampling temperature (default 1.0)", bounds="[0, 5]")
+    top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
+    max_tokens: int = setting(256, "tokens per policy answer (default 256)", bounds=">= 1")
+    cot_max_tokens: int = setting(256, "tokens of CoT reasoning (default 256)", bounds=">= 1")
+    cot_temperature: float = setting(0.0, "CoT sampling temperature (default 0: greedy)", bounds="[0, 5]")
+    batch_size: int = setting(8, "prompts per batch; each batch is written when it finishes (default 8)",
+                              bounds=">= 1", result=False)
+    out: str = setting("runs/labels.jsonl", "preference rows, .jsonl or .parquet (default runs/labels.jsonl); "
+                       "transcripts go to OUT.transcripts.jsonl", result=False)
 
-    NON_RESULT_KEYS = ("backend_options", "limit", "batch_size", "out")
-
-    def validate(self, where: str = "config") -> "LabelConfig":
+    def check(self, where: str) -> None:
         from charter.backends import check_backend_name
 
         check_backend_name(self.backend)
         if self.feedback_backend:
             check_backend_name(self.feedback_backend)
-        for name in ("format", "policy_format"):
-            v = getattr(self, name)
-            if v is not None and v not in FORMATS:
-                raise ConfigError(f"{where}: {name} must be one of {FORMATS}, not '{v}'")
-        for name, low in (("samples", 2), ("ensemble", 1), ("max_tokens", 1), ("cot_max_tokens", 1), ("batch_size", 1)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"{where}: {name} must be >= {low}, got {getattr(self, name)}")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"{where}: limit must be >= 0")
         if not (0 <= self.clamp_low <= 0.5 <= self.clamp_high <= 1) or abs(self.clamp_low + self.clamp_high - 1) > 1e-9:
             raise ConfigError(f"{where}: the clamp band must be symmetric around 0.5 (e.g. 0.4 0.6), "
                               f"got {self.clamp_low} {self.clamp_high}")
-        if not 0 <= self.temperature <= 5 or not 0 <= self.cot_temperature <= 5 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"{where}: temperatures must be in [0, 5] and top_p in (0, 1]")
-        suffix = Path(self.out).suffix.lower()
-        if suffix not in (".jsonl", ".parquet"):
+        if Path(self.out).suffix.lower() not in (".jsonl", ".parquet"):
             raise ConfigError(f"{where}: out must end in .jsonl or .parquet, got '{self.out}'")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fingerprint(self, extra: str = "") -> str:
-        return fingerprint(self.to_dict(), self.NON_RESULT_KEYS, extra)
 
 
 def load_label_config(path: str | None, overrides: dict[str, Any]) -> LabelConfig:
-    data = read_config_file(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    where = path or "command line"
-    return build_config(LabelConfig, data, where).validate(where)
+    return LabelConfig.load(path, overrides)
 
 
 def transcripts_path(out: str | Path) -> Path:
@@ -110,30 +97,9 @@ def transcripts_path(out: str | Path) -> Path:
     return p.with_name(p.stem + ".transcripts.jsonl")
 
 
-def _append(path: Path, rows: Sequence[dict]) -> None:
-    import os
-
-    if not rows:
-        return
-    with path.open("a", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def read_transcripts(path: Path) -> list[dict]:
-    """Transcript lines of a labels run, skipping a torn final line."""
-    if not path.exists():
-        return []
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            if line.strip():
-                out.append(json.loads(line))
-    return out
+    """Transcript lines of a labels run, without a torn final line or damaged lines (set aside on start)."""
+    return [t for _, t in read_jsonl(path, skip_damaged=True)] if Path(path).exists() else []
 
 
 @dataclass
@@ -162,12 +128,7 @@ def _same_backend(cfg: LabelConfig) -> bool:
 def sample_answers(policy, prompts: Sequence[Sequence[Message]], n: int, fmt: str, sampling: Sampling) -> list[list[str]]:
     """n answers per prompt from the policy (chat: template applied; text: raw transcript)."""
     flat = [list(p) for p in prompts for _ in range(n)]
-    if fmt == "chat":
-        done = policy.chat(flat, sampling)
-    else:
-        stops = tuple(dict.fromkeys(tuple(sampling.stop) + TEXT_STOPS))
-        done = policy.complete([text_initial(p) for p in flat], replace(sampling, stop=stops))
-    texts = [c.text.strip() for c in done]
+    texts = sample(policy, flat if fmt == "chat" else [text_initial(p) for p in flat], fmt, sampling, TEXT_STOPS)
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
@@ -269,27 +230,23 @@ def _start_files(out: Path, tpath: Path, kept: list[dict], overwrite: bool) -> N
     out.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and tpath.exists():
         tpath.unlink()
-    if tpath.exists():  # cut a torn final line before appending
-        data = tpath.read_bytes()
-        if data and not data.endswith(b"\n"):
-            tpath.write_bytes(data[: data.rfind(b"\n") + 1])
+    aside = tpath.with_name(tpath.stem + ".bad.jsonl")
+    for n, _, why in set_aside(tpath, aside):  # a torn tail must not glue onto the next append
+        if not why.startswith("torn"):
+            log.warning("warning: %s:%d: damaged line (%s); moved to %s", tpath, n, why, aside)
     if out.suffix.lower() == ".jsonl":  # rows are appended as batches finish; rewritten whole at the end
-        _write_rows_atomic([preference_row(t) for t in kept if t.get("score_first") is not None], out)
+        _write_rows([preference_row(t) for t in kept if t.get("score_first") is not None], out)
 
 
-def _write_rows_atomic(rows: list[dict], out: Path) -> None:
-    import os
+def _write_rows(rows: list[dict], out: Path) -> None:
+    from charter.export import write_rows  # atomic
 
-    from charter.export import write_rows
-
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    write_rows(rows, tmp)
-    os.replace(tmp, out)
+    write_rows(rows, out)
 
 
 def _append_rows(out: Path, lines: list[dict]) -> None:
     if out.suffix.lower() == ".jsonl":
-        _append(out, [preference_row(t) for t in lines if t.get("score_first") is not None])
+        append_jsonl(out, [preference_row(t) for t in lines if t.get("score_first") is not None])
 
 
 def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False, force: bool = False,
@@ -317,11 +274,11 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
                 "format": cfg.format, "cot": cfg.cot}
         for b in range(0, len(todo), cfg.batch_size):
             lines = _label_batch(policy, feedback, fs, todo[b:b + cfg.batch_size], cfg, sampling, meta)
-            _append(tpath, lines)
+            append_jsonl(tpath, lines)
             _append_rows(out, lines)
             if progress:
                 n = min(b + cfg.batch_size, len(todo))
-                print(f"  label: {n}/{len(todo)} prompts ({time.time() - start:.0f}s)", file=sys.stderr)
+                log.info("  label: %d/%d prompts (%.0fs)", n, len(todo), time.time() - start)
     finally:
         for bk in own:
             bk.close()
@@ -334,7 +291,7 @@ def _finish(tpath: Path, out: Path, summary: LabelSummary, start: float) -> Labe
     ok_prompts = {t["prompt_id"] for t in last.values() if not t.get("error")}
     lines = [t for t in last.values() if not (t.get("error") and t["prompt_id"] in ok_prompts)]
     rows = [preference_row(t) for t in lines if t.get("score_first") is not None]
-    _write_rows_atomic(rows, out)
+    _write_rows(rows, out)
     summary.comparisons = sum(1 for t in lines if not t.get("error"))
     summary.skipped = sum(1 for t in lines if t.get("skipped"))
     summary.rows = len(rows)

@@ -11,6 +11,9 @@ The normalised probabilities of "(A)" and "(B)" (charter.choice.option_probs) ar
 chain-of-thought mode reasoning is sampled after "Let's think step-by-step:" first. Formats:
 "text" scores raw transcript strings; "chat" sends the question as one user message and scores
 "(A)" as the assistant's reply.
+
+The judges (charter.evaluate) ask the same question in a compact layout, one user message:
+"[principle]\nOptions:\n(A) [answer]\n(B) [answer]\nThe answer is:" (`question_message`).
 """
 from __future__ import annotations
 
@@ -20,17 +23,31 @@ from typing import Any, Sequence
 from charter.choice import clamp, option_label, option_probs
 from charter.config import FORMATS
 from charter.errors import ConfigError
-from charter.rlcai.data import AFTER_COT, ANSWER, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
-from charter.templates import transcript
+from charter.rlcai.data import AFTER_COT, ANSWER, ANSWER_CUE, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
+from charter.transcripts import render as transcript
 from charter.types import Message, Sampling
 
-def render_options(options: Sequence[str]) -> str:
+LAYOUTS = ("paper", "compact")
+
+
+def render_options(options: Sequence[str], layout: str = "paper") -> str:
+    """paper: '\\n (A) [[[x]]]' per option; compact: '\\nOptions:' then '\\n(A) x' per option."""
+    if layout == "compact":
+        return "\nOptions:" + "".join(f"\n{option_label(i)} {o}" for i, o in enumerate(options))
     return "".join(f"\n {option_label(i)} [[[{o.strip()}]]]" for i, o in enumerate(options))
 
 
-def question(conversation: Sequence[Message], principle: str, options: Sequence[str]) -> str:
-    """The multiple-choice question without its answer cue (conversation ends with a user turn)."""
-    return f"{HEADER}{transcript(conversation)}\n\n{principle} Options:{render_options(options)}"
+def question(conversation: Sequence[Message], principle: str, options: Sequence[str], layout: str = "paper") -> str:
+    """The multiple-choice question without its answer cue, in the paper's or the compact layout."""
+    head = f"{HEADER}{transcript(conversation)}\n\n{principle}"
+    if layout == "compact":
+        return head + render_options(options, layout)
+    return f"{head} Options:{render_options(options)}"
+
+
+def question_message(conversation: Sequence[Message], principle: str, options: Sequence[str]) -> list[Message]:
+    """The compact question as one user message, answer cue included: what the judges send."""
+    return [{"role": "user", "content": f"{question(conversation, principle, options, 'compact')}\n{ANSWER_CUE}"}]
 
 
 def few_shot_prefix(examples: Sequence[FeedbackExample], fmt: str, cot: bool) -> str | list[Message]:
@@ -80,6 +97,15 @@ def cot_context(prefix: str | list[Message], q: str, reasoning: str, fmt: str) -
     return f"{cot_prompt(prefix, q, fmt)} {reasoning.strip()}\n\n{AFTER_COT}"
 
 
+def sample(backend, prompts: Sequence, fmt: str, sampling: Sampling, stops: Sequence[str] = ()) -> list[str]:
+    """Stripped completions: "chat" (the backend applies the template) or "text" (raw, with `stops`)."""
+    if fmt == "chat":
+        done = backend.chat(prompts, sampling)
+    else:
+        done = backend.complete(prompts, replace(sampling, stop=tuple(dict.fromkeys((*sampling.stop, *stops)))))
+    return [c.text.strip() for c in done]
+
+
 @dataclass
 class Answered:
     """One question in one option order: the context scored, P(option i), and any reasoning."""
@@ -96,13 +122,7 @@ def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int
         raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
     reasonings: list[str | None] = [None] * len(questions)
     if cot is not None:
-        prompts = [cot_prompt(prefix, q, fmt) for q, _ in questions]
-        if fmt == "chat":
-            done = backend.chat(prompts, cot)
-        else:
-            stops = tuple(dict.fromkeys(tuple(cot.stop) + COT_STOPS))
-            done = backend.complete(prompts, replace(cot, stop=stops))
-        reasonings = [c.text.strip() for c in done]
+        reasonings = sample(backend, [cot_prompt(prefix, q, fmt) for q, _ in questions], fmt, cot, COT_STOPS)
         contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
     else:
         contexts = [direct_context(prefix, q, fmt) for q, _ in questions]

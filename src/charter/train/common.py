@@ -1,4 +1,4 @@
-"""What SFT and DPO share: strict config, data files, LoRA, estimate, resume, saving, the loss log.
+"""What the trainers share: one config base, data files, LoRA, estimate, resume, saving, the loss log.
 
 torch / transformers / trl / peft are imported inside functions, so `charter --help` stays fast.
 """
@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import logging
 import math
 import re
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.config import build_config, check_keys, read_config_file, strip_lines
+from charter.config import Config, check_keys, setting, strip_lines
 from charter.errors import BackendError, ConfigError, InputError
+
+log = logging.getLogger("charter.train")
 
 CHECKPOINTS = "checkpoints"  # trainer checkpoints live here, beside the final model in `out`
 ADAPTER = "adapter"
 LOG, PLOT = "train_log.jsonl", "loss.png"
 # Keys that Charter sets from its own top-level settings; two places for one value invite confusion.
 OWN_KEYS = {"output_dir": "out", "seed": "seed"}
-# Rough SFT throughput of SmolLM2-135M on 2 CPU cores, tokens/s, scaled by model size for others:
-# bench/train.py (batch 4 x 256) on a shared 2-core box measured full 16-20, LoRA 10-51; an idle
-# box is faster (~170 full was reported), so this errs long.
 # The paper's recipe shape (1 epoch, constant LR, no warm-up) plus what keeps a CPU run small,
 # shared by SFT and DPO; each adds its own keys and learning rates.
 TRAINER_DEFAULTS: dict[str, Any] = dict(
@@ -31,62 +30,57 @@ TRAINER_DEFAULTS: dict[str, Any] = dict(
     gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
     save_total_limit=2, report_to="none", dataloader_num_workers=0,
 )
+# Rough SFT tokens/s of SmolLM2-135M on 2 CPU cores (bench/train.py), scaled by model size for others.
 TOKENS_PER_S = {"full": 20.0, "lora": 15.0}
 REF_PARAMS = 135e6
 
 
+@dataclass
+class TrainConfig(Config):
+    """What every trainer's config has (each adds its data and own settings); `trainer:` goes to TRL."""
+
+    model: str = setting("embedded", "'embedded' (default) or a local HF checkpoint directory")
+    out: str = setting("", "output directory: checkpoint, train_log.jsonl, loss.png; re-running resumes")
+    lora: bool | dict[str, Any] = setting(False, "true, or a dict passed to peft.LoraConfig", flag={
+        "--lora": (True, "train a LoRA adapter, then merge it"), "--full": (False, "full fine-tuning (default)")})
+    merge: bool = setting(True, "LoRA: also save merged weights, so `--model OUT` works in every backend", cli=False)
+    seed: int = setting(0, "seeds data order, sampling and initialisation")
+    trainer: dict[str, Any] = setting({}, "passed through to TRL's config class (keys checked against its fields)")
+    REQUIRED = ("data", "out")
+
+    @property
+    def mode(self) -> str:
+        return "lora" if self.lora is not False else "full"
+
+
 def load_train_config(cls, path: str | None, overrides: dict[str, Any]):
     """defaults < YAML < flags; `trainer:` keys merge (flags such as --max-steps land there)."""
-    data = dict(read_config_file(path))
-    where = path or "command line"
-    if not isinstance(data.get("trainer") or {}, dict):
-        raise ConfigError(f"{where}: 'trainer' must be a mapping of trl config keys to values")
-    trainer = dict(data.get("trainer") or {})
-    trainer.update({k: v for k, v in (overrides.pop("trainer", None) or {}).items() if v is not None})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if trainer:
-        data["trainer"] = trainer
-    cfg = build_config(cls, data, where)
-    cfg.where = where
-    for name in ("data", "out"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"{where}: '{name}' is required (pass --{name} or set it in the config file)")
-    return cfg
+    return cls.load(path, overrides)
 
 
-def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str) -> None:
+def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str, lines: dict[str, int] | None = None) -> None:
     """Reject keys that trl's config class does not have, naming the key's line and a did-you-mean."""
     for key, own in OWN_KEYS.items():
         if key in trainer:
-            raise ConfigError(f"{_at(where, key)}: set '{own}' at the top level, not 'trainer.{key}'")
+            raise ConfigError(f"{_at(where, key, lines)}: set '{own}' at the top level, not 'trainer.{key}'")
     names = [f.name for f in dataclasses.fields(args_cls) if f.init]
     for key in trainer:
         if key != "__line__" and key not in names:
             hint = difflib.get_close_matches(str(key), names, n=1)
             tip = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"{_at(where, key)}: unknown key '{key}'{tip} under 'trainer:', which is passed "
+            raise ConfigError(f"{_at(where, key, lines)}: unknown key '{key}'{tip} under 'trainer:', which is passed "
                               f"to trl.{args_cls.__name__}")
 
 
-def _at(where: str, key: str) -> str:
-    """'file.yaml:LINE' of `trainer: {key: ...}` when the settings came from a YAML file."""
-    import yaml
-
-    try:
-        root = yaml.compose(Path(where).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return where  # "command line", or a file we cannot re-read
-    for k, v in getattr(root, "value", None) or []:
-        if getattr(k, "value", None) == "trainer" and isinstance(v, yaml.MappingNode):
-            for kk, _ in v.value:
-                if kk.value == key:
-                    return f"{where}:{kk.start_mark.line + 1}"
-    return where
+def _at(where: str, key: str, lines: dict[str, int] | None) -> str:
+    """'file.yaml:LINE' of `trainer: {key: ...}` when the key came from a YAML file."""
+    line = (lines or {}).get(key)
+    return f"{where}:{line}" if line else where
 
 
 def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
     """trl config from our defaults < the user's `trainer:` dict; bad values become ConfigErrors."""
-    check_trainer_keys(cfg.trainer, args_cls, cfg.where)
+    check_trainer_keys(cfg.trainer, args_cls, cfg.where, cfg.lines.get("trainer"))
     import torch
 
     # TRL defaults to bf16, which transformers refuses on CPU unless use_cpu is set. CPU autocast to
@@ -200,7 +194,7 @@ def run_trainer(trainer, out: str | Path) -> None:
         trainer.remove_callback(PrinterCallback)
     resume = last_checkpoint(out)
     if resume:
-        print(f"resuming from {resume}", file=sys.stderr)
+        log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
 
 
@@ -222,25 +216,19 @@ def save(trainer, out: str | Path, merge: bool = True) -> Path:
 
 
 def write_log(history: list[dict[str, Any]], out: Path) -> None:
-    with (out / LOG).open("w", encoding="utf-8") as fh:
-        for row in history:
-            fh.write(json.dumps(row) + "\n")
-    points = [(r["step"], r["loss"]) for r in history if "loss" in r and "step" in r]
-    if not points:
-        return
-    try:
-        import matplotlib
+    from charter import plotting
+    from charter.jsonl import write_jsonl
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the JSONL log is the record; the plot is a convenience
+    write_jsonl(out / LOG, history)
+    points = [(r["step"], r["loss"]) for r in history if "loss" in r and "step" in r]
+    made = plotting.subplots(figsize=(6, 3.5)) if points else None
+    if made is None:  # the JSONL log is the record; the plot is a convenience
         return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = made
     ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
     ax.set(xlabel="step", ylabel="training loss", title=out.name)
     fig.tight_layout()
-    fig.savefig(out / PLOT, dpi=100)
-    plt.close(fig)
+    plotting.save(fig, out / PLOT, dpi=100)
 
 
 def load_error(model: str, exc: Exception) -> BackendError:

@@ -14,12 +14,12 @@ setting away: `trainer: {loss_type: [robust], label_smoothing: 0.1}` is passed t
 from __future__ import annotations
 
 import random
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.errors import ConfigError, InputError
+from charter.config import setting
+from charter.errors import InputError
 from charter.train import common
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "beta": 0.1}
@@ -29,25 +29,17 @@ COLUMNS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
-class DPORunConfig:
-    """Everything that defines a `charter train dpo` run (configs/train/dpo.yaml)."""
+class DPOConfig(common.TrainConfig):
+    """Everything that defines a `charter train dpo` run (configs/train/dpo.yaml); `trainer:` -> trl.DPOConfig."""
 
-    model: str = "embedded"
-    data: str = ""
-    out: str = ""
-    lora: bool | dict[str, Any] = False
-    merge: bool = True
-    soft_labels: str = "sample"  # how a row's `score` is used: see the module docstring
-    seed: int = 0
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed through to trl.DPOConfig
-    where = "config"  # not a field (no YAML key): where the settings came from, for messages
+    data: str = setting("", "run directory made by `charter generate`, or a preference file with "
+                        "prompt/chosen/rejected (optional score) (.jsonl/.parquet)")
+    soft_labels: str = setting("sample", "how a row's score is used (default sample; see the module docstring)",
+                               choices=SOFT_LABELS)
 
 
-def load_dpo_config(path: str | None = None, **overrides: Any) -> DPORunConfig:
-    cfg = common.load_train_config(DPORunConfig, path, overrides)
-    if cfg.soft_labels not in SOFT_LABELS:
-        raise ConfigError(f"{cfg.where}: soft_labels must be one of {SOFT_LABELS}, not '{cfg.soft_labels}'")
-    return cfg
+def load_dpo_config(path: str | None = None, **overrides: Any) -> DPOConfig:
+    return DPOConfig.load(path, overrides)
 
 
 def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[str, Any]]:
@@ -64,7 +56,7 @@ def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[
     return out
 
 
-def dpo_dataset(cfg: DPORunConfig):
+def dpo_dataset(cfg: DPOConfig):
     import datasets
 
     path = Path(cfg.data)
@@ -81,11 +73,10 @@ def dpo_dataset(cfg: DPORunConfig):
     return datasets.Dataset.from_list(apply_scores(rows, cfg.soft_labels, cfg.seed))
 
 
-def build_dpo_trainer(cfg: DPORunConfig, progress: bool = True):
-    from trl import DPOConfig, DPOTrainer
+def build_dpo_trainer(cfg: DPOConfig, progress: bool = True):
+    from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    mode = "lora" if cfg.lora is not False else "full"
-    args = common.trainer_args(DPOConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[mode]}, progress)
+    args = common.trainer_args(TRLDPOConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}, progress)
     dataset = dpo_dataset(cfg)
     try:
         return DPOTrainer(model=common.resolve_model(cfg.model), args=args, train_dataset=dataset,
@@ -94,12 +85,11 @@ def build_dpo_trainer(cfg: DPORunConfig, progress: bool = True):
         raise common.load_error(cfg.model, exc) from exc
 
 
-def train_dpo(cfg: DPORunConfig, progress: bool = True) -> Path:
+def train_dpo(cfg: DPOConfig, progress: bool = True) -> Path:
     trainer = build_dpo_trainer(cfg, progress)
-    mode = "lora" if cfg.lora is not False else "full"
     ds = trainer.train_dataset
     # Each row is two forward/backward sequences, both with the prompt.
     tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
-    print(f"charter train dpo: {common.estimate(trainer, tokens, mode)}", file=sys.stderr)
+    common.log.info("charter train dpo: %s", common.estimate(trainer, tokens, cfg.mode))
     common.run_trainer(trainer, cfg.out)
     return common.save(trainer, cfg.out, cfg.merge)

@@ -14,16 +14,16 @@ prompt/chosen/rejected, so every source gets the same chat template.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charter import transcripts
+from charter.config import setting
 from charter.errors import ConfigError, InputError
+from charter.jsonl import write_json
 from charter.train import common
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "per_device_train_batch_size": 8,
@@ -33,29 +33,26 @@ EVAL_FILE = "pm_eval.json"
 
 
 @dataclass
-class PMRunConfig:
-    """Everything that defines a `charter train pm` run (configs/train/pm.yaml)."""
+class PMConfig(common.TrainConfig):
+    """Everything that defines a `charter train pm` run (configs/train/pm.yaml); `trainer:` -> trl.RewardConfig.
 
-    model: str = "embedded"  # base of the PM: usually the SL-CAI checkpoint
-    data: str = ""  # preference rows from `charter label` (score = P(chosen better))
-    out: str = ""
-    mix: list[str] = field(default_factory=list)  # FILE or FILE:RATIO (share of the final training mix)
-    eval_data: str | None = None  # held-out preference rows; default: eval_share of `data`
-    eval_share: float = 0.1
-    lora: bool | dict[str, Any] = False
-    merge: bool = True
-    seed: int = 0
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed through to trl.RewardConfig
-    where = "config"
+    `model` is the base of the PM, usually the SL-CAI checkpoint."""
+
+    data: str = setting("", "preference rows from `charter label` (prompt/chosen/rejected/score; .jsonl/.parquet)")
+    mix: list[str] = setting([], "add a preference file (TRL prompt/chosen/rejected or hh-rlhf chosen/rejected) as "
+                             "hard labels; RATIO = its share of the training mix (default: all its rows); repeatable",
+                             cli={"action": "append", "metavar": "FILE[:RATIO]"})
+    eval_data: str | None = setting(None, "held-out preference rows (default: --eval-share of --data)")
+    eval_share: float = setting(0.1, "share of --data held out for the accuracy printed at the end (default 0.1)",
+                                bounds="[0, 1)")
+
+    def check(self, where: str) -> None:
+        for spec in self.mix:
+            parse_mix(spec, where)
 
 
-def load_pm_config(path: str | None = None, **overrides: Any) -> PMRunConfig:
-    cfg = common.load_train_config(PMRunConfig, path, overrides)
-    if not 0 <= cfg.eval_share < 1:
-        raise ConfigError(f"{cfg.where}: eval_share must be in [0, 1), got {cfg.eval_share}")
-    for spec in cfg.mix:
-        parse_mix(spec, cfg.where)
-    return cfg
+def load_pm_config(path: str | None = None, **overrides: Any) -> PMConfig:
+    return PMConfig.load(path, overrides)
 
 
 def parse_mix(spec: str, where: str = "--mix") -> tuple[str, float | None]:
@@ -75,22 +72,10 @@ def parse_mix(spec: str, where: str = "--mix") -> tuple[str, float | None]:
 # ---- rows ---------------------------------------------------------------------------------------
 
 
-_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
-
-
-def transcript_turns(text: str) -> list[dict[str, str]]:
-    """Every turn of an hh-rlhf transcript, the last assistant answer included (split on turn markers only)."""
-    parts = _TURN.split(text)
-    return [{"role": "user" if who == "Human" else "assistant", "content": c.strip()}
-            for who, c in zip(parts[1::2], parts[2::2])]
-
-
 def _messages(value: Any, role: str, where: str) -> list[dict[str, str]]:
     """A conversation (list of messages), an hh-rlhf transcript, or a plain string as one `role` turn."""
-    from charter.prompts import looks_like_transcript
-
     if isinstance(value, str):
-        return transcript_turns(value) if looks_like_transcript(value) else [{"role": role, "content": value}]
+        return transcripts.parse(value) if transcripts.looks_like(value) else [{"role": role, "content": value}]
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
         return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
     raise InputError(f"expected a list of {{role, content}} messages or text, got {type(value).__name__}", where)
@@ -148,7 +133,7 @@ def mix_rows(base: list[dict], specs: list[str], seed: int) -> list[dict]:
     return out
 
 
-def pm_datasets(cfg: PMRunConfig):
+def pm_datasets(cfg: PMConfig):
     """(train, held-out) datasets.Dataset of conversational prompt/chosen/rejected/score rows."""
     import datasets
 
@@ -208,13 +193,12 @@ def trainer_classes() -> tuple[type, type]:
     return SoftRewardTrainer, ScoreCollator
 
 
-def build_pm_trainer(cfg: PMRunConfig, progress: bool = True):
+def build_pm_trainer(cfg: PMConfig, progress: bool = True):
     """The configured trainer (dataset tokenized) and the held-out rows, not yet trained."""
     from transformers import AutoTokenizer
     from trl import RewardConfig
 
-    mode = "lora" if cfg.lora is not False else "full"
-    args = common.trainer_args(RewardConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[mode]}, progress)
+    args = common.trainer_args(RewardConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}, progress)
     train, held = pm_datasets(cfg)
     trainer_cls, collator_cls = trainer_classes()
     path = common.resolve_model(cfg.model)
@@ -229,17 +213,16 @@ def build_pm_trainer(cfg: PMRunConfig, progress: bool = True):
     return trainer, held
 
 
-def train_pm(cfg: PMRunConfig, progress: bool = True) -> dict[str, Any]:
+def train_pm(cfg: PMConfig, progress: bool = True) -> dict[str, Any]:
     """Train, save a loadable PM in cfg.out, and score the held-out rows with it."""
     trainer, held = build_pm_trainer(cfg, progress)
-    mode = "lora" if cfg.lora is not False else "full"
     ds = trainer.train_dataset
     tokens = [len(c) + len(r) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])]
-    print(f"charter train pm: {common.estimate(trainer, tokens, mode)}", file=sys.stderr)
+    common.log.info("charter train pm: %s", common.estimate(trainer, tokens, cfg.mode))
     common.run_trainer(trainer, cfg.out)
     out = common.save(trainer, cfg.out, cfg.merge)
     result = {"out": str(out), "train_rows": len(ds), "held_out": held_out_metrics(str(out), held)}
-    (out / EVAL_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_json(out / EVAL_FILE, result)
     return result
 
 

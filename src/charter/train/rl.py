@@ -12,11 +12,11 @@ completion length per step) and rl.png.
 from __future__ import annotations
 
 import random
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.train import common
 
@@ -34,60 +34,37 @@ CURVES = (("reward", "PM reward"), ("kl", "KL to the start"), ("completions/mean
 
 
 @dataclass
-class RLRunConfig:
-    """Everything that defines a `charter train rl` run (configs/train/rl.yaml)."""
+class RLConfig(common.TrainConfig):
+    """Everything that defines a `charter train rl` run (configs/train/rl.yaml); `trainer:` -> trl.RLOOConfig."""
 
-    model: str = "embedded"  # the starting policy: usually the SL-CAI checkpoint
-    pm: str = ""  # the reward: a directory from `charter train pm`
-    out: str = ""
-    prompts: str = "default"  # red-team prompts
-    helpful_prompts: str = "default"  # "none": red-team only
-    helpful_ratio: float = 0.5  # share of helpfulness prompts in the mix
-    prompt_field: str | None = None
-    limit: int | None = None  # prompts per set
-    samples: int = 4  # completions per prompt (the leave-one-out group)
-    max_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    beta: float = 0.05  # KL penalty to the starting policy
-    lora: bool | dict[str, Any] = False
-    merge: bool = True
-    seed: int = 0
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed through to trl.RLOOConfig
-    where = "config"
+    model: str = setting("embedded", "starting policy: the SL-CAI checkpoint, a local HF checkpoint, or 'embedded' "
+                         "(default)")
+    pm: str = setting("", "preference model directory from `charter train pm` (the reward)")
+    prompts: str = setting("default", "red-team prompts: file, 'default', advbench, harmbench, do-not-answer, "
+                           "hf:ORG/NAME")
+    helpful_prompts: str = setting("default", "helpfulness prompts (same sources), or 'none'")
+    helpful_ratio: float = setting(0.5, "share of helpfulness prompts in the mix (default 0.5)", bounds="[0, 1)")
+    prompt_field: str | None = setting(None, "column holding the prompt (default: auto-detect)")
+    limit: int | None = setting(None, "use at most N prompts from each set", bounds=">= 1")
+    samples: int = setting(4, "completions per prompt, the leave-one-out group (default 4; each sample's baseline "
+                           "is the others' mean)", bounds=">= 2")
+    max_tokens: int = setting(64, "tokens per completion (default 64)", bounds=">= 1")
+    temperature: float = setting(1.0, "sampling temperature (default 1.0)", bounds="> 0")
+    top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
+    beta: float = setting(0.05, "KL penalty to the starting policy, in the reward (default 0.05)", bounds=">= 0")
+    REQUIRED = ("pm", "out")
 
-
-def load_rl_config(path: str | None = None, **overrides: Any) -> RLRunConfig:
-    from charter.config import build_config, read_config_file
-
-    data = dict(read_config_file(path))
-    where = path or "command line"
-    trainer = {**(data.get("trainer") or {}), **{k: v for k, v in (overrides.pop("trainer", None) or {}).items() if v is not None}}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if trainer:
-        data["trainer"] = trainer
-    cfg = build_config(RLRunConfig, data, where)
-    cfg.where = where
-    for name in ("pm", "out"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"{where}: '{name}' is required (pass --{name} or set it in the config file)")
-    return _check(cfg)
+    def check(self, where: str) -> None:
+        for ours, theirs in GENERATION_KEYS.items():
+            if theirs in self.trainer:
+                raise ConfigError(f"{where}: set '{ours}' at the top level, not 'trainer.{theirs}'")
 
 
-def _check(cfg: RLRunConfig) -> RLRunConfig:
-    for ours, theirs in GENERATION_KEYS.items():
-        if theirs in cfg.trainer:
-            raise ConfigError(f"{cfg.where}: set '{ours}' at the top level, not 'trainer.{theirs}'")
-    if not 0 <= cfg.helpful_ratio < 1:
-        raise ConfigError(f"{cfg.where}: helpful_ratio must be in [0, 1), got {cfg.helpful_ratio}")
-    if cfg.samples < 2:
-        raise ConfigError(f"{cfg.where}: samples must be >= 2 (each sample's baseline is the others' mean)")
-    if cfg.max_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.temperature <= 0 or cfg.beta < 0:
-        raise ConfigError(f"{cfg.where}: need max_tokens >= 1, 0 < top_p <= 1, temperature > 0 and beta >= 0")
-    return cfg
+def load_rl_config(path: str | None = None, **overrides: Any) -> RLConfig:
+    return RLConfig.load(path, overrides)
 
 
-def rl_prompts(cfg: RLRunConfig) -> list[list[dict[str, str]]]:
+def rl_prompts(cfg: RLConfig) -> list[list[dict[str, str]]]:
     """Red-team prompts plus enough helpfulness prompts for their share of the mix (seeded), shuffled."""
     from charter.prompts import load_prompts
 
@@ -105,7 +82,7 @@ def rl_prompts(cfg: RLRunConfig) -> list[list[dict[str, str]]]:
     return rows
 
 
-def build_rl_trainer(cfg: RLRunConfig, progress: bool = True):
+def build_rl_trainer(cfg: RLConfig, progress: bool = True):
     """The configured trl.RLOOTrainer (policy, frozen reference, PM reward), not yet trained."""
     import warnings
 
@@ -118,8 +95,7 @@ def build_rl_trainer(cfg: RLRunConfig, progress: bool = True):
     from charter.scorer import load_pm
 
     load_pm(cfg.pm).close()  # a clear error for a wrong --pm before the policy loads
-    mode = "lora" if cfg.lora is not False else "full"
-    defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[mode]}
+    defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}
     defaults.update({theirs: getattr(cfg, ours) for ours, theirs in GENERATION_KEYS.items()})
     args = common.trainer_args(RLOOConfig, cfg, defaults, progress)
     dataset = datasets.Dataset.from_list([{"prompt": p} for p in rl_prompts(cfg)])
@@ -130,13 +106,13 @@ def build_rl_trainer(cfg: RLRunConfig, progress: bool = True):
         raise common.load_error(cfg.model, exc) from exc
 
 
-def train_rl(cfg: RLRunConfig, progress: bool = True) -> dict[str, Any]:
+def train_rl(cfg: RLConfig, progress: bool = True) -> dict[str, Any]:
     trainer = build_rl_trainer(cfg, progress)
     args = trainer.args
     steps = args.max_steps if args.max_steps > 0 else len(trainer.train_dataset) * cfg.samples // args.per_device_train_batch_size
-    print(f"charter train rl: {len(trainer.train_dataset)} prompts, {steps} steps of {args.per_device_train_batch_size} "
-          f"completions ({args.per_device_train_batch_size // cfg.samples} prompts x {cfg.samples} samples), "
-          f"lr {args.learning_rate:g}", file=sys.stderr)
+    common.log.info("charter train rl: %d prompts, %d steps of %d completions (%d prompts x %d samples), lr %g",
+                    len(trainer.train_dataset), steps, args.per_device_train_batch_size,
+                    args.per_device_train_batch_size // cfg.samples, cfg.samples, args.learning_rate)
     common.run_trainer(trainer, cfg.out)
     out = common.save(trainer, cfg.out, cfg.merge)
     steps_log = step_log(trainer.state.log_history)
@@ -152,25 +128,19 @@ def step_log(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot_rl(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Reward, KL and completion length against the step, side by side."""
-    if not rows:
-        return None
-    try:
-        import matplotlib
+    from charter import plotting
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # train_log.jsonl is the record; the plot is a convenience
+    made = plotting.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3)) if rows else None
+    if made is None:  # train_log.jsonl is the record; the plot is a convenience
         return None
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3))
+    fig, axes = made
     for ax, (key, title) in zip(axes, CURVES):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
         ax.set(xlabel="step", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path, dpi=100)
 
 
 def summary_line(result: dict[str, Any]) -> str:

@@ -7,11 +7,11 @@ the last assistant message) and TRL's `completion_only_loss` masks the prompt's 
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.train import common
 
@@ -21,34 +21,25 @@ LR = {"full": 2e-5, "lora": 1e-4}  # unless trainer.learning_rate is set
 
 
 @dataclass
-class SFTRunConfig:
-    """Everything that defines a `charter train sft` run (configs/train/sft.yaml)."""
+class SFTConfig(common.TrainConfig):
+    """Everything that defines a `charter train sft` run (configs/train/sft.yaml); `trainer:` -> trl.SFTConfig."""
 
-    model: str = "embedded"
-    data: str = ""
-    out: str = ""
-    lora: bool | dict[str, Any] = False
-    merge: bool = True  # LoRA: also save merged weights, so `--model OUT` works in every backend
-    revision: str = "final"  # run directories: the final revision, or every round's ("all": SL-CAI-n)
-    upto: int | None = None  # use rounds 1..upto only
-    helpful_ratio: float | None = None  # share of helpfulness rows in the mix (default: all of them)
-    seed: int = 0
-    trainer: dict[str, Any] = field(default_factory=dict)  # passed through to trl.SFTConfig
-    where = "config"  # not a field (no YAML key): where the settings came from, for messages
+    data: str = setting("", "run directory made by `charter generate`, or an exported SFT file with a 'messages' "
+                        "column (.jsonl/.parquet)")
+    revision: str = setting("final", "final revision, or every round's (SL-CAI-n)", choices=("final", "all"))
+    upto: int | None = setting(None, "use rounds 1..N only", bounds=">= 1")
+    helpful_ratio: float | None = setting(None, "share of helpfulness rows in the mix (default: all)", bounds="[0, 1)")
 
 
-def load_sft_config(path: str | None = None, **overrides: Any) -> SFTRunConfig:
-    cfg = common.load_train_config(SFTRunConfig, path, overrides)
-    if cfg.revision not in ("final", "all"):
-        raise ConfigError(f"{cfg.where}: revision must be 'final' or 'all', not '{cfg.revision}'")
-    return cfg
+def load_sft_config(path: str | None = None, **overrides: Any) -> SFTConfig:
+    return SFTConfig.load(path, overrides)
 
 
 def to_prompt_completion(messages: list[dict[str, str]]) -> dict[str, list]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def sft_dataset(cfg: SFTRunConfig):
+def sft_dataset(cfg: SFTConfig):
     """prompt/completion conversational rows from a run directory or a file with `messages`."""
     import datasets
 
@@ -77,13 +68,12 @@ def _check_last_assistant(ds, path: str) -> None:
             raise InputError(f"row {i + 1}: 'messages' must hold a prompt and end with an assistant turn", path)
 
 
-def build_sft_trainer(cfg: SFTRunConfig, progress: bool = True):
+def build_sft_trainer(cfg: SFTConfig, progress: bool = True):
     """The configured trl.SFTTrainer (dataset tokenized, labels masked), not yet trained."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
-    mode = "lora" if cfg.lora is not False else "full"
-    defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[mode]}
-    args = common.trainer_args(SFTConfig, cfg, defaults, progress)
+    defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}
+    args = common.trainer_args(TRLSFTConfig, cfg, defaults, progress)
     dataset = sft_dataset(cfg)
     model = common.resolve_model(cfg.model)
     try:
@@ -92,11 +82,10 @@ def build_sft_trainer(cfg: SFTRunConfig, progress: bool = True):
         raise common.load_error(cfg.model, exc) from exc
 
 
-def train_sft(cfg: SFTRunConfig, progress: bool = True) -> Path:
+def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     """Train, then save a loadable checkpoint (merged if LoRA) and the loss log into cfg.out."""
     trainer = build_sft_trainer(cfg, progress)
-    mode = "lora" if cfg.lora is not False else "full"
-    print(f"charter train sft: {common.estimate(trainer, [len(x) for x in trainer.train_dataset['input_ids']], mode)}",
-          file=sys.stderr)
+    tokens = [len(x) for x in trainer.train_dataset["input_ids"]]
+    common.log.info("charter train sft: %s", common.estimate(trainer, tokens, cfg.mode))
     common.run_trainer(trainer, cfg.out)
     return common.save(trainer, cfg.out, cfg.merge)

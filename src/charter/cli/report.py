@@ -1,4 +1,4 @@
-"""`charter report`: registered from charter.cli; matplotlib is imported only when it runs."""
+"""`charter report`: matplotlib is imported only when it runs."""
 from __future__ import annotations
 
 import argparse

@@ -1,0 +1,103 @@
+"""The Python entry points that need no run directory: open a backend, run critique-revision on
+prompts in memory, get the records back.
+
+    import charter
+    with charter.load_backend("auto", "embedded") as llm:
+        records = charter.critique_revise(llm, ["How do I pick a lock?"], rounds=2)
+
+Records match what `charter generate` writes for the same prompts, settings and seed: the same
+stable ids (`prompts.prompt_id`), hence the same principle draws and per-step seeds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from charter.errors import ConfigError
+from charter.types import Constitution, Kind, Message, PromptItem, Record, Sampling
+
+if TYPE_CHECKING:
+    from charter.backends.base import Backend
+
+log = logging.getLogger("charter.api")
+
+Prompt = Union[str, Sequence[Message], PromptItem]
+CHOICES = {"format": ("chat", "text"), "context": ("full", "latest"), "kind": ("red_team", "helpful")}
+
+
+def load_backend(name: str = "auto", model: str = "embedded", **options: Any) -> Backend:
+    """A backend for `model`, usable as a context manager (`with ... as llm:` closes the engine).
+    `name` is a registry name or "auto" (llama.cpp for a .gguf file, vLLM where it imports,
+    else transformers); `options` go to the backend (e.g. concurrency=64, base_url=...)."""
+    from charter.backends import AUTO, create_backend, resolve_backend
+
+    resolved = resolve_backend(name, model)
+    if name == AUTO:
+        log.info("backend auto -> %s", resolved)
+    return create_backend(resolved, model, **options)  # every backend is a context manager
+
+
+def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sampling: Sampling | None = None,
+                    constitution: str | Constitution = "default", few_shot: str = "default",
+                    critique: bool = True, context: str = "full", format: str = "chat", seed: int = 0,
+                    kind: Kind = "red_team", batch_size: int = 16) -> list[Record]:
+    """Answer each prompt, then critique and revise the answer `rounds` times; one Record per
+    prompt, in input order. A prompt is a string, a list of {role, content} messages ending with
+    a user turn, or a PromptItem. `seed` draws the principles (per record id and round); `sampling`
+    defaults to Sampling(seed=seed). A prompt given twice gets two records, samples 0 and 1 (the
+    ids the CLI gives --helpful-samples), so the two draw their own principles and seeds.
+    A failed request is a record with `error` set, as in a run directory."""
+    from charter.constitution import load_constitution
+    from charter.pipeline import Settings, run_items
+
+    check_choices(format=format, context=context, kind=kind)
+    if rounds < 0 or batch_size < 1:
+        raise ConfigError(f"rounds must be >= 0 and batch_size >= 1, got rounds={rounds}, batch_size={batch_size}")
+    if isinstance(constitution, str):
+        constitution = load_constitution(constitution, few_shot)
+    sampling = sampling or Sampling(seed=seed)
+    settings = Settings(rounds=rounds, critique=critique, format=format, seed=seed, batch_size=batch_size,
+                        sampling=sampling, context=context)
+    items = to_items(prompts, kind)
+    done: dict[str, Record] = {}
+    run_items(llm, constitution, settings, items, lambda rec: done.__setitem__(rec.id, rec))
+    return [done[it.id] for it in items]
+
+
+def answer(llm: Backend, prompts: Sequence[Prompt], sampling: Sampling | None = None, format: str = "chat",
+           seed: int = 0) -> list[Record]:
+    """One plain answer per prompt (the helpfulness records of `charter generate`), in input order;
+    each record's answer is its `initial` (and `final`)."""
+    return critique_revise(llm, prompts, rounds=0, sampling=sampling, few_shot="none", format=format,
+                           seed=seed, kind="helpful")
+
+
+def check_choices(**values: str) -> None:
+    for key, value in values.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+
+
+def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:
+    """PromptItems with the CLI's ids; a repeated prompt takes the next sample number."""
+    from charter.prompts import prompt_id, to_messages
+
+    if isinstance(prompts, (str, PromptItem, dict)):
+        raise ConfigError("prompts must be a list of prompts; wrap a single prompt in a list: [prompt]")
+    prompts = list(prompts)
+    if prompts and isinstance(prompts[0], dict):
+        raise ConfigError("prompts must be a list of prompts, got one message list; wrap it in a list: [messages]")
+    items, seen = [], {}
+    for i, p in enumerate(prompts):
+        if isinstance(p, PromptItem):
+            items.append(p)
+            continue
+        msgs = to_messages(p if isinstance(p, str) else list(p), f"prompts[{i}]", None)
+        key = json.dumps(msgs, sort_keys=True)
+        sample = seen[key] = seen.get(key, -1) + 1
+        items.append(PromptItem(prompt_id(kind, msgs, sample), kind, tuple(msgs), sample))
+    ids = [it.id for it in items]
+    if len(set(ids)) < len(ids):
+        raise ConfigError("two PromptItems share an id; give each its own id (or its own sample number)")
+    return items

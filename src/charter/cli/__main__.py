@@ -1,0 +1,3 @@
+from charter.cli import console_main
+
+console_main()

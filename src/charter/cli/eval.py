@@ -1,0 +1,51 @@
+"""`charter eval`: compare models and judge revisions on a run's held-out prompts -> RUN/eval.json."""
+from __future__ import annotations
+
+import argparse
+
+from charter.cli.common import add_config, add_settings, given
+from charter.evaluate.suite import EvalConfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="compare models and judge revisions on a run's held-out prompts -> RUN/eval.json")
+    add_config(p, "eval")
+    add_settings(p, EvalConfig)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from charter.evaluate.suite import evaluate
+
+    print(summary_text(evaluate(EvalConfig.load(a.config, given(a, EvalConfig)))))
+    return 0
+
+
+def summary_text(result: dict) -> str:
+    lines = [f"{result['records']} prompts from {result['run']}"]
+    for label, m in result.get("models", {}).items():
+        pref, ev = m["revision_preference"], m.get("evasive", {})
+        lines.append(f"{label}: logp(revision)-logp(initial) {pref['mean_delta']:+.3f}/token, revision preferred "
+                     f"on {pref['share_preferred']:.0%} of {pref['n']}; evasive {ev.get('rate') or 0:.0%}")
+    for q, e in result.get("elo", {}).items():
+        players = ", ".join(f"{k} {v['elo']:+.0f} [{v['low']:+.0f}, {v['high']:+.0f}]" for k, v in e["players"].items())
+        lines.append(f"Elo {q}: {players} ({e['comparisons']} comparisons, P(A) {e['position_bias']:.2f})")
+    for run in result.get("revisions", []):
+        for q, c in run["curves"].items():
+            pts = " ".join(f"r{r['round']}:{r['p_revision']:.2f}" for r in c["rounds"])
+            lines.append(f"{run['label']} {q}: P(revision preferred over initial) {pts}")
+    return "\n".join(lines + pm_summary(result.get("pm")))
+
+
+def pm_summary(pm: dict | None) -> list[str]:
+    if not pm:
+        return []
+    lines = []
+    for run in pm["runs"]:
+        pts = " ".join(f"r{r['revision']}:{r['mean']:+.2f}" for r in run["by_revision"])
+        lines.append(f"{run['label']}: PM score by revision (0 = initial) {pts}")
+    c = pm.get("critique_vs_direct")
+    if c:
+        pts = " ".join(f"r{r['revision']}:{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]" for r in c["by_revision"])
+        lines.append(f"critique - direct PM score: {pts}")
+    return lines

@@ -1,0 +1,180 @@
+"""Files that survive a crash: atomic whole-file writes, fsynced JSONL appends, and a JSONL reader
+that tolerates the one thing a SIGKILL leaves behind (a torn final line without its newline).
+
+Every writer in Charter goes through here (the run store, `label`, exports, results, reports), so
+there is one answer to "what does a kill at any moment leave on disk": the old file or the new
+one, never half of one; appended lines are on disk before the call returns.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from charter.errors import InputError, RunError
+
+# O_NOFOLLOW: never write through a symlink planted at the temporary path (absent on Windows).
+_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+Writer = Callable[[Path], None]
+
+
+def write_error(path: str | Path, exc: OSError) -> RunError:
+    return RunError(f"{path}: cannot write ({exc.strerror or exc}); check the path, its permissions and free space")
+
+
+def read_error(path: str | Path, exc: OSError) -> InputError:
+    return InputError(f"cannot read ({exc.strerror or exc}); check the path and its permissions", str(path))
+
+
+def _exclusive_tmp(path: Path) -> tuple[Path, int]:
+    """A new file next to `path` (same filesystem, so os.replace is atomic), created exclusively."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, _EXCL, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def atomic_write(path: str | Path, content: str | bytes | Writer) -> Path:
+    """Replace `path` whole: write a temporary file, fsync it, rename it over `path`.
+
+    `content` is text, bytes, or a function that writes the file at the path it is given (e.g.
+    pyarrow's Parquet writer). On failure the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _exclusive_tmp(path)
+        with os.fdopen(fd, "wb") as fh:
+            if not callable(content):
+                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+        if callable(content):
+            content(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not every platform can open a directory."""
+    with contextlib.suppress(OSError):
+        _fsync_file(folder)
+
+
+def dumps(row: Any) -> str:
+    """One JSONL line (with its newline), UTF-8 kept readable."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    return atomic_write(path, "".join(dumps(r) for r in rows))
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 1) -> Path:
+    return atomic_write(path, json.dumps(data, indent=indent, ensure_ascii=False))
+
+
+def append_bytes(path: str | Path, data: bytes) -> None:
+    """Append and fsync, in one write: a kill leaves at most a torn final line."""
+    if not data:
+        return
+    try:
+        with Path(path).open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+
+
+def append_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    append_bytes(path, "".join(dumps(r) for r in rows).encode("utf-8"))
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, complete non-blank line); a torn final line (no newline) is not yielded."""
+    try:
+        with Path(path).open("rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                if raw.endswith(b"\n") and raw.strip():
+                    yield n, raw
+    except OSError as exc:
+        raise read_error(path, exc) from exc
+
+
+def reason(exc: ValueError) -> str:
+    """What is wrong with a line, in words (JSON position, or the byte that is not UTF-8)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} at column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
+    return str(exc)
+
+
+def read_jsonl(path: str | Path, skip_damaged: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed row) of a JSONL file, without a torn final line.
+
+    A damaged line in the middle is an InputError naming `file:line`, or skipped (`skip_damaged`:
+    for callers that set such lines aside with `set_aside` before writing).
+    """
+    for n, raw in read_lines(path):
+        try:
+            yield n, json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            if not skip_damaged:
+                raise InputError(f"damaged line ({reason(exc)}); fix or remove it", str(path), n) from exc
+
+
+Bad = tuple[int, bytes, str]  # (line number, raw line without newline, why)
+
+
+def set_aside(path: str | Path, aside: str | Path, check: Callable[[bytes], Any] = json.loads) -> list[Bad]:
+    """Move damaged lines (`check` raises ValueError) and a torn tail of `path` to `aside`.
+
+    The moved lines are appended to `aside` (kept for the user, never deleted) before `path` is
+    rewritten without them, so a kill in between duplicates a line at worst and loses none.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise read_error(path, exc) from exc
+    keep, bad = [], []
+    for n, raw in enumerate(lines[:-1], 1):
+        try:
+            if raw.strip():
+                check(raw)
+                keep.append(raw + b"\n")
+        except ValueError as exc:
+            bad.append((n, raw, reason(exc)))
+    if lines[-1].strip():  # no newline at the end: killed mid-write
+        bad.append((len(lines), lines[-1], "torn write"))
+    if bad:
+        append_bytes(aside, b"".join(raw + b"\n" for _, raw, _ in bad))
+        atomic_write(path, b"".join(keep))
+    return bad
