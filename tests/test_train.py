@@ -1,6 +1,7 @@
 """`charter train sft|dpo` on the real embedded model, kept tiny: 1-2 steps of 2 short rows."""
 import argparse
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -113,19 +114,19 @@ def test_loss_mask_covers_only_the_assistant_answer(tmp_path, run):
         assert answer.startswith(src["completion"][0]["content"][:10]) and "<|im_end|>" in answer
 
 
-def test_sft_full_trains_and_loads(tmp_path, run, capsys):
+def test_sft_full_trains_and_loads(tmp_path, run, caplog):
     out = tmp_path / "sft"
     cfg = load_sft_config(None, data=str(run), out=str(out), trainer=TINY)
-    assert train_sft(cfg, progress=False) == out
-    err = capsys.readouterr().err
-    assert "1 steps of 2 rows" in err and "rough time" in err
+    with caplog.at_level(logging.INFO, logger="charter"):  # the library logs; the CLI shows it on stderr
+        assert train_sft(cfg, progress=False) == out
+    assert "1 steps of 2 rows" in caplog.text and "rough time" in caplog.text
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
     assert isinstance(_chats(out), str)
     assert _weights_differ(out)
 
 
-def test_sft_lora_merges_loads_and_resumes(tmp_path, run, capsys):
+def test_sft_lora_merges_loads_and_resumes(tmp_path, run, caplog):
     out = tmp_path / "lora"
     # LoRA keeps TRL's default gradient checkpointing on: the path a default run takes.
     trainer = {k: v for k, v in TINY.items() if k != "gradient_checkpointing"}
@@ -133,9 +134,9 @@ def test_sft_lora_merges_loads_and_resumes(tmp_path, run, capsys):
     train_sft(cfg, progress=False)
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
     assert isinstance(_chats(out), str)
-    capsys.readouterr()
-    train_sft(cfg, progress=False)  # the same command again: finds checkpoint-1 and resumes (nothing left to do)
-    assert "resuming from" in capsys.readouterr().err and (out / "checkpoints" / "checkpoint-1").is_dir()
+    with caplog.at_level(logging.INFO, logger="charter"):
+        train_sft(cfg, progress=False)  # the same command again: finds checkpoint-1 and resumes (nothing left to do)
+    assert "resuming from" in caplog.text and (out / "checkpoints" / "checkpoint-1").is_dir()
 
 
 def test_dpo_from_scored_file_trains_and_loads(tmp_path, run):

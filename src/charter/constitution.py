@@ -11,8 +11,10 @@ import random
 import re
 from pathlib import Path
 
-from charter.config import check_keys, key_line, read_data_file as _read, require_text as _text
+from charter.config import check_keys, key_line, read_data_file, read_text, require_text as _text
 from charter.errors import InputError
+from charter.files import check_input
+from charter.jsonl import TooDeep, check_depth
 from charter.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
@@ -20,6 +22,20 @@ DATA = Path(__file__).parent / "data"
 DEFAULT_CONSTITUTION = DATA / "constitution.yaml"
 DEFAULT_FEW_SHOT = DATA / "few_shot.yaml"
 _PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Critique|Revision):\s*$")
+
+
+def _read(path: Path) -> object:
+    """A constitution or few-shot file; never a device, never nested deeper than JSON's MAX_DEPTH."""
+    if path.exists():
+        check_input(path, "constitution or few-shot file")
+    try:
+        return read_data_file(path)
+    except RecursionError:
+        try:
+            check_depth(read_text(path))
+        except TooDeep as exc:
+            raise InputError(f"{exc}; is this a constitution?", str(path), exc.lineno) from None
+        raise InputError("nested too deeply to be a constitution; check the file", str(path)) from None
 
 
 def _clean_paper(text: str) -> str:
@@ -248,4 +264,10 @@ def validate(constitution: Constitution) -> list[str]:
             problems.append(f"few-shot {i}: its critique requests are not from this constitution (fine, but unusual)")
     if len(constitution.principles) < 2:
         problems.append("only one principle: draws will never vary")
+    first: dict[tuple[str, str], str] = {}
+    for p in constitution.principles:
+        same = first.setdefault((p.critique, p.revision), p.id)
+        if same != p.id:
+            problems.append(f"principles '{same}' and '{p.id}' are identical (same critique and revision), so that "
+                            "text is drawn twice as often; remove one, or reword it if that was not meant")
     return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -84,6 +85,39 @@ def _fsync_dir(folder: Path) -> None:
         _fsync_file(folder)
 
 
+MAX_DEPTH = 100  # nesting of arrays/objects; Python's recursion limit (json, repr, copy) is ~1000
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than MAX_DEPTH; `lineno`/`colno` like json.JSONDecodeError."""
+
+    def __init__(self, text: str, pos: int):
+        self.lineno, self.colno = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        super().__init__(f"JSON nested deeper than {MAX_DEPTH} levels at line {self.lineno} column {self.colno}")
+
+
+def check_depth(text: str) -> None:
+    """TooDeep where `text` opens its MAX_DEPTH+1-th nested bracket (brackets in strings ignored)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return  # cannot be that deep: the common case costs two counts
+    depth = 0
+    for m in _TOKEN.finditer(text):
+        c = m.group()
+        depth += 1 if c in "[{" else -1 if c in "]}" else 0
+        if depth > MAX_DEPTH:
+            raise TooDeep(text, m.start())
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads, refusing nesting that would be a RecursionError here or in whoever reads the
+    value later; every failure (JSON, UTF-8, depth) is a ValueError."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    check_depth(text)
+    return json.loads(text)
+
+
 def dumps(row: Any) -> str:
     """One JSONL line (with its newline), UTF-8 kept readable."""
     return json.dumps(row, ensure_ascii=False) + "\n"
@@ -142,7 +176,7 @@ def read_jsonl(path: str | Path, skip_damaged: bool = False) -> Iterator[tuple[i
     """
     for n, raw in read_lines(path):
         try:
-            yield n, json.loads(raw.decode("utf-8"))
+            yield n, loads(raw)
         except ValueError as exc:
             if not skip_damaged:
                 raise InputError(f"damaged line ({reason(exc)}); fix or remove it", str(path), n) from exc
@@ -151,7 +185,7 @@ def read_jsonl(path: str | Path, skip_damaged: bool = False) -> Iterator[tuple[i
 Bad = tuple[int, bytes, str]  # (line number, raw line without newline, why)
 
 
-def set_aside(path: str | Path, aside: str | Path, check: Callable[[bytes], Any] = json.loads) -> list[Bad]:
+def set_aside(path: str | Path, aside: str | Path, check: Callable[[bytes], Any] = loads) -> list[Bad]:
     """Move damaged lines (`check` raises ValueError) and a torn tail of `path` to `aside`.
 
     The moved lines are appended to `aside` (kept for the user, never deleted) before `path` is

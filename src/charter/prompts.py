@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 from charter.config import read_text
 from charter.errors import InputError
+from charter.files import check_input
+from charter.jsonl import loads
 from charter.transcripts import looks_like as looks_like_transcript, parse_prompt as parse_transcript  # noqa: F401
 from charter.types import Kind, Message, PromptItem
 
@@ -28,6 +30,8 @@ NAMED_SETS = {
 }
 FIELDS = ("messages", "prompt", "conversation", "question", "instruction", "goal", "text", "chosen")
 ROLES = ("system", "user", "assistant")
+MAX_LINE = 8 << 20  # characters in one prompt line or CSV field: more is not a prompt but a runaway file
+MAX_FILE = 4 << 30  # bytes: read whole, so a bigger file would exhaust memory
 
 
 def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
@@ -80,26 +84,64 @@ def iter_rows(path: Path) -> Iterator[tuple[int | None, Any]]:
         raise InputError("unsupported prompt file type; use .jsonl, .json, .csv, .parquet or .txt", where)
     text = read_text(path).replace("\r\n", "\n")
     if suffix == ".jsonl":
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
+        for n, line in _lines(text, where):
+            try:
+                yield n, loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
+            except ValueError as exc:  # nested too deeply
+                raise InputError(f"{exc}; fix or remove the line", where, n) from exc
     elif suffix == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg}); fix the file", where, exc.lineno) from exc
+            data = loads(text)
+        except ValueError as exc:
+            raise InputError(f"invalid JSON ({getattr(exc, 'msg', exc)}); fix the file", where, getattr(exc, "lineno", None)) from exc
         if not isinstance(data, list):
             raise InputError("a .json prompt file must hold a list of prompts", where)
         yield from ((None, row) for row in data)
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        for row in reader:
-            yield reader.line_num, row
+        yield from _csv_rows(text, where)
     else:
-        yield from ((n, t) for n, t in enumerate(text.split("\n"), 1) if t.strip())
+        yield from _lines(text, where)
+
+
+def _lines(text: str, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the non-blank lines, each at most MAX_LINE characters."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE:
+            raise InputError(f"line longer than {MAX_LINE:,} characters; is this a prompt file?", where, n)
+        if line.strip():
+            yield n, line
+
+
+def _csv_rows(text: str, where: str) -> Iterator[tuple[int, dict]]:
+    """CSV rows by line; a field up to MAX_LINE characters; an unterminated quote is an error
+    (the csv module would silently read the rest of the file into one field)."""
+    limit = csv.field_size_limit(MAX_LINE)  # process-wide: restored below
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    start = row_start = 1  # where the next row starts; where the last one started
+    try:
+        reader.fieldnames  # reads the header
+        start = reader.line_num + 1
+        for row in reader:
+            row_start, start = start, reader.line_num + 1
+            yield reader.line_num, row
+        if reader.line_num and _unterminated(text, row_start):
+            raise InputError('a quoted field is never closed, so the rest of the file would be one prompt; '
+                             'add the missing "', where, row_start)
+    except csv.Error as exc:
+        raise InputError(f"bad CSV ({exc}); fix the line", where, start) from exc
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _unterminated(text: str, line: int) -> bool:
+    """The row starting at `line` (the last) runs to the end of the text inside quotes."""
+    try:
+        list(csv.reader(io.StringIO("\n".join(text.split("\n")[line - 1:]), newline=""), strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _parquet_rows(path: Path) -> list[dict]:
@@ -119,6 +161,8 @@ def read_file(path: Path, field: str | None) -> list[list[Message]]:
         raise InputError("prompt file not found; check the path or use a named set (default, advbench, harmbench, do-not-answer)", str(path))
     if path.is_dir():
         raise InputError("is a directory; pass a prompt file (.jsonl, .json, .csv, .parquet, .txt)", str(path))
+    if check_input(path, "prompt file").stat().st_size > MAX_FILE:
+        raise InputError(f"larger than {MAX_FILE >> 30} GiB; split it, or pass a sample of it", str(path))
     out = []
     for line, row in iter_rows(path):
         value = row if isinstance(row, (str, list)) else pick_field(row, field, str(path), line) if isinstance(row, dict) else None

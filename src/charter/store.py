@@ -4,13 +4,14 @@ Each record is flushed and fsynced as it completes, so a SIGKILL loses at most t
 flight. On opening, a torn last line (killed mid-write) and any damaged line are moved to
 records.bad.jsonl, never deleted, so their records are generated again. On resume the last line
 of an id wins; records with an error are redone. Readers (export, report) stop at a damaged line
-with `file:line`.
+with `file:line`. An open store holds the run's lock (charter.lock): one writer per run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -19,7 +20,8 @@ import yaml
 
 from charter import __version__
 from charter.errors import InputError, RunError
-from charter.jsonl import append_jsonl, atomic_write, read_lines, reason as _reason, set_aside
+from charter import lock
+from charter.jsonl import append_jsonl, atomic_write, loads, read_lines, reason as _reason, set_aside
 from charter.types import Record
 
 log = logging.getLogger("charter.store")
@@ -28,14 +30,42 @@ RECORDS = "records.jsonl"
 CONFIG = "config.yaml"
 META = "meta.json"
 SET_ASIDE = "records.bad.jsonl"
-RUN_FILES = (RECORDS, CONFIG, META, SET_ASIDE)  # what `charter export --out` must never overwrite
+LOCK = "run.lock"
+RUN_FILES = (RECORDS, CONFIG, META, SET_ASIDE, LOCK)  # what no command's --out may overwrite
+# Temporary files an atomic write killed mid-way leaves behind (charter.jsonl._exclusive_tmp).
+_OUR_TMP = re.compile(r"\.(%s)\.[0-9a-f]{8}\.tmp" % "|".join(re.escape(n) for n in RUN_FILES))
 HOW_TO_REPAIR = "re-run the run's `charter generate` command to set the line aside and regenerate it"
 
 
 def parse_record(raw: bytes | str) -> Record:
     """One JSONL line -> Record; ValueError (JSON, UTF-8 or shape) says what is wrong."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    return Record.from_dict(json.loads(text))
+    record = Record.from_dict(loads(raw))
+    check_types(record)
+    return record
+
+
+_TEXT, _OPTIONAL = ("source", "model", "backend", "format"), ("initial", "final", "error")
+
+
+def check_types(r: Record) -> None:
+    """Field types from_dict does not check, so readers (report, export) can trust them."""
+    if not all(isinstance(getattr(r, k), str) for k in _TEXT):
+        raise ValueError(f"{', '.join(map(repr, _TEXT))} must be text")
+    if not all(getattr(r, k) is None or isinstance(getattr(r, k), str) for k in _OPTIONAL):
+        raise ValueError(f"{', '.join(map(repr, _OPTIONAL))} must be text or null")
+    if not all(isinstance(x.principle, str) and isinstance(x.revision, str) and isinstance(x.critique, (str, type(None)))
+               for x in r.rounds):
+        raise ValueError("a round's 'principle', 'critique' and 'revision' must be text")
+    if not isinstance(r.sample, int) or not isinstance(r.sampling, dict):
+        raise ValueError("'sample' must be a number and 'sampling' an object")
+    for k in ("tokens", "timings"):
+        value = getattr(r, k)
+        if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
+            raise ValueError(f"'{k}' must be an object of numbers")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -55,6 +85,19 @@ class RunStore:
         # Absolute: records are appended while an engine runs, and a relative path must not
         # depend on the working directory staying put (a vLLM run once failed to append here).
         self.records_path = (self.dir / RECORDS).absolute()
+        self._lock: Path | None = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the run's lock (also released when the process exits)."""
+        if self._lock is not None:
+            lock.release(self._lock)
+            self._lock = None
 
     def open(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None,
              ignore: Sequence[str] = ()) -> None:
@@ -66,7 +109,16 @@ class RunStore:
         """
         self._check_out()
         _mkdir(self.dir)
-        parts = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in (parts or {}).items()}
+        if self._lock is None:
+            self._lock = lock.acquire(self.dir / LOCK)
+        try:
+            self._open(config, fingerprint, force, parts or {}, ignore)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, config: dict, fingerprint: str, force: bool, parts: dict[str, str], ignore: Sequence[str]) -> None:
+        parts = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in parts.items()}
         if self.has_records() and not force:
             old = self._read_meta()
             if old.get("fingerprint") != fingerprint:
@@ -86,7 +138,7 @@ class RunStore:
         if not self.dir.is_dir() or (self.dir / META).exists():
             return
         try:
-            foreign = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != META + ".tmp")
+            foreign = sorted(p.name for p in self.dir.iterdir() if p.name != LOCK and not _OUR_TMP.fullmatch(p.name))
         except OSError as exc:
             raise RunError(f"cannot read {self.dir} ({exc.strerror}); choose another --out") from exc
         if foreign:

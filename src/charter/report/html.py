@@ -1,8 +1,9 @@
 """One self-contained HTML report for one or more runs: no server, no network, inline CSS/JS/PNGs.
 
-Model text is untrusted: everything dynamic goes through `esc` (html.escape), nothing reaches the
-script, and a Content-Security-Policy allows only the report's own script (by hash), so even a
-missed escape could not run code. Filtering toggles `hidden` from data attributes.
+Every input file is untrusted (records, config.yaml, eval.json): everything dynamic goes through
+`esc` (html.escape) or `table`, nothing reaches the script, and a Content-Security-Policy allows
+only the report's own script (by hash), so even a missed escape could not run code. An eval.json
+of an unexpected shape is an InputError naming it. Filtering toggles `hidden` from data attributes.
 """
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from charter import files
 from charter.errors import InputError
-from charter.jsonl import atomic_write
+from charter.jsonl import loads, read_error
 from charter.report import assets
 from charter.store import load_run, load_run_config
 from charter.types import Record
 
-esc = html.escape
+GENERATOR = '<meta name="generator" content="charter report">'  # what marks a file as ours to overwrite
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value))
 
 
 @dataclass
@@ -46,8 +52,10 @@ def _read_evaluation(path: Path) -> dict:
     """eval.json; a damaged one is an InputError naming the file and the fix."""
     fix = "rerun `charter eval` on the run"
     try:
-        evaluation = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        evaluation = loads(files.check_input(path, "eval.json").read_bytes())
+    except OSError as exc:
+        raise read_error(path, exc) from exc
+    except ValueError as exc:  # JSON, UTF-8 and nesting errors are ValueErrors
         raise InputError(f"cannot be read ({str(exc).splitlines()[0]}); {fix}", str(path)) from exc
     if not isinstance(evaluation, dict):
         raise InputError(f"not an evaluation (a JSON object is expected); {fix}", str(path))
@@ -144,35 +152,53 @@ def failures_section(runs: Sequence[RunData]) -> str:
 
 
 def evaluation_section(runs: Sequence[RunData]) -> str:
-    parts = [_evaluation(run.name, run.evaluation) for run in runs if run.evaluation]
+    parts = [_checked_evaluation(run) for run in runs if run.evaluation]
     return "".join(parts) or '<p class="muted">No eval.json next to the run(s); run <code>charter eval</code> first.</p>'
+
+
+def _checked_evaluation(run: RunData) -> str:
+    """A hand-edited or foreign eval.json of another shape is named, not a traceback."""
+    try:
+        return _evaluation(run.name, run.evaluation or {})
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"not an evaluation made by `charter eval` ({type(exc).__name__}: {exc}); "
+                         "rerun `charter eval` on the run", str(run.path / "eval.json")) from exc
+
+
+def _fmt(v: object, spec: str) -> object:
+    """A number formatted; anything else as it is (table and esc escape it)."""
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _ci(x: dict, low: str, high: str, spec: str) -> str:
+    return f"[{_fmt(x.get(low), spec)}, {_fmt(x.get(high), spec)}]"
 
 
 def _evaluation(name: str, ev: dict) -> str:
     from charter.report.plots import elo_plot, revision_plot
 
-    s = ev.get("settings", {})
-    out = [f'<h3>{esc(name)}: {ev.get("records", 0)} held-out prompts'
-           f'<span class="badge">judge: {esc(str(s.get("judge") or "none"))}</span></h3>']
-    models = ev.get("models", {})
+    s = ev.get("settings") or {}
+    out = [f'<h3>{esc(name)}: {esc(ev.get("records", 0))} held-out prompts'
+           f'<span class="badge">judge: {esc(s.get("judge") or "none")}</span></h3>']
+    models = ev.get("models") or {}
     if models:
         rows = []
         for label, m in models.items():
-            p, e = m.get("revision_preference", {}), m.get("evasive", {})
+            p, e = m.get("revision_preference") or {}, m.get("evasive") or {}
             rows.append([label, p.get("n", 0), p.get("mean_delta", 0.0), _pct(p.get("share_preferred")),
                          _pct(e.get("rate")), _pct(e.get("red_team_rate")), _pct(e.get("judge_rate"))])
         out.append("<h3>Preference for revisions and evasiveness</h3>" + table(
             ["model", "records", "Δ logp/token (revision − initial)", "revision preferred", "evasive",
              "evasive (red-team)", "evasive (judge)"], rows))
     if ev.get("elo"):
-        rows = [[q, label, f"{v['elo']:+.0f}", f"[{v['low']:+.0f}, {v['high']:+.0f}]", e["comparisons"],
-                 round(e["position_bias"], 3)] for q, e in ev["elo"].items() for label, v in e["players"].items()]
+        rows = [[q, label, _fmt(v["elo"], "+.0f"), _ci(v, "low", "high", "+.0f"), e["comparisons"],
+                 _fmt(e["position_bias"], ".3f")] for q, e in ev["elo"].items() for label, v in e["players"].items()]
         out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
                    + img(elo_plot(ev["elo"]), "Elo scores") + "</div>"
                    + table(["question", "model", "Elo", "95% CI", "comparisons", "judge P(A)"], rows))
     if ev.get("revisions"):
-        rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], f"{r['elo']:+.0f}",
-                 f"[{r['elo_low']:+.0f}, {r['elo_high']:+.0f}]"]
+        rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], _fmt(r["elo"], "+.0f"),
+                 _ci(r, "elo_low", "elo_high", "+.0f")]
                 for run in ev["revisions"] for q, c in run["curves"].items() for r in c["rounds"]]
         out.append('<h3>Judge score vs revision number</h3><div class="plots">'
                    + img(revision_plot(ev["revisions"], "elo"), "Elo vs revision number")
@@ -191,25 +217,25 @@ def _pm(pm: dict) -> str:
     from charter.report.plots import critique_plot, pm_revision_plot, principle_effect_plot
 
     runs = pm["runs"]
-    out = [f'<h3>Preference-model score vs revision number <span class="badge">PM: {esc(str(pm.get("pm")))}</span></h3>'
+    out = [f'<h3>Preference-model score vs revision number <span class="badge">PM: {esc(pm.get("pm"))}</span></h3>'
            '<div class="plots">' + img(pm_revision_plot(runs), "PM score vs revision number (Figure 5)")
            + img(pm_revision_plot(runs, "evasive"), "evasive share vs revision number") + "</div>",
            table(["run", "revision", "n", "mean PM score", "95% CI", "evasive"],
-                 [[r["label"], x["revision"], x["n"], x["mean"], f"[{x['low']:+.3f}, {x['high']:+.3f}]",
-                   _pct(x["evasive"])] for r in runs for x in r["by_revision"]])]
+                 [[r["label"], x["revision"], x["n"], x["mean"], _ci(x, "low", "high", "+.3f"), _pct(x["evasive"])]
+                  for r in runs for x in r["by_revision"]])]
     c = pm.get("critique_vs_direct")
     if c:
         out.append('<h3>Critiqued vs direct revisions</h3><div class="plots">'
                    + img(critique_plot(c), "critiqued vs direct revisions (Figure 7)") + "</div>"
                    + table(["revision", "critique", "direct", "critique − direct", "95% CI"],
-                           [[x["revision"], x["critique"], x["direct"], x["diff"],
-                             f"[{x['low']:+.3f}, {x['high']:+.3f}]"] for x in c["by_revision"]]))
+                           [[x["revision"], x["critique"], x["direct"], x["diff"], _ci(x, "low", "high", "+.3f")]
+                            for x in c["by_revision"]]))
     for r in runs:
         if r["per_principle"]:
             out.append(f"<h3>Per-principle effect: {esc(r['label'])}</h3>"
                        '<div class="plots">' + img(principle_effect_plot(r["per_principle"]), "per-principle effect")
                        + "</div>" + table(["principle", "rounds", "mean PM change", "95% CI"],
-                                          [[x["principle"], x["n"], x["mean"], f"[{x['low']:+.3f}, {x['high']:+.3f}]"]
+                                          [[x["principle"], x["n"], x["mean"], _ci(x, "low", "high", "+.3f")]
                                            for x in r["per_principle"]]))
     return "".join(out)
 
@@ -219,15 +245,15 @@ def _answers(answers: list[dict]) -> str:
     for a in answers:
         turns = "".join(_turn("prompt", "user", m["content"]) for m in a["prompt"] if m.get("role") == "user")
         for label, text in a["answers"].items():
-            flag = ' <span class="badge err">evasive</span>' if a.get("evasive", {}).get(label) else ""
+            flag = ' <span class="badge err">evasive</span>' if (a.get("evasive") or {}).get(label) else ""
             turns += _turn("initial", esc(label) + flag, text, raw_label=True)
         items.append(f'<details class="chain-ev"><summary>{esc(a["id"])} <span class="badge kind">{esc(a["kind"])}'
                      f"</span> {esc(_first_user(a['prompt'])[:120])}</summary>{turns}</details>")
     return f"<h3>Model answers ({len(answers)})</h3>" + "".join(items)
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{v:.0%}"
+def _pct(v: object) -> object:
+    return "–" if v is None else _fmt(v, ".0%")
 
 
 def _first_user(prompt: Sequence[dict]) -> str:
@@ -236,7 +262,7 @@ def _first_user(prompt: Sequence[dict]) -> str:
 
 def _turn(cls: str, who: str, text: str | None, raw_label: bool = False) -> str:
     label = who if raw_label else esc(who)
-    return f'<div class="turn {cls}"><span class="who">{label}</span>{esc(text or "")}</div>'
+    return f'<div class="turn {cls}"><span class="who">{label}</span>{esc("" if text is None else text)}</div>'
 
 
 def chain(run: RunData, r: Record, show_run: bool = False) -> str:

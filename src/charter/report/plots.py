@@ -7,7 +7,9 @@ from typing import Sequence
 from charter import plotting
 
 COLORS = ["#3b6ea8", "#d07a2c", "#4c9a5b", "#b8474f", "#7b5ea7", "#8c6d4f"]
-STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3}
+# text.parse_math off: labels are model names and principle ids, where "$...$" is text, not TeX to parse.
+STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+         "text.parse_math": False}
 
 
 def _styled(plot):
