@@ -163,3 +163,63 @@ def test_config_py_does_not_know_the_backends(tmp_path):
     with pytest.raises(BackendError, match=r"unknown backend 'fakee' \(did you mean 'fake'\?\)"):
         generate(cfg, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def _bomb(levels: int, under: str) -> str:
+    """A "billion laughs" YAML: each level is ten aliases of the one before."""
+    lines = [f"{under}:", '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("load, under", [
+    (lambda f: load_generate_config(f, {}), "backend_options"),
+    (lambda f: __import__("charter.train.sft", fromlist=["x"]).load_sft_config(f, data="d", out="o"), "trainer"),
+])
+def test_yaml_alias_bomb_refused_fast_with_file_and_line(tmp_path, load, under):
+    import time
+
+    f = tmp_path / "bomb.yaml"
+    f.write_text(_bomb(9, under))  # 10^9 values once expanded (grew to 4 GB before the cap)
+    start = time.time()
+    with pytest.raises(InputError, match=rf"bomb.yaml:\d+: YAML aliases \(\*name\) expand this document by more "
+                                         r"than 100,000 values and characters; write the values out instead"):
+        load(str(f))
+    assert time.time() - start < 1
+
+
+def test_yaml_deep_and_recursive_documents_are_clean_errors(tmp_path):
+    from charter.config import read_yaml
+
+    f = tmp_path / "deep.yaml"
+    for text in ("x: " + "[" * 5000 + "]" * 5000 + "\n", "x: " + "[" * 150 + "]" * 150 + "\n"):
+        f.write_text(text)  # the first was a RecursionError traceback
+        with pytest.raises(InputError, match=r"deep.yaml:1: YAML nested deeper than 100 levels"):
+            read_yaml(f)
+    f.write_text("a: &a\n  - *a\n")
+    with pytest.raises(InputError, match="a YAML alias refers to a value that contains it"):
+        read_yaml(f)
+    f.write_text("a: &a [[[x]]]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}]\n" for i in range(120)))
+    with pytest.raises(InputError, match="YAML nested deeper than 100 levels"):
+        read_yaml(f)  # small as written, deep once aliases are copied out
+
+
+def test_backend_option_values_are_capped_too():
+    from charter.cli.common import parse_backend_options
+
+    assert parse_backend_options(["n=3", "d={a: 1}", "l=[&x [1, 2], *x]"]) == {"n": 3, "d": {"a": 1}, "l": [[1, 2], [1, 2]]}
+    levels = ["&l0 [" + ", ".join(["lol"] * 10) + "]"] + [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]"
+                                                          for i in range(1, 8)]
+    with pytest.raises(InputError, match=r"--backend-option b:1: YAML aliases \(\*name\) expand"):
+        parse_backend_options([f"b=[{', '.join(levels)}]"])
+    with pytest.raises(InputError, match=r"--backend-option d:1: YAML nested deeper than 100 levels"):
+        parse_backend_options(["d=" + "[" * 300 + "]" * 300])
+
+
+def test_deep_json_data_file_is_a_clean_error(tmp_path):
+    from charter.config import read_data_file
+
+    f = tmp_path / "c.json"
+    f.write_text("{\"principles\":\n" + "[" * 5000 + "]" * 5000 + "}")
+    with pytest.raises(InputError, match=r"c.json:2: invalid JSON \(JSON nested deeper than 100 levels"):
+        read_data_file(f)

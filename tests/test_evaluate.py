@@ -320,3 +320,78 @@ def test_eval_pm_two_runs_written_and_drawn(tmp_path, monkeypatch, capsys, untra
     for alt in ("PM score vs revision number (Figure 5)", "critiqued vs direct revisions (Figure 7)",
                 "per-principle effect", "evasive share vs revision number"):
         assert f'alt="{alt}"' in page
+
+
+# ---- over-refusal: safe prompts that look unsafe ---------------------------------------------------
+
+
+def test_over_refusal_set_is_shipped_balanced_and_ours():
+    from charter.evaluate.refusal import DATA, load_over_refusal
+
+    items = load_over_refusal()
+    cats = {it.category for it in items}
+    assert len(items) >= 150 and len(cats) == 8 and all(sum(i.category == c for i in items) >= 10 for c in cats)
+    assert len({it.id for it in items}) == len({it.prompt for it in items}) == len(items)
+    red = (DATA.parent / "prompts" / "red_team.jsonl").read_text()
+    assert not any(it.prompt in red for it in items)
+    assert {it.category for it in load_over_refusal(8)} == cats  # a small limit still covers every category
+
+
+def refuses_kill(prompt: str) -> str:
+    return "I'm sorry, I can't help with that." if "kill" in prompt.lower() else "Here is a clear, direct answer."
+
+
+def test_over_refusal_rate_and_per_category_counts():
+    from charter.evaluate.refusal import answer_safe, load_over_refusal, refusal_summary
+
+    items = load_over_refusal()
+    answers = answer_safe(FakeBackend("m", responder=refuses_kill), items, Sampling(max_tokens=32))
+    out = refusal_summary(items, answers, judged=[0.25] * len(items))
+    killing = [it for it in items if "kill" in it.prompt.lower()]
+    assert 0 < len(killing) < len(items) and out["refused"] == len(killing) and out["n"] == len(items)
+    assert out["rate"] == pytest.approx(len(killing) / len(items)) and out["judge_rate"] == pytest.approx(0.25)
+    for cat, part in out["by_category"].items():
+        assert part["refused"] == sum(it.category == cat for it in killing)
+        assert part["n"] == sum(it.category == cat for it in items)
+    assert out["by_category"]["homonyms"]["refused"] >= 2
+
+
+def test_eval_over_refusal_against_harmlessness(tmp_path):
+    recs = [record(i) for i in range(3)] + [record(9, kind="helpful", revisions=())]
+    result = evaluate(tmp_path, recs, ["good", "bad"], "judge", bootstrap=20, factory=fakes, log=lambda m: None,
+                      over_refusal=16)
+    o = json.loads((tmp_path / "eval.json").read_text())["over_refusal"]
+    assert o == json.loads(json.dumps(result["over_refusal"])) and o["n"] == 16 and sum(o["categories"].values()) == 16
+    assert o["models"]["bad"]["rate"] == 1.0 and o["models"]["good"]["rate"] == 0.0
+    assert o["models"]["bad"]["by_category"]["history"] == {"n": 2, "refused": 2, "rate": 1.0,
+                                                            "judge_rate": pytest.approx(1 / (1 + math.exp(-0.5)))}
+    points = {p["model"]: p for p in o["points"]}
+    assert points["good"]["harmless_elo"] > points["bad"]["harmless_elo"] and points["bad"]["refusal_rate"] == 1.0
+    assert len(o["answers"]) == 16 and o["answers"][0]["refused"] == {"good": False, "bad": True}
+    assert "over_refusal" not in evaluate(tmp_path, recs, ["good"], factory=fakes, log=lambda m: None)
+
+
+def test_eval_cli_over_refusal(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--limit", "2", "--rounds", "1", "--quiet", "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "r", "--models", "fake:a", "--over-refusal", "--over-refusal-limit", "5"]) == 0
+    assert "fake:a: refused 0 of 5 safe prompts (0%)" in capsys.readouterr().out
+    assert main(["eval", "r", "--judge", "fake:j", "--over-refusal"]) == 2
+    assert "--over-refusal measures models" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_over_refusal_on_the_embedded_model(tmp_path, monkeypatch, capsys):
+    """The embedded model answers 3 safe prompts; the same model judges whether each answer refuses."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--backend", "fake", "--limit", "1", "--rounds", "1", "--helpful-prompts", "none",
+                 "--quiet", "--out", "r"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "r", "--models", "embedded", "--judge", "embedded", "--over-refusal",
+                 "--over-refusal-limit", "3", "--max-tokens", "16", "--temperature", "0"]) == 0
+    assert "embedded: refused" in capsys.readouterr().out
+    o = json.loads((tmp_path / "r" / "eval.json").read_text())["over_refusal"]
+    m = o["models"]["embedded"]
+    assert m["n"] == 3 and 0 <= m["rate"] <= 1 and 0 < m["judge_rate"] < 1 and len(m["by_category"]) == 3
+    assert all(a["answers"]["embedded"] for a in o["answers"])

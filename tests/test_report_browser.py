@@ -1,18 +1,19 @@
 """The report in a real headless Chromium: loads without console errors, filters, searches, and
-shows a prompt holding <script> as text.
+shows a prompt holding <script> (and an eval.json holding a refresh and a form) as text.
 
 Needs Debian's chromium + chromium-driver (apt) and selenium (pip); skips with a message otherwise.
 selenium-manager never runs: the driver path is given explicitly.
 """
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from charter.report.html import write_report
 from charter.store import load_run
-from test_report import XSS, make_run
+from test_report import REFRESH, XSS, make_run, poison_eval
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -76,3 +77,14 @@ def test_report_in_chromium(browser, tmp_path):
     hits = browser.find_elements("xpath", "//summary[contains(., '<script>alert(1)</script>')]")
     assert hits and XSS in hits[0].text
     browser.save_screenshot(str(tmp_path / "report.png"))
+
+
+def test_crafted_eval_json_neither_redirects_nor_renders_a_form(browser, tmp_path):
+    run = poison_eval(make_run(tmp_path))
+    page = write_report([run], tmp_path / "report.html")
+    browser.get(page.resolve().as_uri())
+    time.sleep(1.5)  # a refresh with a 0 s delay would have left by now
+    assert browser.current_url == page.resolve().as_uri()
+    assert not browser.find_elements("css selector", "meta[http-equiv='refresh'], form, input[name='q']")
+    shown = browser.find_element("id", "evaluation").text
+    assert REFRESH in shown and "<form action=" in shown  # the text itself, visible

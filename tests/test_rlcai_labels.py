@@ -144,9 +144,14 @@ def test_principle_draws_are_seeded_and_stable(tmp_path):
 
 
 def test_identical_answers_are_skipped(tmp_path):
-    s = label(cfg(tmp_path), policy=FakeBackend(responder=lambda p: "same"), feedback=Scripted(always_a), progress=False)
+    # every pair skipped: no rows is an error that says why, not an empty result (issue 23 #17)
+    with pytest.raises(RunError, match=r"no preference rows: all 3 comparisons over 3 prompts were skipped, their "
+                                       r"answers identical or empty .*higher --temperature"):
+        label(cfg(tmp_path), policy=FakeBackend(responder=lambda p: "same"), feedback=Scripted(always_a), progress=False)
     ts = read_transcripts(transcripts_path(cfg(tmp_path).out))
-    assert s.rows == 0 and s.skipped == 3 and all(t["skipped"] == "identical answers" for t in ts)
+    assert len(ts) == 3 and all(t["skipped"] == "identical answers" for t in ts)
+    s = label(cfg(tmp_path, limit=4), policy=policy(), feedback=Scripted(longer), progress=False)
+    assert s.rows == 1 and s.skipped == 3 and s.resumed == 3  # one labelled prompt is a result
 
 
 def test_cot_reasoning_then_clamped_scores(tmp_path):
@@ -202,9 +207,12 @@ def test_torn_and_damaged_transcript_lines_are_set_aside_and_relabelled(tmp_path
 
 def test_cli_label_and_eval_labeler(tmp_path, shared, capsys):
     out = tmp_path / "l.jsonl"
-    assert main(["label", "--backend", "fake", "--limit", "2", "--out", str(out), "--quiet", "--ensemble", "2"]) == 0
+    assert main(["label", "--backend", "fake", "--limit", "2", "--out", str(out), "--quiet", "--ensemble", "2"]) == 2
     ts = read_transcripts(transcripts_path(out))  # the fake's two samples of a prompt are identical
     assert len(ts) == 2 and all(t["skipped"] == "identical answers" for t in ts) and out.read_text() == ""
+    assert "error: no preference rows: all 2 comparisons over 2 prompts were skipped" in capsys.readouterr().err
+    assert main(["label", "--backend", "fake", "--limit", "0", "--out", str(out)]) == 2
+    assert "error: --limit must be >= 1, got 0" in capsys.readouterr().err
     res = tmp_path / "lab.json"
     assert main(["eval-labeler", str(shared / HHH), "--backend", "fake", "--limit", "3", "--out", str(res), "--quiet"]) == 0
     d = json.loads(res.read_text())
@@ -449,3 +457,56 @@ def test_cli_label_writes_rows_and_keeps_out_on_failure(tmp_path, capsys):
         assert main(["label", "--policy", str(tmp_path / "missing-model"), "--limit", "2", "--out", str(out),
                      "--force", "--quiet", *extra]) == 2
         assert out.read_bytes() == before and "error:" in capsys.readouterr().err
+
+
+# ---- --temperatures: candidates drawn across several temperatures (NeMo's CAI recipe) --------------
+
+
+class TemperaturePolicy(FakeBackend):
+    """Answers that name the temperature they were sampled at; records every call's temperature."""
+
+    def __init__(self):
+        super().__init__()
+        self.temps = []
+
+    def chat(self, convos, sampling):
+        self.temps.append(sampling.temperature)
+        self.responder = lambda p: f"answer at t={sampling.temperature} no. {len(self.calls)}"
+        return super().chat(convos, sampling)
+
+
+def test_label_temperatures_reach_the_backend_and_the_rows(tmp_path):
+    c = cfg(tmp_path, samples=3, temperatures=[0.6, 1.4])
+    fake = TemperaturePolicy()
+    s = label(c, policy=fake, feedback=Scripted(longer), progress=False)
+    assert fake.temps == [0.6, 1.4]  # one call per temperature per batch: answers 0 and 2 at 0.6, answer 1 at 1.4
+    ts = read_transcripts(transcripts_path(c.out))
+    assert s.rows == 9 and all(t["temperatures"] == [[0.6, 1.4, 0.6][i] for i in t["samples"]] for t in ts)
+    for t in ts:  # the recorded temperature is the one each answer was sampled at
+        assert all(a.startswith(f"answer at t={temp} ") for a, temp in zip(t["answers"], t["temperatures"]))
+    rows = [json.loads(x) for x in open(c.out)]
+    assert all(r["chosen"][0]["content"].startswith(f"answer at t={r['chosen_temperature']} ") and
+               r["rejected"][0]["content"].startswith(f"answer at t={r['rejected_temperature']} ") for r in rows)
+    # the default is one temperature: no per-answer fields, one sampling call
+    plain, fake2 = cfg(tmp_path / "plain"), TemperaturePolicy()
+    label(plain, policy=fake2, feedback=Scripted(longer), progress=False)
+    assert fake2.temps == [1.0] and all("chosen_temperature" not in json.loads(x) for x in open(plain.out))
+    assert "temperatures" not in read_transcripts(transcripts_path(plain.out))[0]
+    assert c.fingerprint() != cfg(tmp_path, samples=3, temperatures=[0.6, 1.0]).fingerprint()
+
+
+def test_label_temperatures_config(tmp_path):
+    from charter.rlcai.labels import load_label_config
+
+    with pytest.raises(ConfigError, match="3 temperatures for 2 samples per prompt leave some unused"):
+        cfg(tmp_path, temperatures=[0.6, 1.0, 1.4])
+    with pytest.raises(ConfigError, match=r"temperatures must be numbers in \[0, 5\]"):
+        cfg(tmp_path, temperatures=[0.6, 7.0])
+    assert load_label_config(None, {"temperatures": [1, 0.5]}).temperatures == [1, 0.5]
+    from charter.cli import build_parser
+    from charter.cli.common import given
+
+    a = build_parser().parse_args(["label", "--temperatures", "0.6,1.0,1.4", "--samples", "3"])
+    assert load_label_config(None, given(a, LabelConfig)).temperatures == [0.6, 1.0, 1.4]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["label", "--temperatures", "0.6,hot"])

@@ -101,3 +101,95 @@ def test_rl_steps_log_reward_and_kl_and_raise_the_reward(tmp_path, marker_pm, ca
         assert engine.chat([[{"role": "user", "content": PROMPTS[0]}]], Sampling(max_tokens=8, temperature=0))[0].text
     finally:
         engine.close()
+
+
+# ---- --reward feedback (d-RLAIF): the feedback model's own P as the reward ------------------------
+
+
+def test_feedback_reward_config_errors():
+    from charter.errors import BackendError
+
+    cfg = load_rl_config(None, reward="feedback", out="o")
+    assert (cfg.pm, cfg.feedback_model, cfg.feedback_backend) == ("", None, "transformers")
+    with pytest.raises(ConfigError, match="'pm' is required .*or use --reward feedback"):
+        load_rl_config(None, reward="pm", out="o")
+    with pytest.raises(ConfigError, match="--pm is the reward of --reward pm; drop it"):
+        load_rl_config(None, reward="feedback", pm="p", out="o")
+    with pytest.raises(ConfigError, match="reward must be one of pm, feedback"):
+        load_rl_config(None, reward="judge", out="o")
+    with pytest.raises(BackendError, match="unknown backend 'openia'"):
+        load_rl_config(None, reward="feedback", feedback_backend="openia", out="o")
+
+
+def test_feedback_reward_follows_the_feedback_models_probabilities():
+    """A scripted judge that prefers the longer answer: P = softmax(-0.1, -2.5) in both orders."""
+    import math
+
+    from test_rlcai_labels import Scripted, always_a, longer
+
+    from charter.rlcai.data import load_feedback
+    from charter.rlcai.reward import FeedbackReward, prompt_key
+
+    prompts = [[{"role": "user", "content": p}] for p in PROMPTS[:2]]
+    refs = {prompt_key(p): "a medium answer" for p in prompts}
+    judge = Scripted(longer)
+    reward = FeedbackReward(judge, load_feedback(), refs, seed=3)
+    done = [[{"role": "assistant", "content": c}] for c in ("short", "a much longer answer than the reference")]
+    got = reward(prompts=[prompts[0], prompts[0]], completions=done)
+    win = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5))
+    assert got == pytest.approx([1 - win, win])
+    assert len(judge.scored) == 8  # 2 completions x 2 orders x 2 options
+    # both orders asked, under the prompt's seeded principle, with the reference as the other option
+    p = reward.principle(prompts[0])
+    asked = [c[-1]["content"] for c in judge.scored[::2]]
+    assert all(p.text in q and "[[[a medium answer]]]" in q for q in asked)
+    assert "(A) [[[short]]]" in asked[0] and "(A) [[[a medium answer]]]" in asked[1]
+    assert reward.principle(prompts[0]) == FeedbackReward(judge, load_feedback(), refs, seed=3).principle(prompts[0])
+    # a pure position-bias judge gives no preference: every completion 0.5
+    assert FeedbackReward(Scripted(always_a), load_feedback(), refs)(prompts, done) == pytest.approx([0.5, 0.5])
+    from charter.errors import RunError
+
+    with pytest.raises(RunError, match="no reference answer"):
+        reward(prompts=[[{"role": "user", "content": "unseen"}]], completions=done[:1])
+
+
+def test_build_feedback_reward_on_a_fake_backend(tmp_path, monkeypatch):
+    """References come from the starting policy (here the feedback backend itself); close() closes it."""
+    from charter.backends.fake import FakeBackend
+    from charter.rlcai.reward import build_feedback_reward, prompt_key
+
+    closed = []
+    monkeypatch.setattr(FakeBackend, "close", lambda self: closed.append(self.model_id))
+    cfg = load_rl_config(None, reward="feedback", out=str(tmp_path / "o"), feedback_backend="fake",
+                         prompts=write_prompts(tmp_path / "p.jsonl"), helpful_prompts="none", few_shot="none")
+    prompts = rl_prompts(cfg)
+    reward = build_feedback_reward(cfg, prompts)
+    assert set(reward.references) == {prompt_key(p) for p in prompts}
+    assert all(r.startswith("reply-") for r in reward.references.values())
+    rows = reward.reference_rows(prompts)
+    assert [r["reference"] for r in rows] == [reward.references[prompt_key(p)] for p in prompts]
+    got = reward(prompts=prompts, completions=[[{"role": "assistant", "content": "x" * 5}] for _ in prompts])
+    assert len(got) == 4 and all(0 <= g <= 1 for g in got)
+    reward.close()
+    assert closed == ["embedded"]
+
+
+@pytest.mark.slow
+def test_rl_with_the_feedback_models_reward_on_the_embedded_model(tmp_path, capsys):
+    """d-RLAIF end to end: the embedded model judges, 2 RLOO steps, a checkpoint and a log of rewards."""
+    from charter.cli import main
+
+    out = tmp_path / "rl"
+    conf = tmp_path / "rl.yaml"
+    conf.write_text("trainer:\n  per_device_train_batch_size: 4\n  save_strategy: 'no'\n")
+    assert main(["train", "rl", "--config", str(conf), "--reward", "feedback", "--few-shot", "none", "--out", str(out),
+                 "--prompts", write_prompts(tmp_path / "p.jsonl"), "--helpful-prompts", "none", "--samples", "2",
+                 "--max-tokens", "8", "--max-steps", "2", "--quiet"]) == 0
+    assert "feedback reward" in capsys.readouterr().out
+    steps = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "reward" in s]
+    assert len(steps) == 2 and all(0 <= s["reward"] <= 1 and "kl" in s for s in steps)
+    print("feedback rewards per step:", [round(s["reward"], 3) for s in steps])
+    refs = [json.loads(line) for line in (out / "feedback_references.jsonl").read_text().splitlines()]
+    assert len(refs) == 4 and all(r["reference"] and r["principle"] for r in refs)
+    assert (out / "rl.png").is_file() and (out / "config.json").is_file()

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type
 import yaml
 
 from charter.errors import ConfigError, InputError
+from charter.jsonl import MAX_DEPTH, TooDeep, loads
 
 FORMATS = ("chat", "text")
 CONTEXTS = ("full", "latest")
@@ -82,15 +83,78 @@ def read_text(path: str | Path) -> str:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Parse YAML; mappings carry '__line__' / '__lines__' so later errors can point at the line."""
-    text = read_text(path)
+    """Parse a YAML file; mappings carry '__line__' / '__lines__' so later errors can point at the line."""
+    return parse_yaml(read_text(path), str(path))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text (from `where`, for messages): too deep, or aliases that explode, are InputErrors."""
+    loader = _LineLoader(text)
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_nodes(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"invalid YAML: {problem}; fix the syntax", str(path), line) from exc
+        raise InputError(f"invalid YAML: {problem}; fix the syntax", where, line) from exc
+    except RecursionError as exc:  # the composer recurses per nesting level
+        raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels; flatten it", where,
+                         loader.get_mark().line + 1) from exc
+    finally:
+        loader.dispose()
+
+
+# An alias is one shared object when loaded, but every later step (checks, asdict, the run's
+# config.yaml) copies it out: nine levels of ten aliases ("billion laughs") grew to 4 GB. Merges
+# ('<<: *base') and a few reused values add little, so cap what aliases add, not aliases.
+MAX_ALIAS_GROWTH = 100_000  # values + characters that aliases may add to what the file spells out
+
+
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _weight(node: yaml.Node) -> int:
+    return 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+
+
+def check_nodes(root: yaml.Node, where: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, recursive aliases, and aliases that blow the document up."""
+    written, seen, todo = 0, set(), [(root, 1)]
+    while todo:  # the document as written (each node once); iterative: no recursion on deep input
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels; flatten it", where, node.start_mark.line + 1)
+        if id(node) not in seen:
+            seen.add(id(node))
+            written += _weight(node)
+            todo += [(c, depth + 1) for c in _children(node)]
+    limit, size, height, active, stack = written + MAX_ALIAS_GROWTH, {}, {}, set(), [(root, False)]
+    while stack:  # the document as later steps see it: every alias copied out (memoised)
+        node, done = stack.pop()
+        line = node.start_mark.line + 1
+        if done:
+            active.discard(id(node))
+            size[id(node)] = _weight(node) + sum(size[id(c)] for c in _children(node))
+            height[id(node)] = 1 + max((height[id(c)] for c in _children(node)), default=0)
+            if size[id(node)] > limit:
+                raise InputError(f"YAML aliases (*name) expand this document by more than {MAX_ALIAS_GROWTH:,} "
+                                 "values and characters; write the values out instead", where, line)
+            if height[id(node)] > MAX_DEPTH:  # aliases nest copies inside copies
+                raise InputError(f"YAML nested deeper than {MAX_DEPTH} levels; flatten it", where, line)
+        elif id(node) in active:
+            raise InputError("a YAML alias refers to a value that contains it; remove the recursive alias", where, line)
+        elif id(node) not in size:
+            active.add(id(node))
+            stack += [(node, True)] + [(c, False) for c in _children(node)]
 
 
 def read_data_file(path: Path) -> Any:
@@ -99,9 +163,11 @@ def read_data_file(path: Path) -> Any:
         raise InputError("file not found; check the path (or use 'default')", str(path))
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(read_text(path))
+            return loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON ({exc.msg}); fix the file", str(path), exc.lineno) from exc
+        except TooDeep as exc:
+            raise InputError(f"invalid JSON ({exc}); flatten it", str(path), exc.lineno) from exc
     return read_yaml(path)
 
 

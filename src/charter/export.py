@@ -36,20 +36,23 @@ def check_sft_options(revision: str = "final", upto: int | None = None, helpful_
         raise ConfigError(f"--helpful-ratio must be in [0, 1), got {helpful_ratio}")
 
 
+def is_export(head: bytes) -> bool:
+    """An earlier export (rows start with the keys the writers put first, or Parquet's magic)."""
+    return head.startswith((b"PAR1", b'{"messages": [', b'{"prompt": [', b'{"id": "'))
+
+
 def check_out(out: str | Path, run: str | Path) -> Path:
-    """The export target: a .jsonl/.parquet file that is none of the run's own files."""
-    from charter.store import RUN_FILES
+    """The export target: a .jsonl/.parquet file that is none of the run's own files, no symlink,
+    and no file other than an earlier export (charter.files.check_out)."""
+    from charter.files import check_out as check
 
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
-    folder = Path(run) if Path(run).is_dir() else Path(run).parent
-    own = [folder / name for name in RUN_FILES] + [Path(run)]
-    if any(path.resolve() == f.resolve() or (path.exists() and f.exists() and path.samefile(f)) for f in own):
-        raise ConfigError(f"--out {out} is one of the run's own files; choose another name, e.g. {folder / 'sft.jsonl'}")
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise ConfigError(f"--out {out} is a directory; give a file name ending in .jsonl or .parquet")
-    return path
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent
+    return check(path, "Charter export", is_export, [run], example=folder / "sft.jsonl")
 
 
 def revisions(rec: Record, revision: str, upto: int | None) -> list[str]:
@@ -89,10 +92,14 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
-    """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind."""
+    """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind,
+    and never replaces a run's own file or a symlink's target (charter.files.check_out)."""
+    from charter.files import check_out as check
+
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
+    check(path, "Charter export")
     return atomic_write(path, lambda tmp: _write(rows, tmp, path.suffix.lower()))
 
 

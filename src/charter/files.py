@@ -3,8 +3,8 @@
 Inputs are regular files: a device or FIFO (`/dev/zero`, a pipe) never ends, so it is refused
 before a byte is read. Outputs (`--out` of report, eval, export) go through `check_out`, which
 never lets a result replace a run's own files, one of the command's inputs, a symlink's target,
-or an existing file that is not this command's own kind of output; `write_out` then writes it
-whole (charter.jsonl.atomic_write).
+or an existing file that is not this command's own kind of output; the caller then writes it
+whole with charter.jsonl.atomic_write.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from charter.errors import ConfigError, InputError
-from charter.jsonl import atomic_write
 
 HEAD = 4096  # bytes read to recognise a file's kind: markers are written at the start
 Recognise = Callable[[bytes], bool]  # the first HEAD bytes of an existing file -> "is our output"
@@ -75,8 +74,3 @@ def check_out(out: str | Path, kind: str, recognise: Recognise | None = None, in
         raise ConfigError(f"--out {out} is not a regular file; {instead}")
     return path
 
-
-def write_out(out: str | Path, content: str | bytes, kind: str, recognise: Recognise | None = None,
-              inputs: Iterable[str | Path] = ()) -> Path:
-    """`check_out`, then the whole file at once (a kill or a full disk leaves the old one)."""
-    return atomic_write(check_out(out, kind, recognise, inputs), content)

@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from charter.errors import CharterError
+from charter.redact import redact
 
 COMMANDS = ("generate", "export", "constitution", "label", "train", "eval", "eval_labeler", "report")
 
@@ -34,25 +35,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_handler()
     try:
         return args.func(args)
-    except CharterError as exc:
+    except CharterError as exc:  # messages may quote a server URL or an error body: credentials masked
         interrupted = exc.exit_code == 130  # generate's Interrupted: a report, not an error
-        print(str(exc) if interrupted else f"error: {exc}", file=sys.stderr)
+        print(redact(str(exc) if interrupted else f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a path nothing nearer the source checked: still one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        print(redact(f"error: {where}{exc.strerror or exc}; check the path and its permissions"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished records are saved; run the same command again to resume", file=sys.stderr)
         return 130
 
 
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (tests swap it), message text only."""
+    """Writes to whatever sys.stderr is at the time (tests swap it), message text only, credentials masked."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setFormatter(_RedactingFormatter("%(message)s"))
 
     @property
     def stream(self):

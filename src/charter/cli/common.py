@@ -10,6 +10,7 @@ import dataclasses
 from types import UnionType
 from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
+from charter.config import parse_yaml, strip_lines
 from charter.errors import ConfigError
 
 
@@ -73,13 +74,11 @@ def add_backend_option(p: argparse.ArgumentParser, help: str | None = None) -> N
 
 
 def parse_backend_options(pairs: Sequence[str]) -> dict:
-    """--backend-option KEY=VALUE pairs (VALUE parsed as YAML) -> constructor options."""
-    import yaml
-
+    """--backend-option KEY=VALUE pairs (VALUE parsed as YAML, aliases capped) -> constructor options."""
     options = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--backend-option expects KEY=VALUE, got '{pair}'")
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = strip_lines(parse_yaml(value, f"--backend-option {key.strip()}"))
     return options

@@ -34,7 +34,19 @@ def summary_text(result: dict) -> str:
         for q, c in run["curves"].items():
             pts = " ".join(f"r{r['round']}:{r['p_revision']:.2f}" for r in c["rounds"])
             lines.append(f"{run['label']} {q}: P(revision preferred over initial) {pts}")
-    return "\n".join(lines + pm_summary(result.get("pm")))
+    return "\n".join(lines + refusal_summary(result.get("over_refusal")) + pm_summary(result.get("pm")))
+
+
+def refusal_summary(o: dict | None) -> list[str]:
+    if not o:
+        return []
+    lines = []
+    for p in o["points"]:
+        m = o["models"][p["model"]]
+        judged = f", judge {p['judge_refusal_rate']:.0%}" if p.get("judge_refusal_rate") is not None else ""
+        harm = f"; harmless Elo {p['harmless_elo']:+.0f}" if p.get("harmless_elo") is not None else ""
+        lines.append(f"{p['model']}: refused {m['refused']} of {m['n']} safe prompts ({p['refusal_rate']:.0%}{judged}){harm}")
+    return lines
 
 
 def pm_summary(pm: dict | None) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 from charter.cli.common import add_backend_option, add_config, add_settings, given, parse_backend_options
 from charter.config import GenerateConfig
 from charter.errors import ConfigError
+from charter.redact import redact
 
 
 def register(sub) -> None:
@@ -43,5 +44,14 @@ def cmd_generate(a: argparse.Namespace) -> int:
     print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
     summary = generate(cfg, force=a.force, progress=not a.quiet)
-    print(summary.line())
+    print(redact(summary.line()))  # it quotes records' errors
+    print(cost_line(cfg))
     return 1 if summary.failures else 0
+
+
+def cost_line(cfg: GenerateConfig) -> str:
+    """What the whole run cost so far (every session's records) and what 10,000 such prompts would."""
+    from charter.cost import engine_gpus, run_cost
+    from charter.store import load_run
+
+    return run_cost(load_run(cfg.out), engine_gpus(cfg.to_dict())).line()

@@ -38,7 +38,8 @@ COMMANDS = {  # name: (config, trainer call -> summary line, help)
     "sft": (SFTConfig, _sft, "supervised fine-tuning on revisions + helpful answers (trl.SFTTrainer)"),
     "dpo": (DPOConfig, _dpo, "DPO on preference pairs (trl.DPOTrainer)"),
     "pm": (PMConfig, _pm, "preference model on soft AI labels (+ mixed-in comparisons), trl.RewardTrainer"),
-    "rl": (RLConfig, _rl, "RL-CAI: RLOO against a preference model's score, KL to the starting policy (trl.RLOOTrainer)"),
+    "rl": (RLConfig, _rl, "RL-CAI: RLOO against a preference model's score (or the feedback model's, --reward "
+           "feedback), KL to the starting policy (trl.RLOOTrainer)"),
 }
 
 
@@ -64,7 +65,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def start_line(cfg) -> str:
     if isinstance(cfg, RLConfig):
-        return (f"policy={cfg.model} pm={cfg.pm} samples={cfg.samples} max_tokens={cfg.max_tokens} "
+        reward = f"pm={cfg.pm}" if cfg.reward == "pm" else f"reward=feedback feedback_model={cfg.feedback_model or cfg.model}"
+        return (f"policy={cfg.model} {reward} samples={cfg.samples} max_tokens={cfg.max_tokens} "
                 f"temperature={cfg.temperature} top_p={cfg.top_p} beta={cfg.beta} -> {cfg.out}")
     mix = f" mix={cfg.mix or 'none'}" if isinstance(cfg, PMConfig) else ""
     return f"model={cfg.model} data={cfg.data}{mix} lora={bool(cfg.lora)} -> {cfg.out}"

@@ -21,12 +21,16 @@ eval.json (schema "charter.eval/1"); every part is present only if it was comput
        critique_vs_direct?: {critique, direct, by_revision: [{revision, critique, direct, diff, low, high}]}}
       PM scores of the initial answer (revision 0) and each revision (charter.evaluate.revision_scores); per principle:
       the mean change over rounds drawn with it; critique_vs_direct when a --no-critique run is given.
+  over_refusal: {n, categories, models: {label: {n, refused, rate, judge_rate?, by_category}}, points, answers}
+      (--over-refusal) refusal rate on safe prompts that look unsafe, per model and category, and each model's
+      point (refusal rate, harmless Elo) for the trade-off plot; the shape is in charter.evaluate.refusal.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ from charter.evaluate.elo import bootstrap_elo
 from charter.evaluate.evasive import is_evasive, judge_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
+from charter.evaluate.refusal import answer_safe, over_refusal_result
 from charter.jsonl import write_json
 from charter.types import Record, Sampling
 
@@ -60,6 +65,10 @@ class EvalConfig(Config):
     pm: str | None = setting(None, "preference model directory (`charter train pm`): PM score of every revision "
                              "(Figure 5), critique vs direct when a --no-critique run is given (Figure 7)")
     judge_evasive: bool = setting(False, "also ask the judge whether each answer is evasive")
+    over_refusal: bool = setting(False, "also answer Charter's ~150 safe prompts that look unsafe: each model's "
+                                 "refusal rate (judged too with --judge), against its harmlessness")
+    over_refusal_limit: int | None = setting(None, "at most N of the over-refusal prompts, categories taken in turn",
+                                             bounds=">= 1")
     limit: int | None = setting(None, "at most N prompts of each kind", bounds=">= 1")
     max_tokens: int = setting(128, "answer length for model answers (default 128)", bounds=">= 1")
     temperature: float = setting(0.7, "sampling temperature of model answers (default 0.7)", bounds="[0, 5]")
@@ -74,6 +83,8 @@ class EvalConfig(Config):
 
         if not self.models and not self.judge and not self.pm:
             raise ConfigError("nothing to evaluate: pass --models M1 [M2 ...], --judge MODEL and/or --pm DIR")
+        if self.over_refusal and not self.models:
+            raise ConfigError("--over-refusal measures models: pass --models M1 [M2 ...] (e.g. base, SL-CAI, RL-CAI)")
 
 
 def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) -> dict:
@@ -84,7 +95,8 @@ def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) ->
     sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
     return evaluate_records(cfg.run, load_run(cfg.run), cfg.models, cfg.judge, [(r, load_run(r)) for r in cfg.runs],
                             cfg.limit, sampling, cfg.seed, cfg.bootstrap, cfg.judge_evasive,
-                            factory=factory or (lambda spec: open_backend(spec, cfg.backend)), out=cfg.out, pm=cfg.pm)
+                            factory=factory or (lambda spec: open_backend(spec, cfg.backend)), out=cfg.out, pm=cfg.pm,
+                            over_refusal=(cfg.over_refusal_limit or True) if cfg.over_refusal else False)
 
 
 def open_backend(spec: str, default_backend: str = "transformers"):
@@ -160,8 +172,9 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
                      limit: int | None = None, sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200,
                      judge_evasiveness: bool = False, factory: Callable[[str], object] = open_backend,
                      out: str | Path | None = None, log: Callable[[str], None] = _log.info,
-                     pm: str | None = None) -> dict:
-    """Run every evaluation the arguments ask for; eval.json is rewritten after each stage."""
+                     pm: str | None = None, over_refusal: bool | int | None = False) -> dict:
+    """Run every evaluation the arguments ask for; eval.json is rewritten after each stage.
+    over_refusal: True (the whole set) or N (N of it) adds "over_refusal" (charter.evaluate.refusal)."""
     from charter import __version__
 
     sampling = sampling or Sampling(max_tokens=128, temperature=0.7, seed=seed)
@@ -172,7 +185,7 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
                     "settings": {"models": labels, "judge": judge, "pm": pm, "limit": limit, "seed": seed,
                                  "bootstrap": bootstrap, "sampling": sampling.to_dict()},
                     "models": {}, "verdicts": []}
-    path = Path(out) if out else Path(run) / EVAL_FILE
+    path = check_eval_out(out, run, [r for r, _ in extra_runs])
     save = lambda: write_json(path, result)  # noqa: E731 - partial results survive a crash
     opened: dict[str, object] = {}
 
@@ -181,13 +194,17 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
             opened[spec] = factory(spec)
         return opened[spec]
 
+    safe = load_safe_prompts(over_refusal)
     try:
-        answers = {}
+        answers, safe_answers = {}, {}
         for label in labels:
             log(f"eval: {label}: revision likelihoods and answers to {len(prompts)} prompts")
             b = get(label)
             pref = revision_preference(b, prompts)
             answers[label] = answer_all(b, prompts, sampling)
+            if safe:
+                log(f"eval: {label}: answers to {len(safe)} safe prompts that look unsafe (over-refusal)")
+                safe_answers[label] = answer_safe(b, safe, sampling)
             result["models"][label] = {"spec": label, "revision_preference": pref}
             if label != judge:
                 opened.pop(label).close()  # free memory before the next model loads
@@ -204,6 +221,9 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
             result["elo"], verdicts = compare_models(jb, prompts, answers, seed, bootstrap)
             result["verdicts"] += [v.to_dict() for v in verdicts]
             save()
+        if safe:
+            result["over_refusal"] = over_refusal_result(safe, safe_answers, jb, result.get("elo"))
+            save()
         if jb is not None:
             log(f"eval: judge {judge}: revisions vs initial answers for {1 + len(extra_runs)} run(s)")
             result["revisions"] = revision_curves(jb, [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs],
@@ -218,6 +238,27 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
         for b in opened.values():
             b.close()
     return result
+
+
+def load_safe_prompts(over_refusal: bool | int | None) -> list:
+    """The over-refusal set: none (False/None), all of it (True) or N prompts (an int)."""
+    from charter.evaluate.refusal import load_over_refusal
+
+    if not over_refusal:
+        return []
+    return load_over_refusal(None if over_refusal is True else int(over_refusal))
+
+
+def is_eval(head: bytes) -> bool:
+    return re.search(rb'^\{\s*"schema":\s*"charter\.eval/', head) is not None
+
+
+def check_eval_out(out: str | Path | None, run: str | Path, runs: Sequence[str | Path] = ()) -> Path:
+    """Where eval.json goes (default RUN/eval.json): never over an input or a file that is not one."""
+    from charter.files import check_out
+
+    folder = Path(run) if Path(run).is_dir() or not Path(run).exists() else Path(run).parent
+    return check_out(Path(out) if out else folder / EVAL_FILE, "Charter eval.json", is_eval, [run, *runs])
 
 
 def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], bootstrap: int, seed: int) -> dict:

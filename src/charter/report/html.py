@@ -18,7 +18,7 @@ from typing import Sequence
 
 from charter import files
 from charter.errors import InputError
-from charter.jsonl import loads, read_error
+from charter.jsonl import atomic_write, loads, read_error
 from charter.report import assets
 from charter.store import load_run, load_run_config
 from charter.types import Record
@@ -146,6 +146,22 @@ def lengths_section(runs: Sequence[RunData]) -> str:
     return '<div class="plots">' + img(lengths_plot(series), "answer lengths by round") + "</div>" + table(head, rows)
 
 
+def cost_section(runs: Sequence[RunData]) -> str:
+    """What each run cost (charter.cost): tokens, engine seconds, throughput, projected time and GPU-hours."""
+    from charter.cost import PROJECTIONS, engine_gpus, format_duration, run_cost
+
+    costs = [(run.name, run_cost(run.records, engine_gpus(run.config))) for run in runs]
+    rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, _fmt(c.engine_seconds, ".1f") or "–",
+             _fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
+    proj = [[name, f"{n:,}", format_duration(s) if s is not None else "–", _fmt(c.projected_gpu_hours(n), ".2f") or "–",
+             c.gpus] for name, c in costs for n, s in ((n, c.projected_seconds(n)) for n in PROJECTIONS)]
+    return (table(["run", "records", "prompts", "tokens in", "tokens out", "engine seconds", "tokens/s out"], rows)
+            + "<p class=\"muted\">Engine seconds: time with at least one record in flight (no model loading, no gaps "
+            "between resumed sessions). A run of N prompts of the same shape (model, engine, hardware, rounds, "
+            "lengths); 182,831 is the paper's red-team set.</p>"
+            + table(["run", "prompts", "projected time", "GPU-hours", "GPUs"], proj))
+
+
 def failures_section(runs: Sequence[RunData]) -> str:
     rows = [(run.name, r.id, r.kind, r.error or "") for run in runs for r in run.records if r.error]
     return table(["run", "record", "kind", "error"], rows) if rows else '<p class="muted">No failures.</p>'
@@ -196,6 +212,8 @@ def _evaluation(name: str, ev: dict) -> str:
         out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
                    + img(elo_plot(ev["elo"]), "Elo scores") + "</div>"
                    + table(["question", "model", "Elo", "95% CI", "comparisons", "judge P(A)"], rows))
+    if ev.get("over_refusal"):
+        out.append(_over_refusal(ev["over_refusal"]))
     if ev.get("revisions"):
         rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], _fmt(r["elo"], "+.0f"),
                  _ci(r, "elo_low", "elo_high", "+.0f")]
@@ -210,6 +228,28 @@ def _evaluation(name: str, ev: dict) -> str:
     if ev.get("answers"):
         out.append(_answers(ev["answers"]))
     return "".join(out)
+
+
+def _over_refusal(o: dict) -> str:
+    """Refusal rate on safe prompts that look unsafe, against judged harmlessness (charter.evaluate.refusal)."""
+    from charter.report.plots import refusal_plot
+
+    points = o.get("points") or []
+    rows = [[p["model"], o["models"][p["model"]]["n"], o["models"][p["model"]]["refused"], _pct(p["refusal_rate"]),
+             _pct(p.get("judge_refusal_rate")), _fmt(p.get("harmless_elo"), "+.0f") or "–",
+             _fmt(p.get("helpful_elo"), "+.0f") or "–"] for p in points]
+    cats = [[label, c, x["n"], x["refused"], _pct(x["rate"]), _pct(x.get("judge_rate"))]
+            for label, m in o["models"].items() for c, x in m["by_category"].items()]
+    refused = [(a["id"], a["category"], label, a["prompt"], a["answers"][label])
+               for a in o.get("answers") or [] for label, flag in a["refused"].items() if flag]
+    shown = "".join(f'<details class="chain-ev"><summary>{esc(i)} <span class="badge kind">{esc(c)}</span> '
+                    f'<span class="badge err">{esc(m)}</span> {esc(str(q)[:120])}</summary>'
+                    f'{_turn("initial", m, t)}</details>' for i, c, m, q, t in refused[:50])
+    return (f'<h3>Over-refusal: {esc(o.get("n", 0))} safe prompts that look unsafe</h3><div class="plots">'
+            + img(refusal_plot(points), "refusal rate on safe prompts vs harmlessness Elo") + "</div>"
+            + table(["model", "prompts", "refused", "refusal rate", "refusal (judge)", "harmless Elo", "helpful Elo"], rows)
+            + table(["model", "category", "prompts", "refused", "rate", "judge"], cats)
+            + (f"<h3>Refused safe prompts ({len(refused)}, first 50)</h3>{shown}" if refused else ""))
 
 
 def _pm(pm: dict) -> str:
@@ -257,7 +297,7 @@ def _pct(v: object) -> object:
 
 
 def _first_user(prompt: Sequence[dict]) -> str:
-    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+    return str(next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), ""))
 
 
 def _turn(cls: str, who: str, text: str | None, raw_label: bool = False) -> str:
@@ -301,19 +341,19 @@ def chains_section(runs: Sequence[RunData]) -> str:
 
 
 SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("lengths", "Answer lengths"),
-            ("failures", "Failures"), ("evaluation", "Evaluation"), ("chains", "Chains")]
+            ("cost", "Run cost"), ("failures", "Failures"), ("evaluation", "Evaluation"), ("chains", "Chains")]
 
 
 def render(runs: Sequence[RunData]) -> str:
     bodies = {"summary": "".join(summary_section(r) for r in runs), "principles": principles_section(runs),
-              "lengths": lengths_section(runs), "failures": failures_section(runs),
+              "lengths": lengths_section(runs), "cost": cost_section(runs), "failures": failures_section(runs),
               "evaluation": evaluation_section(runs), "chains": chains_section(runs)}
     nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS)
     main = "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{bodies[k]}</section>' for k, t in SECTIONS)
     digest = base64.b64encode(hashlib.sha256(assets.JS.encode()).digest()).decode()
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
     names = ", ".join(r.name for r in runs)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}'
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Charter report: {esc(names)}</title><style>{assets.CSS}</style></head><body>"
@@ -321,7 +361,30 @@ def render(runs: Sequence[RunData]) -> str:
             f"<nav>{nav}</nav><main>{main}</main><script>{assets.JS}</script></body></html>")
 
 
+def distinct_names(paths: Sequence[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path ends with: cmpA/run, cmpB/run."""
+    parts = [p.absolute().parts for p in paths]
+    names = []
+    for mine in parts:
+        k = 1
+        while k < len(mine) and any(o != mine and o[-k:] == mine[-k:] for o in parts):
+            k += 1
+        names.append("/".join(mine[-k:]))
+    return names
+
+
+def is_report(head: bytes) -> bool:
+    """A report made by Charter (the generator tag, or the title of reports made before it)."""
+    return GENERATOR.encode() in head or b"<title>Charter report" in head
+
+
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """The report of `paths` at `out` (default RUN/report.html), never over an input or another
+    program's file (charter.files.check_out), written whole."""
     runs = [load_report_run(p) for p in paths]
+    for run, name in zip(runs, distinct_names([r.path for r in runs])):
+        run.name = name
     target = Path(out) if out else runs[0].path / "report.html"
+    inputs = [run.path / name for run in runs for name in ("eval.json", "config.yaml")] + [Path(p) for p in paths]
+    files.check_out(target, "Charter report", is_report, inputs)
     return atomic_write(target, render(runs))

@@ -148,5 +148,31 @@ def principle_effect_plot(rows: Sequence[dict]) -> str:
     return to_png(fig)
 
 
+@_styled
+def refusal_plot(points: Sequence[dict]) -> str:
+    """One point per model (base, SL-CAI, RL-CAI...): the paper's harmlessness vs helpfulness Elo view beside
+    harmlessness Elo vs refusal rate on safe prompts; bars of refusal rate alone when there is no Elo."""
+    elo = [p for p in points if p.get("harmless_elo") is not None]
+    if not elo:
+        fig, ax = _subplots(figsize=(4.6, 0.35 * len(points) + 1))
+        ax.barh([_short(p["model"]) for p in points], [p["refusal_rate"] or 0 for p in points], color=COLORS[3])
+        ax.set(xlim=(0, 1), xlabel="refusal rate on safe prompts (lower is better)")
+        return to_png(fig)
+    fig, (a, b) = _subplots(1, 2, figsize=(8, 3.3))
+    for i, p in enumerate(elo):
+        kw = {"color": COLORS[i % len(COLORS)], "label": _short(p["model"])}
+        err = [[p["harmless_elo"] - p["harmless_low"]], [p["harmless_high"] - p["harmless_elo"]]]
+        if p.get("helpful_elo") is not None:
+            a.errorbar([p["helpful_elo"]], [p["harmless_elo"]], yerr=err, fmt="o", capsize=3, **kw)
+        b.errorbar([p["refusal_rate"]], [p["harmless_elo"]], yerr=err, fmt="o", capsize=3, **kw)
+    a.set(xlabel="helpfulness Elo", ylabel="harmlessness Elo", title="harmless vs helpful (paper's view)")
+    b.set(xlabel="refusal rate on safe prompts", ylabel="harmlessness Elo", title="harmless vs over-refusal",
+          xlim=(-0.05, 1.05))
+    for ax in (a, b):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return to_png(fig)
+
+
 def _short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else "…" + name[-(n - 1):]

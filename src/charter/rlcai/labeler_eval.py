@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from charter.choice import LETTERS
 from charter.config import Config, setting
 from charter.errors import ConfigError, InputError
+from charter.jsonl import loads, reason
 from charter.rlcai.data import OPTION
 from charter.rlcai.labels import (ANSWER, ANSWER_CUE, FeedbackSet, ask, draw_principles, few_shot_prefix, load_feedback,
                               question, render_options)
@@ -60,16 +61,18 @@ def load_mc_file(path: str | Path, limit: int | None = None) -> list[MCRow]:
     if not p.exists():
         raise InputError("file not found; check the path", where)
     rows: list[MCRow] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, text in enumerate(fh, 1):
-            if not text.strip():
+    with p.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             if limit is not None and len(rows) >= limit:
                 break
             try:
-                d = json.loads(text)
+                d = loads(raw)
             except json.JSONDecodeError as exc:
                 raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line", where, n) from exc
+            except ValueError as exc:  # not UTF-8, or nested too deep
+                raise InputError(f"{reason(exc)}; fix or remove the line", where, n) from exc
             if not isinstance(d, dict):
                 raise InputError("each line must be an object with 'prompt', 'corrects', 'incorrects'", where, n)
             missing = [k for k in ("prompt", "corrects", "incorrects") if k not in d]
@@ -363,9 +366,8 @@ def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list
     """(line, better conversation, worse conversation) from an MC file or from preference rows."""
     from charter.train.pm import read_pairs
 
-    with Path(path).open(encoding="utf-8") as fh:
-        first = next((json.loads(line) for line in fh if line.strip()), {}) if Path(path).suffix == ".jsonl" else {}
-    if "chosen" in first or Path(path).suffix == ".parquet":
+    first = _first_row(path) if Path(path).suffix == ".jsonl" else {}
+    if (isinstance(first, dict) and "chosen" in first) or Path(path).suffix == ".parquet":
         rows = read_pairs(str(path))[:limit]
         return [(i + 1, r["prompt"] + r["chosen"], r["prompt"] + r["rejected"]) for i, r in enumerate(rows)]
     out = []
@@ -379,6 +381,16 @@ def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list
             raise InputError("a preference model needs whole answers: this row has option labels but no "
                              "'text_correct'/'text_incorrect' transcripts", str(path), row.line)
     return out
+
+
+def _first_row(path: str | Path) -> Any:
+    """The first row of a JSONL file, to tell preference rows from MC rows ({} if unreadable:
+    the loader then names the problem and its line)."""
+    try:
+        with Path(path).open("rb") as fh:
+            return next((loads(line) for line in fh if line.strip()), {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _reply(text: str) -> dict:

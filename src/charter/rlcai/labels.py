@@ -13,14 +13,15 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from charter.choice import LETTERS
 from charter.config import FORMATS, Config, setting
 from charter.errors import ConfigError, RunError
-from charter.jsonl import append_jsonl, read_jsonl, set_aside
+from charter.jsonl import append_jsonl, loads, read_lines, set_aside
+from charter.redact import error_text
 from charter.rlcai.data import (  # noqa: F401 (re-exported for callers of the old charter.feedback)
     ANSWER, ANSWER_CUE, AFTER_COT, COT, COT_CUE, FeedbackExample, FeedbackPrinciple, FeedbackSet, draw_principles,
     load_feedback, load_feedback_examples, load_feedback_principles,
@@ -34,6 +35,11 @@ from charter.types import Message, Sampling
 log = logging.getLogger("charter.label")
 
 # ---- labelling ------------------------------------------------------------------------------------
+
+
+def float_list(text: str) -> list[float]:
+    """'0.6,1.0,1.4' -> [0.6, 1.0, 1.4] (a flag's value; a ValueError is argparse's usage error)."""
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
 @dataclass
@@ -62,9 +68,12 @@ class LabelConfig(Config):
     cot: bool = setting(False, "chain of thought: reason step by step, then score; probabilities clamped")
     clamp_low: float = setting(0.4, "CoT clamp band, low end", cli=False)
     clamp_high: float = setting(0.6, "CoT clamp band, high end", cli=False)
-    limit: int | None = setting(None, "use at most N prompts", bounds=">= 0", result=False)
+    limit: int | None = setting(None, "use at most N prompts", bounds=">= 1", result=False)
     seed: int = setting(0, "seeds principle draws and sampling")
     temperature: float = setting(1.0, "policy sampling temperature (default 1.0)", bounds="[0, 5]")
+    temperatures: list[float] = setting([], "sample each prompt's answers across these temperatures, answer i at "
+                                        "the (i mod n)-th, e.g. 0.6,1.0,1.4 (default: --temperature for all)",
+                                        cli={"type": float_list, "nargs": None, "metavar": "T,T,..."})
     top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
     max_tokens: int = setting(256, "tokens per policy answer (default 256)", bounds=">= 1")
     cot_max_tokens: int = setting(256, "tokens of CoT reasoning (default 256)", bounds=">= 1")
@@ -83,6 +92,11 @@ class LabelConfig(Config):
         if not (0 <= self.clamp_low <= 0.5 <= self.clamp_high <= 1) or abs(self.clamp_low + self.clamp_high - 1) > 1e-9:
             raise ConfigError(f"{where}: the clamp band must be symmetric around 0.5 (e.g. 0.4 0.6), "
                               f"got {self.clamp_low} {self.clamp_high}")
+        if any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 5 for t in self.temperatures):
+            raise ConfigError(f"{where}: temperatures must be numbers in [0, 5], got {self.temperatures}")
+        if len(self.temperatures) > self.samples:
+            raise ConfigError(f"{where}: {len(self.temperatures)} temperatures for {self.samples} samples per prompt "
+                              "leave some unused; raise --samples or list fewer temperatures")
         if Path(self.out).suffix.lower() not in (".jsonl", ".parquet"):
             raise ConfigError(f"{where}: out must end in .jsonl or .parquet, got '{self.out}'")
 
@@ -97,9 +111,29 @@ def transcripts_path(out: str | Path) -> Path:
     return p.with_name(p.stem + ".transcripts.jsonl")
 
 
+def transcript_line(raw: bytes | str) -> dict:
+    """One transcript line, or ValueError: damaged JSON, or JSON that is not a line `label` wrote."""
+    t = loads(raw)
+    if not isinstance(t, dict) or not all(isinstance(t.get(k), str) for k in ("id", "prompt_id")):
+        raise ValueError("not a transcript line (a JSON object with 'id' and 'prompt_id')")
+    s, answers = t.get("score_first"), t.get("answers")
+    if s is not None and not (isinstance(s, (int, float)) and isinstance(answers, list) and len(answers) == 2
+                              and isinstance(t.get("prompt"), list)):
+        raise ValueError("a labelled line needs a numeric 'score_first', a 'prompt' and two 'answers'")
+    return t
+
+
 def read_transcripts(path: Path) -> list[dict]:
     """Transcript lines of a labels run, without a torn final line or damaged lines (set aside on start)."""
-    return [t for _, t in read_jsonl(path, skip_damaged=True)] if Path(path).exists() else []
+    if not Path(path).exists():
+        return []
+    out = []
+    for _, raw in read_lines(path):
+        try:
+            out.append(transcript_line(raw))
+        except ValueError:
+            continue
+    return out
 
 
 @dataclass
@@ -125,11 +159,24 @@ def _same_backend(cfg: LabelConfig) -> bool:
     return (cfg.feedback_model or cfg.policy) == cfg.policy and (cfg.feedback_backend or cfg.backend) == cfg.backend
 
 
-def sample_answers(policy, prompts: Sequence[Sequence[Message]], n: int, fmt: str, sampling: Sampling) -> list[list[str]]:
-    """n answers per prompt from the policy (chat: template applied; text: raw transcript)."""
-    flat = [list(p) for p in prompts for _ in range(n)]
-    texts = sample(policy, flat if fmt == "chat" else [text_initial(p) for p in flat], fmt, sampling, TEXT_STOPS)
-    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+def answer_temperatures(n: int, temperatures: Sequence[float], default: float) -> list[float]:
+    """The temperature of answer i of a prompt: temperatures[i % len] (NeMo's CAI recipe), else `default`."""
+    return [float(temperatures[i % len(temperatures)]) if temperatures else default for i in range(n)]
+
+
+def sample_answers(policy, prompts: Sequence[Sequence[Message]], n: int, fmt: str, sampling: Sampling,
+                   temperatures: Sequence[float] = ()) -> list[list[str]]:
+    """n answers per prompt from the policy (chat: template applied; text: raw transcript), one backend
+    call per temperature (answer_temperatures)."""
+    temps = answer_temperatures(n, temperatures, sampling.temperature)
+    texts: dict[tuple[int, int], str] = {}
+    for t in dict.fromkeys(temps):
+        idx = [(k, i) for k in range(len(prompts)) for i in range(n) if temps[i] == t]
+        flat = [list(prompts[k]) for k, _ in idx]
+        got = sample(policy, flat if fmt == "chat" else [text_initial(p) for p in flat], fmt,
+                     replace(sampling, temperature=t), TEXT_STOPS)
+        texts.update(zip(idx, got))
+    return [[texts[k, i] for i in range(n)] for k in range(len(prompts))]
 
 
 def label_comparisons(feedback, fs: FeedbackSet, items: Sequence[dict], cfg: LabelConfig) -> list[dict]:
@@ -169,8 +216,12 @@ def preference_row(t: dict) -> dict:
     x, y = t["answers"]
     s = t["score_first"]
     chosen, rejected, score = (x, y, s) if s >= 0.5 else (y, x, 1.0 - s)
-    return {"prompt": t["prompt"], "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}], "score": score, "id": t["id"]}
+    row = {"prompt": t["prompt"], "chosen": [{"role": "assistant", "content": chosen}],
+           "rejected": [{"role": "assistant", "content": rejected}], "score": score, "id": t["id"]}
+    if t.get("temperatures"):  # --temperatures: the temperature each answer was sampled at
+        tx, ty = t["temperatures"]
+        row["chosen_temperature"], row["rejected_temperature"] = (tx, ty) if s >= 0.5 else (ty, tx)
+    return row
 
 
 def _open_backends(cfg: LabelConfig, policy, feedback) -> tuple[Any, Any, list]:
@@ -207,12 +258,16 @@ def _label_batch(policy, feedback, fs: FeedbackSet, batch, cfg: LabelConfig, sam
     """Transcript lines of one batch; a failure is a set of `error` lines, redone on resume."""
     try:
         answers = sample_answers(policy, [it.messages for it in batch], cfg.samples, cfg.policy_format or cfg.format,
-                                 sampling)
+                                 sampling, cfg.temperatures)
         comps, skipped = _comparisons(batch, answers, meta)
+        if cfg.temperatures:  # each answer's temperature, kept in the transcripts and the rows
+            temps = answer_temperatures(cfg.samples, cfg.temperatures, cfg.temperature)
+            for c in comps + skipped:
+                c["temperatures"] = [temps[i] for i in c["samples"]]
         return (label_comparisons(feedback, fs, comps, cfg) if comps else []) + skipped
     except Exception as exc:  # noqa: BLE001 - recorded per prompt, the run goes on
         return [{"id": f"{it.id}:error", "prompt_id": it.id, "prompt": list(it.messages), **meta,
-                 "error": f"{type(exc).__name__}: {exc}", "score_first": None} for it in batch]
+                 "error": error_text(exc), "score_first": None} for it in batch]
 
 
 def _resume(tpath: Path, fingerprint: str, force: bool, overwrite: bool) -> list[dict]:
@@ -231,7 +286,7 @@ def _start_files(out: Path, tpath: Path, kept: list[dict], overwrite: bool) -> N
     if overwrite and tpath.exists():
         tpath.unlink()
     aside = tpath.with_name(tpath.stem + ".bad.jsonl")
-    for n, _, why in set_aside(tpath, aside):  # a torn tail must not glue onto the next append
+    for n, _, why in set_aside(tpath, aside, transcript_line):  # a torn tail must not glue onto the next append
         if not why.startswith("torn"):
             log.warning("warning: %s:%d: damaged line (%s); moved to %s", tpath, n, why, aside)
     if out.suffix.lower() == ".jsonl":  # rows are appended as batches finish; rewritten whole at the end
@@ -254,6 +309,7 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
     """Sample answers, label every pair, and write rows + transcripts batch by batch (resumable)."""
     from charter.prompts import load_prompts
 
+    cfg.validate()  # a config built in Python has not been checked yet
     start = time.time()
     fs = load_feedback(cfg.principles, cfg.few_shot)
     items = load_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit, samples=1)
@@ -282,7 +338,16 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
     finally:
         for bk in own:
             bk.close()
-    return _finish(tpath, out, summary, start)
+    return _check_rows(_finish(tpath, out, summary, start), tpath)
+
+
+def _check_rows(summary: LabelSummary, tpath: Path) -> LabelSummary:
+    """A run that made no rows and had no failures (which the summary reports) is an error, not a result."""
+    if summary.rows or summary.failures:
+        return summary
+    raise RunError(f"no preference rows: all {summary.skipped} comparisons over {summary.prompts} prompts were "
+                   f"skipped, their answers identical or empty (see {tpath}); sample distinct answers with a higher "
+                   "--temperature, more --max-tokens or --samples, or another --policy")
 
 
 def _finish(tpath: Path, out: Path, summary: LabelSummary, start: float) -> LabelSummary:

@@ -9,12 +9,13 @@ import difflib
 import logging
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from charter.config import Config, check_keys, setting, strip_lines
-from charter.errors import BackendError, ConfigError, InputError
+from charter.errors import BackendError, ConfigError
 
 log = logging.getLogger("charter.train")
 
@@ -141,28 +142,6 @@ def resolve_model(model: str) -> str:
     return resolve_hf_checkpoint(model)
 
 
-def read_rows(path: str, needed: tuple[str, ...], alternatives: tuple[tuple[str, ...], ...] = ()):
-    """A .jsonl/.parquet file as a datasets.Dataset that has one of the needed column sets."""
-    import datasets
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found; pass a run directory or an exported .jsonl/.parquet file", path)
-    loaders = {".jsonl": datasets.Dataset.from_json, ".json": datasets.Dataset.from_json,
-               ".parquet": datasets.Dataset.from_parquet}
-    if p.suffix.lower() not in loaders:
-        raise InputError("training data must be a run directory, .jsonl or .parquet", path)
-    try:
-        ds = loaders[p.suffix.lower()](str(p))
-    except Exception as exc:  # datasets wraps parse errors in many types
-        raise InputError(f"could not read the dataset ({exc}); check the file format", path) from exc
-    for cols in (needed, *alternatives):
-        if all(c in ds.column_names for c in cols):
-            return ds
-    want = " or ".join(repr(" + ".join(c)) for c in (needed, *alternatives))
-    raise InputError(f"the dataset needs column(s) {want}; found: {', '.join(ds.column_names) or 'none'}", path)
-
-
 def last_checkpoint(out: str | Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -196,6 +175,16 @@ def run_trainer(trainer, out: str | Path) -> None:
     if resume:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
+
+
+def prune_checkpoints(out: str | Path) -> None:
+    """Once a run has finished and saved, drop out/checkpoints: only a resume needs them, and the
+    optimizer state makes them ~3x the model (2.1 GB beside SmolLM2-135M)."""
+    folder = Path(out) / CHECKPOINTS
+    if folder.is_dir():
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("removed the resume checkpoints in %s (%.1f GB); the model is saved in %s", folder, size / 1e9, out)
 
 
 def save(trainer, out: str | Path, merge: bool = True) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import InputError
 from charter.train import common
+from charter.train.rows import check_preference, check_score, read_rows, to_dataset
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "beta": 0.1}
 LR = {"full": 1e-6, "lora": 1e-5}  # TRL's DPO default; LoRA updates need a larger step
@@ -42,14 +43,13 @@ def load_dpo_config(path: str | None = None, **overrides: Any) -> DPOConfig:
     return DPOConfig.load(path, overrides)
 
 
-def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[str, Any]]:
-    """Hard (prompt, chosen, rejected) rows: each scored row keeps its order with probability p ('sample')."""
+def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int, where: list[str] | None = None) -> list[dict[str, Any]]:
+    """Hard (prompt, chosen, rejected) rows: each scored row keeps its order with probability p ('sample').
+    `where` names each row for messages ('file:LINE')."""
     rng = random.Random(seed)
     out = []
     for i, row in enumerate(rows):
-        p = row.get("score")
-        if p is not None and not 0 <= p <= 1:
-            raise InputError(f"row {i + 1}: score must be a probability in [0, 1], got {p}")
+        p = check_score(row.get("score"), where[i] if where else f"row {i + 1}")
         keep = True if p is None else (rng.random() < p if mode == "sample" else p >= 0.5)
         chosen, rejected = (row["chosen"], row["rejected"]) if keep else (row["rejected"], row["chosen"])
         out.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected})
@@ -57,27 +57,29 @@ def apply_scores(rows: list[dict[str, Any]], mode: str, seed: int) -> list[dict[
 
 
 def dpo_dataset(cfg: DPOConfig):
-    import datasets
-
     path = Path(cfg.data)
+    where = None
     if path.is_dir() or path.name == "records.jsonl":
         from charter.export import dpo_rows
         from charter.store import load_run
 
         rows = dpo_rows(load_run(path))
     else:
-        rows = common.read_rows(cfg.data, COLUMNS).to_list()
+        where, rows = map(list, zip(*read_rows(cfg.data, COLUMNS)))
+        for w, row in zip(where, rows):
+            check_preference(row, w)
     if not rows:
         raise InputError("no preference rows (a run needs red-team records whose revision differs from the answer)",
                          str(path))
-    return datasets.Dataset.from_list(apply_scores(rows, cfg.soft_labels, cfg.seed))
+    return to_dataset(apply_scores(rows, cfg.soft_labels, cfg.seed, where), cfg.data)
 
 
 def build_dpo_trainer(cfg: DPOConfig, progress: bool = True):
+    cfg.validate()  # a config built in Python has not been checked yet
+    dataset = dpo_dataset(cfg)  # bad rows are reported before the heavy imports
     from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
     args = common.trainer_args(TRLDPOConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}, progress)
-    dataset = dpo_dataset(cfg)
     try:
         return DPOTrainer(model=common.resolve_model(cfg.model), args=args, train_dataset=dataset,
                           peft_config=common.lora_config(cfg.lora))
@@ -92,4 +94,6 @@ def train_dpo(cfg: DPOConfig, progress: bool = True) -> Path:
     tokens = [2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
     common.log.info("charter train dpo: %s", common.estimate(trainer, tokens, cfg.mode))
     common.run_trainer(trainer, cfg.out)
-    return common.save(trainer, cfg.out, cfg.merge)
+    out = common.save(trainer, cfg.out, cfg.merge)
+    common.prune_checkpoints(out)
+    return out

@@ -25,6 +25,7 @@ from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.jsonl import write_json
 from charter.train import common
+from charter.train.rows import check_preference, clean_messages, read_rows
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "per_device_train_batch_size": 8,
                                     "gradient_checkpointing": False, "disable_dropout": True}
@@ -72,29 +73,26 @@ def parse_mix(spec: str, where: str = "--mix") -> tuple[str, float | None]:
 # ---- rows ---------------------------------------------------------------------------------------
 
 
-def _messages(value: Any, role: str, where: str) -> list[dict[str, str]]:
-    """A conversation (list of messages), an hh-rlhf transcript, or a plain string as one `role` turn."""
+def _messages(value: str | list, role: str) -> list[dict[str, str]]:
+    """A checked conversation (list of messages), an hh-rlhf transcript, or a plain string as one `role` turn."""
     if isinstance(value, str):
         return transcripts.parse(value) if transcripts.looks_like(value) else [{"role": role, "content": value}]
-    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
-    raise InputError(f"expected a list of {{role, content}} messages or text, got {type(value).__name__}", where)
+    return clean_messages(value)
 
 
 def preference_pair(row: dict[str, Any], where: str, score: float | None = None) -> dict[str, Any]:
     """Any preference row -> {prompt, chosen, rejected, score} with conversational messages."""
-    chosen = _messages(row["chosen"], "assistant", where)
-    rejected = _messages(row["rejected"], "assistant", where)
+    s = check_preference(row, where, prompt=False)
+    chosen = _messages(row["chosen"], "assistant")
+    rejected = _messages(row["rejected"], "assistant")
     if row.get("prompt") is not None:
-        prompt = _messages(row["prompt"], "user", where)
+        prompt = _messages(row["prompt"], "user")
     else:  # implicit prompt (hh-rlhf): the shared leading turns
         n = 0
         while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
             n += 1
         prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-    s = row.get("score", 1.0) if score is None else score
-    if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s <= 1:
-        raise InputError(f"score must be a probability in [0, 1], got {s!r}", where)
+    s = (1.0 if s is None else s) if score is None else score
     if not prompt or not chosen or not rejected:
         raise InputError("a preference row needs a prompt and non-empty chosen and rejected answers", where)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "score": float(s)}
@@ -102,8 +100,7 @@ def preference_pair(row: dict[str, Any], where: str, score: float | None = None)
 
 def read_pairs(path: str, hard: bool = False) -> list[dict[str, Any]]:
     """Preference rows of a .jsonl/.parquet file (hard: every score 1.0, for mixed-in comparisons)."""
-    ds = common.read_rows(path, ("chosen", "rejected"))
-    return [preference_pair(r, f"{path}: row {i + 1}", 1.0 if hard else None) for i, r in enumerate(ds.to_list())]
+    return [preference_pair(r, where, 1.0 if hard else None) for where, r in read_rows(path, ("chosen", "rejected"))]
 
 
 def split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -195,11 +192,12 @@ def trainer_classes() -> tuple[type, type]:
 
 def build_pm_trainer(cfg: PMConfig, progress: bool = True):
     """The configured trainer (dataset tokenized) and the held-out rows, not yet trained."""
+    cfg.validate()  # a config built in Python has not been checked yet
+    train, held = pm_datasets(cfg)  # bad rows are reported before the heavy imports
     from transformers import AutoTokenizer
     from trl import RewardConfig
 
     args = common.trainer_args(RewardConfig, cfg, {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}, progress)
-    train, held = pm_datasets(cfg)
     trainer_cls, collator_cls = trainer_classes()
     path = common.resolve_model(cfg.model)
     try:
@@ -223,6 +221,7 @@ def train_pm(cfg: PMConfig, progress: bool = True) -> dict[str, Any]:
     out = common.save(trainer, cfg.out, cfg.merge)
     result = {"out": str(out), "train_rows": len(ds), "held_out": held_out_metrics(str(out), held)}
     write_json(out / EVAL_FILE, result)
+    common.prune_checkpoints(out)
     return result
 
 

@@ -8,6 +8,9 @@ own chat template, as the PM was trained. Prompts come from Charter's prompt sou
 helpfulness mixed at `helpful_ratio`. Generation settings are explicit top-level keys, never
 TRL's defaults. Output: a plain checkpoint (LoRA merged), train_log.jsonl (reward, kl,
 completion length per step) and rl.png.
+
+`reward: feedback` (d-RLAIF) replaces the PM with the feedback model's own answer to `label`'s
+question, a plain reward function over any Charter backend (charter.rlcai.reward).
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.config import setting
+from charter.config import FORMATS, setting
 from charter.errors import ConfigError, InputError
+from charter.jsonl import write_jsonl
 from charter.train import common
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -31,6 +35,8 @@ GENERATION_KEYS = {"samples": "num_generations", "max_tokens": "max_completion_l
                    "top_p": "top_p", "beta": "beta"}
 PLOT = "rl.png"
 CURVES = (("reward", "PM reward"), ("kl", "KL to the start"), ("completions/mean_length", "completion tokens"))
+REWARDS = ("pm", "feedback")
+REFERENCES = "feedback_references.jsonl"  # --reward feedback: each prompt's reference answer and principle
 
 
 @dataclass
@@ -39,7 +45,20 @@ class RLConfig(common.TrainConfig):
 
     model: str = setting("embedded", "starting policy: the SL-CAI checkpoint, a local HF checkpoint, or 'embedded' "
                          "(default)")
+    reward: str = setting("pm", "pm (default): the preference model at --pm; feedback: the feedback model's "
+                          "P(completion better than the starting policy's answer) under a principle (d-RLAIF)",
+                          choices=REWARDS)
     pm: str = setting("", "preference model directory from `charter train pm` (the reward)")
+    feedback_model: str | None = setting(None, "--reward feedback: the model that judges (default: the starting "
+                                         "policy, frozen)")
+    feedback_backend: str = setting("transformers", "--reward feedback: its backend (default transformers; openai "
+                                    "for a server on other hardware)")
+    feedback_options: dict[str, Any] = setting({}, "--reward feedback: passed to its backend's constructor "
+                                               "(e.g. {base_url: ...})", result=False)
+    principles: str = setting("default", "--reward feedback: feedback principles (as for `label`)")
+    few_shot: str = setting("default", "--reward feedback: feedback examples (as for `label`), or 'none'")
+    format: str = setting("chat", "--reward feedback: how the feedback model is asked (as for `label`)",
+                          choices=FORMATS)
     prompts: str = setting("default", "red-team prompts: file, 'default', advbench, harmbench, do-not-answer, "
                            "hf:ORG/NAME")
     helpful_prompts: str = setting("default", "helpfulness prompts (same sources), or 'none'")
@@ -52,12 +71,20 @@ class RLConfig(common.TrainConfig):
     temperature: float = setting(1.0, "sampling temperature (default 1.0)", bounds="> 0")
     top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
     beta: float = setting(0.05, "KL penalty to the starting policy, in the reward (default 0.05)", bounds=">= 0")
-    REQUIRED = ("pm", "out")
+    REQUIRED = ("out",)
 
     def check(self, where: str) -> None:
+        from charter.backends import check_backend_name
+
         for ours, theirs in GENERATION_KEYS.items():
             if theirs in self.trainer:
                 raise ConfigError(f"{where}: set '{ours}' at the top level, not 'trainer.{theirs}'")
+        if self.reward == "pm" and not self.pm:
+            raise ConfigError(f"{where}: 'pm' is required (pass --pm or set it in the config file), "
+                              "or use --reward feedback")
+        if self.reward == "feedback" and self.pm:
+            raise ConfigError(f"{where}: --pm is the reward of --reward pm; drop it for --reward feedback")
+        check_backend_name(self.feedback_backend)
 
 
 def load_rl_config(path: str | None = None, **overrides: Any) -> RLConfig:
@@ -82,28 +109,50 @@ def rl_prompts(cfg: RLConfig) -> list[list[dict[str, str]]]:
     return rows
 
 
+def reward_function(cfg: RLConfig, prompts: list[list[dict[str, str]]]):
+    """What TRL calls the reward: the PM directory (TRL loads it) or the feedback reward (a callable)."""
+    if cfg.reward == "feedback":
+        from charter.rlcai.reward import build_feedback_reward
+
+        return build_feedback_reward(cfg, prompts)
+    from charter.scorer import load_pm
+
+    load_pm(cfg.pm).close()  # a clear error for a wrong --pm before the policy loads
+    return str(Path(cfg.pm).resolve())
+
+
 def build_rl_trainer(cfg: RLConfig, progress: bool = True):
-    """The configured trl.RLOOTrainer (policy, frozen reference, PM reward), not yet trained."""
+    """The configured trl.RLOOTrainer (policy, frozen reference, reward), not yet trained."""
     import warnings
 
     import datasets
+
+    cfg.validate()  # a config built in Python has not been checked yet
 
     # TRL warns about the installed vLLM version at import even when generation does not use vLLM.
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
     from trl import RLOOConfig, RLOOTrainer
 
-    from charter.scorer import load_pm
-
-    load_pm(cfg.pm).close()  # a clear error for a wrong --pm before the policy loads
     defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}
     defaults.update({theirs: getattr(cfg, ours) for ours, theirs in GENERATION_KEYS.items()})
     args = common.trainer_args(RLOOConfig, cfg, defaults, progress)
-    dataset = datasets.Dataset.from_list([{"prompt": p} for p in rl_prompts(cfg)])
+    prompts = rl_prompts(cfg)
+    reward = reward_function(cfg, prompts)
     try:
-        return RLOOTrainer(model=common.resolve_model(cfg.model), reward_funcs=str(Path(cfg.pm).resolve()), args=args,
-                           train_dataset=dataset, peft_config=common.lora_config(cfg.lora))
-    except OSError as exc:
-        raise common.load_error(cfg.model, exc) from exc
+        return RLOOTrainer(model=common.resolve_model(cfg.model), reward_funcs=reward, args=args,
+                           train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in prompts]),
+                           peft_config=common.lora_config(cfg.lora))
+    except BaseException as exc:
+        close_reward(reward)
+        if isinstance(exc, OSError):
+            raise common.load_error(cfg.model, exc) from exc
+        raise
+
+
+def close_reward(reward: Any) -> None:
+    """The feedback backend is Charter's to close (TRL only calls it)."""
+    if hasattr(reward, "close"):
+        reward.close()
 
 
 def train_rl(cfg: RLConfig, progress: bool = True) -> dict[str, Any]:
@@ -113,11 +162,22 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> dict[str, Any]:
     common.log.info("charter train rl: %d prompts, %d steps of %d completions (%d prompts x %d samples), lr %g",
                     len(trainer.train_dataset), steps, args.per_device_train_batch_size,
                     args.per_device_train_batch_size // cfg.samples, cfg.samples, args.learning_rate)
-    common.run_trainer(trainer, cfg.out)
+    reward = trainer.reward_funcs[0]
+    try:
+        if hasattr(reward, "reference_rows"):
+            write_jsonl(Path(cfg.out) / REFERENCES, reward.reference_rows(trainer.train_dataset["prompt"]))
+        common.run_trainer(trainer, cfg.out)
+    finally:
+        close_reward(reward)
     out = common.save(trainer, cfg.out, cfg.merge)
     steps_log = step_log(trainer.state.log_history)
-    plot_rl(steps_log, out / PLOT)
-    return {"out": str(out), "steps": steps_log}
+    plot_rl(steps_log, out / PLOT, reward_title(cfg.reward))
+    common.prune_checkpoints(out)
+    return {"out": str(out), "steps": steps_log, "reward": cfg.reward}
+
+
+def reward_title(reward: str) -> str:
+    return "feedback reward" if reward == "feedback" else "PM reward"
 
 
 def step_log(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,7 +186,7 @@ def step_log(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keys if k in r} for r in history if "reward" in r]
 
 
-def plot_rl(rows: list[dict[str, Any]], path: Path) -> Path | None:
+def plot_rl(rows: list[dict[str, Any]], path: Path, reward: str = "PM reward") -> Path | None:
     """Reward, KL and completion length against the step, side by side."""
     from charter import plotting
 
@@ -138,7 +198,7 @@ def plot_rl(rows: list[dict[str, Any]], path: Path) -> Path | None:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
-        ax.set(xlabel="step", title=title)
+        ax.set(xlabel="step", title=reward if key == "reward" else title)
     fig.tight_layout()
     return plotting.save(fig, path, dpi=100)
 
@@ -150,6 +210,7 @@ def summary_line(result: dict[str, Any]) -> str:
     first, last = rows[0], rows[-1]
     kl = f", KL {last['kl']:.4f}" if "kl" in last else ""
     length = last.get("completions/mean_length")
-    return (f"saved {result['out']}: {len(rows)} steps, PM reward {first['reward']:+.3f} (step 1) -> "
+    return (f"saved {result['out']}: {len(rows)} steps, {reward_title(result.get('reward', 'pm'))} "
+            f"{first['reward']:+.3f} (step 1) -> "
             f"{last['reward']:+.3f} (step {last['step']}){kl}"
             + (f", mean completion {length:.0f} tokens" if length is not None else ""))

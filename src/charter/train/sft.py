@@ -14,6 +14,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.train import common
+from charter.train.rows import read_rows, sft_row, to_dataset
 
 # The paper's recipe (§3.1): one epoch at a constant learning rate. Sizes keep a small run to minutes on 2 cores.
 TRAINER_DEFAULTS = common.TRAINER_DEFAULTS  # SFT adds nothing to the shared shape
@@ -55,26 +56,18 @@ def sft_dataset(cfg: SFTConfig):
     if cfg.revision != "final" or cfg.upto or cfg.helpful_ratio is not None:
         raise ConfigError("revision / upto / helpful_ratio select rows from a run directory; pass the run "
                           "directory as --data, or export the mix you want with `charter export`")
-    ds = common.read_rows(cfg.data, ("messages",), (("prompt", "completion"),))
-    if "messages" not in ds.column_names:
-        return ds.select_columns(["prompt", "completion"])
-    _check_last_assistant(ds, cfg.data)
-    return ds.map(lambda r: to_prompt_completion(r["messages"]), remove_columns=ds.column_names)
-
-
-def _check_last_assistant(ds, path: str) -> None:
-    for i, msgs in enumerate(ds["messages"]):
-        if not msgs or msgs[-1].get("role") != "assistant" or len(msgs) < 2:
-            raise InputError(f"row {i + 1}: 'messages' must hold a prompt and end with an assistant turn", path)
+    rows = read_rows(cfg.data, ("messages",), (("prompt", "completion"),))
+    return to_dataset([sft_row(row, where) for where, row in rows], cfg.data)
 
 
 def build_sft_trainer(cfg: SFTConfig, progress: bool = True):
     """The configured trl.SFTTrainer (dataset tokenized, labels masked), not yet trained."""
+    cfg.validate()  # a config built in Python has not been checked yet
+    dataset = sft_dataset(cfg)  # bad rows are reported before the heavy imports
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}
     args = common.trainer_args(TRLSFTConfig, cfg, defaults, progress)
-    dataset = sft_dataset(cfg)
     model = common.resolve_model(cfg.model)
     try:
         return SFTTrainer(model=model, args=args, train_dataset=dataset, peft_config=common.lora_config(cfg.lora))
@@ -88,4 +81,6 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     tokens = [len(x) for x in trainer.train_dataset["input_ids"]]
     common.log.info("charter train sft: %s", common.estimate(trainer, tokens, cfg.mode))
     common.run_trainer(trainer, cfg.out)
-    return common.save(trainer, cfg.out, cfg.merge)
+    out = common.save(trainer, cfg.out, cfg.merge)
+    common.prune_checkpoints(out)
+    return out

@@ -1,0 +1,110 @@
+"""What a run cost, from its records: tokens in and out, engine seconds, throughput, and the time and
+GPU-hours a run of N prompts of the same shape would take.
+
+Every record carries `tokens` {prompt, completion} summed over its calls and `timings` {seconds,
+finished}: when it left the engine and how long it was in flight. Records overlap (the engine
+batches them), so engine seconds are the length of the union of the records' [finished - seconds,
+finished] spans: busy time, without model loading or the gaps between resumed sessions. A
+projection scales that by prompts (a prompt's helpfulness samples count as one prompt, as in
+`generate --limit`), so it holds for the same model, engine, hardware, rounds and lengths.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from charter.types import Record
+
+PAPER_RED_TEAM = 182_831  # the paper's red-team prompts (42,496 human + 140,335 model-written)
+PROJECTIONS = (1_000, 10_000, PAPER_RED_TEAM)
+
+
+@dataclass(frozen=True)
+class RunCost:
+    records: int
+    prompts: int
+    tokens_in: int  # prompt tokens over every call (few-shots and conversation re-sent each call)
+    tokens_out: int  # generated tokens
+    engine_seconds: float | None  # None: no record has timings
+    timed_prompts: int  # prompts whose records all have timings (what a projection scales from)
+    gpus: int = 1  # devices the engine held (tensor parallel size): GPU-hours = hours x gpus
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generated tokens per engine second."""
+        return self.tokens_out / self.engine_seconds if self.engine_seconds else None
+
+    def projected_seconds(self, n: int) -> float | None:
+        if not self.engine_seconds or not self.timed_prompts:
+            return None
+        return n * self.engine_seconds / self.timed_prompts
+
+    def projected_gpu_hours(self, n: int) -> float | None:
+        seconds = self.projected_seconds(n)
+        return None if seconds is None else seconds * self.gpus / 3600
+
+    def to_dict(self, projections: Sequence[int] = PROJECTIONS) -> dict:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second,
+                "projections": [{"prompts": n, "seconds": self.projected_seconds(n),
+                                 "gpu_hours": self.projected_gpu_hours(n)} for n in projections]}
+
+    def line(self, n: int = 10_000) -> str:
+        """One line for a summary: what this run took and what N prompts would."""
+        if self.engine_seconds is None:
+            return f"cost: {self.tokens_in:,} tokens in, {self.tokens_out:,} out (no timings in the records)"
+        hours = self.projected_gpu_hours(n) or 0.0
+        return (f"cost: {self.tokens_in:,} tokens in, {self.tokens_out:,} out, {self.engine_seconds:.1f} engine s "
+                f"({self.tokens_per_second or 0:.1f} tok/s out); {n:,} prompts of this shape: "
+                f"~{format_duration(self.projected_seconds(n) or 0.0)}, {hours:.2f} GPU-hours on {self.gpus} GPU(s)")
+
+
+def busy_seconds(spans: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of [start, end] spans."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def _span(r: Record) -> tuple[float, float] | None:
+    t = r.timings or {}
+    seconds, finished = t.get("seconds"), t.get("finished")
+    if not isinstance(seconds, (int, float)) or not isinstance(finished, (int, float)):
+        return None
+    return finished - max(seconds, 0.0), finished
+
+
+def run_cost(records: Sequence[Record], gpus: int = 1) -> RunCost:
+    """A run's cost from its records (failed ones included: they used the engine too)."""
+    spans, prompts, untimed = [], set(), set()
+    for r in records:
+        key = (r.kind, json.dumps(r.prompt, sort_keys=True))
+        prompts.add(key)
+        span = _span(r)
+        if span is None:
+            untimed.add(key)
+        else:
+            spans.append(span)
+    return RunCost(records=len(records), prompts=len(prompts),
+                   tokens_in=sum(int(r.tokens.get("prompt", 0)) for r in records),
+                   tokens_out=sum(int(r.tokens.get("completion", 0)) for r in records),
+                   engine_seconds=round(busy_seconds(spans), 3) if spans else None,
+                   timed_prompts=len(prompts - untimed), gpus=max(int(gpus), 1))
+
+
+def engine_gpus(config: object) -> int:
+    """Devices the engine held, from a run's config: vLLM's tensor_parallel_size when set, else 1."""
+    options = config.get("backend_options") if isinstance(config, dict) else None
+    tp = options.get("tensor_parallel_size") if isinstance(options, dict) else None
+    return tp if isinstance(tp, int) and not isinstance(tp, bool) and tp >= 1 else 1
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} days"

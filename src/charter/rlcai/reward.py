@@ -1,0 +1,101 @@
+"""Direct AI feedback as the RL reward (d-RLAIF, Lee et al. 2023, arXiv 2309.00267).
+
+`charter train rl --reward feedback` scores each completion with the feedback model itself instead
+of a preference model trained on its labels. The question is the one `charter label` asks
+(charter.rlcai.questions): the paper's multiple-choice question under one feedback principle,
+asked in both option orders and position-averaged.
+
+Form: paired against a reference answer, the starting policy's own answer to the same prompt
+(sampled once before training, with the run's temperature, top-p, max_tokens and seed). The reward
+is P(completion better than the reference), in [0, 1]; 0.5 means "as good as the start". Why
+paired and why this reference: the question compares two options, and a one-option form of it
+normalises to 1 whatever the answer; pairs of the policy's own samples are what `label` asks
+about, so the feedback model sees the distribution its labels (and a PM trained on them) come
+from, where answers of similar quality give informative probabilities, unlike a fixed refusal
+that most answers beat or lose to outright. A fixed reference per prompt also keeps a prompt's
+RLOO group comparable: every sample meets the same opponent under the same principle (one drawn
+per prompt, seeded). The feedback model is any Charter backend (an OpenAI-compatible server on
+other hardware included), called by TRL through a plain reward function.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any, Sequence
+
+from charter.errors import RunError
+from charter.rlcai.data import FeedbackSet, draw_principles
+from charter.rlcai.questions import ask, few_shot_prefix, pair_preference, question, sample
+from charter.types import Message, Sampling
+
+log = logging.getLogger("charter.train")
+
+
+def prompt_key(prompt: Sequence[Message]) -> str:
+    """A stable id of a prompt (its messages): seeds its principle draw and finds its reference."""
+    return hashlib.sha1(json.dumps(list(prompt), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reference_answers(backend, prompts: Sequence[Sequence[Message]], sampling: Sampling) -> dict[str, str]:
+    """{prompt_key: one answer of `backend` (the starting policy) to the prompt}."""
+    texts = sample(backend, [list(p) for p in prompts], "chat", sampling)
+    return {prompt_key(p): t for p, t in zip(prompts, texts)}
+
+
+class FeedbackReward:
+    """A TRL reward function: P(completion better than its prompt's reference) under its principle."""
+
+    __name__ = "feedback"  # TRL names the metric rewards/feedback/mean after it
+
+    def __init__(self, backend, fs: FeedbackSet, references: dict[str, str], fmt: str = "chat", seed: int = 0):
+        self.backend, self.fs, self.references, self.fmt, self.seed = backend, fs, references, fmt, seed
+        self.prefix = few_shot_prefix(fs.examples, fmt, cot=False)
+
+    def principle(self, prompt: Sequence[Message]):
+        return draw_principles(self.fs.principles, self.seed, prompt_key(prompt))[0]
+
+    def __call__(self, prompts: Sequence[Sequence[Message]], completions: Sequence[Any], **_: Any) -> list[float]:
+        questions = []
+        for prompt, done in zip(prompts, completions):
+            ref = self.references.get(prompt_key(prompt))
+            if ref is None:
+                raise RunError("the feedback reward got a prompt it has no reference answer for; "
+                               "the dataset must be the one build_rl_trainer made")
+            text = (done[-1]["content"] if isinstance(done, list) else str(done)).strip()
+            p = self.principle(prompt).text
+            questions += [(question(prompt, p, [text, ref]), 2), (question(prompt, p, [ref, text]), 2)]
+        answered = ask(self.backend, self.prefix, questions, self.fmt)
+        return [pair_preference(answered[i].probs, answered[i + 1].probs) for i in range(0, len(answered), 2)]
+
+    def reference_rows(self, prompts: Sequence[Sequence[Message]]) -> list[dict[str, Any]]:
+        """What each prompt's completions were compared with: written to OUT/feedback_references.jsonl."""
+        return [{"prompt": list(p), "reference": self.references.get(prompt_key(p)),
+                 "principle": self.principle(p).id} for p in prompts]
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = None
+
+
+def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]]) -> FeedbackReward:
+    """The feedback backend, the principles and the starting policy's reference answers (rl.RLConfig)."""
+    from charter.backends import create_backend
+    from charter.rlcai.data import load_feedback
+
+    fs = load_feedback(cfg.principles, cfg.few_shot)
+    feedback = create_backend(cfg.feedback_backend, cfg.feedback_model or cfg.model, **cfg.feedback_options)
+    try:
+        sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        if (cfg.feedback_model or cfg.model) == cfg.model:  # the feedback model is the starting policy
+            refs = reference_answers(feedback, prompts, sampling)
+        else:
+            with create_backend("transformers", cfg.model) as start:
+                refs = reference_answers(start, prompts, sampling)
+    except BaseException:
+        feedback.close()
+        raise
+    log.info("charter train rl: feedback reward from %s (%s), %d reference answers of the starting policy",
+             feedback.model_id or cfg.feedback_model or cfg.model, cfg.feedback_backend, len(refs))
+    return FeedbackReward(feedback, fs, refs, cfg.format, cfg.seed)
