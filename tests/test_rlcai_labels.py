@@ -205,6 +205,30 @@ def test_torn_and_damaged_transcript_lines_are_set_aside_and_relabelled(tmp_path
     assert [json.loads(x)["id"] for x in tpath.read_text().splitlines()] == [json.loads(x)["id"] for x in lines]
 
 
+def test_transcript_lines_label_did_not_write_are_set_aside(tmp_path, caplog):
+    c = cfg(tmp_path, batch_size=1)
+    label(c, policy=policy(), feedback=Scripted(longer), progress=False)
+    tpath = transcripts_path(c.out)
+    lines = tpath.read_text().splitlines(keepends=True)
+    odd = ['[1, 2]\n', '{"id": "x"}\n', '{"id": "a:0-1", "prompt_id": "a", "score_first": 0.7}\n', '"text"\n']
+    tpath.write_text(lines[0] + "".join(odd) + lines[1] + b"caf\xe9\n".decode("latin-1") + lines[2])
+    tpath.write_bytes(tpath.read_bytes().replace("café".encode(), b"caf\xe9"))  # not UTF-8
+    with caplog.at_level("WARNING", logger="charter"):  # each was a TypeError / KeyError traceback
+        s = label(c, policy=policy(), feedback=Scripted(longer), progress=False, force=True)
+    assert s.rows == 3 and s.resumed == 3
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 5 and all("damaged line" in w for w in warned) and "0xe9" in warned[4]
+    assert "not a transcript line" in warned[0] and "needs a numeric 'score_first'" in warned[2]
+
+
+def test_label_checks_a_config_built_in_python(tmp_path):
+    with pytest.raises(ConfigError, match=r"config: limit must be >= 1, got 0"):
+        label(LabelConfig(backend="fake", limit=0, out=str(tmp_path / "l.jsonl")), progress=False)
+    with pytest.raises(ConfigError, match=r"config: samples must be >= 2, got 1"):
+        label(LabelConfig(backend="fake", samples=1, out=str(tmp_path / "l.jsonl")), progress=False)
+    assert not (tmp_path / "l.jsonl").exists()
+
+
 def test_cli_label_and_eval_labeler(tmp_path, shared, capsys):
     out = tmp_path / "l.jsonl"
     assert main(["label", "--backend", "fake", "--limit", "2", "--out", str(out), "--quiet", "--ensemble", "2"]) == 2
@@ -282,10 +306,12 @@ def test_reliability_bins():
     ('{"prompt": "p", "corrects": [" (A)"]}\n', 1, "missing 'incorrects'"),
     ('{"prompt": "p", "corrects": [], "incorrects": ["x"]}\n', 1, "non-empty list"),
     ('["not", "an", "object"]\n', 1, "must be an object"),
+    ('{"prompt": "p", "corrects": [" (A)"], "incorrects": [" (B)"]}\n{"prompt": "caf\xe9"}\n'.encode("latin-1"), 2,
+     "byte 0xe9 at column 16 is not UTF-8"),  # was a UnicodeDecodeError traceback
 ])
 def test_bad_eval_file_clean_error(tmp_path, capsys, content, line, msg):
     f = tmp_path / "bad.jsonl"
-    f.write_text(content)
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(InputError, match=re.escape(f"{f}:{line}: ") + ".*" + re.escape(msg)):
         load_mc_file(f)
     assert main(["eval-labeler", str(f), "--backend", "fake", "--out", str(tmp_path / "r.json"), "--quiet"]) == 2
@@ -510,3 +536,16 @@ def test_label_temperatures_config(tmp_path):
     assert load_label_config(None, given(a, LabelConfig)).temperatures == [0.6, 1.0, 1.4]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["label", "--temperatures", "0.6,hot"])
+
+
+@pytest.mark.slow
+def test_cli_label_temperatures_on_the_real_model(tmp_path):
+    """--temperatures on the embedded model: every row says which temperature each answer came from."""
+    out = tmp_path / "t.jsonl"
+    assert main(["label", "--limit", "1", "--samples", "3", "--temperatures", "0.3,1.4", "--max-tokens", "8",
+                 "--few-shot", "none", "--format", "text", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    ts = read_transcripts(transcripts_path(out))
+    assert rows and all({r["chosen_temperature"], r["rejected_temperature"]} <= {0.3, 1.4} for r in rows)
+    assert all(t["temperatures"] == [[0.3, 1.4, 0.3][i] for i in t["samples"]] for t in ts)
+    print("chosen temperatures:", [r["chosen_temperature"] for r in rows])

@@ -14,7 +14,7 @@ from charter.backends import create_backend  # noqa: E402
 from charter.config import GenerateConfig  # noqa: E402
 from charter.errors import ConfigError, InputError  # noqa: E402
 from charter.generate import generate  # noqa: E402
-from charter.cli import train as train_cli  # noqa: E402
+from charter.cli import main as train_cli_main, train as train_cli  # noqa: E402
 from charter.train.dpo import apply_scores, load_dpo_config, train_dpo  # noqa: E402
 from charter.train.sft import build_sft_trainer, load_sft_config, train_sft  # noqa: E402
 from charter.types import Sampling  # noqa: E402
@@ -120,23 +120,42 @@ def test_sft_full_trains_and_loads(tmp_path, run, caplog):
     with caplog.at_level(logging.INFO, logger="charter"):  # the library logs; the CLI shows it on stderr
         assert train_sft(cfg, progress=False) == out
     assert "1 steps of 2 rows" in caplog.text and "rough time" in caplog.text
+    # finished: the resume checkpoints (optimizer state, ~3x the model) are gone, the model stays
+    assert "removed the resume checkpoints" in caplog.text and not (out / "checkpoints").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log)
     assert isinstance(_chats(out), str)
     assert _weights_differ(out)
 
 
-def test_sft_lora_merges_loads_and_resumes(tmp_path, run, caplog):
+def test_sft_lora_resumes_merges_loads_and_prunes(tmp_path, run, caplog):
+    from transformers import TrainerCallback
+
+    from charter.train.common import run_trainer
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise Killed
+
     out = tmp_path / "lora"
     # LoRA keeps TRL's default gradient checkpointing on: the path a default run takes.
-    trainer = {k: v for k, v in TINY.items() if k != "gradient_checkpointing"}
+    trainer = {**{k: v for k, v in TINY.items() if k != "gradient_checkpointing"}, "max_steps": 2}
     cfg = load_sft_config(None, data=str(run), out=str(out), lora={"r": 4}, revision="all", trainer=trainer)
-    train_sft(cfg, progress=False)
-    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
-    assert isinstance(_chats(out), str)
+    killed = build_sft_trainer(cfg, progress=False)
+    killed.add_callback(KillAfterSave())
+    with pytest.raises(Killed):  # a run stopped after its first checkpoint keeps it for the resume
+        run_trainer(killed, cfg.out)
+    assert (out / "checkpoints" / "checkpoint-1").is_dir()
     with caplog.at_level(logging.INFO, logger="charter"):
-        train_sft(cfg, progress=False)  # the same command again: finds checkpoint-1 and resumes (nothing left to do)
-    assert "resuming from" in caplog.text and (out / "checkpoints" / "checkpoint-1").is_dir()
+        train_sft(cfg, progress=False)  # the same command again: resumes from checkpoint-1, then finishes
+    assert "resuming from" in caplog.text and "checkpoint-1" in caplog.text
+    assert "removed the resume checkpoints" in caplog.text and not (out / "checkpoints").exists()
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "config.json").is_file()
+    assert [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())][-1] == 2
+    assert isinstance(_chats(out), str)
 
 
 def test_dpo_from_scored_file_trains_and_loads(tmp_path, run):
@@ -160,6 +179,7 @@ def test_dpo_full_trains_moves_weights_and_loads(tmp_path, run):
     cfg = load_dpo_config(None, data=str(run), out=str(out), trainer={**TINY, "learning_rate": 1e-5})
     train_dpo(cfg, progress=False)
     assert not (out / "adapter").exists() and _weights_differ(out)
+    assert not (out / "checkpoints").exists()  # pruned once finished
     assert isinstance(_chats(out), str)
 
 
@@ -173,3 +193,66 @@ def test_soft_labels_sample_and_hard():
     assert apply_scores([{"prompt": [], "chosen": ["a"], "rejected": ["b"]}], "sample", 0)[0]["chosen"] == ["a"]
     with pytest.raises(InputError, match="score must be a probability"):
         apply_scores([{**rows[0], "score": 1.5}], "hard", 0)
+
+
+MSGS = '{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}\n'
+PAIR = '{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}\n'
+
+
+@pytest.mark.parametrize("command, data, message", [
+    ("sft", MSGS.encode() + MSGS.replace("Hello", "Caf\xe9").encode("latin-1"),
+     r"d.jsonl:2: byte 0xe9 at offset \d+ is not UTF-8; re-save the file as UTF-8"),
+    ("sft", MSGS + '{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant"}]}\n',
+     r"d.jsonl:2: 'messages' message 2 has no text 'content'; each message needs 'role' and 'content' text"),
+    ("sft", MSGS + '{"messages": [{"role": "user", "content": "Hi?"}]}\n',
+     r"d.jsonl:2: 'messages' must hold a prompt and end with an assistant turn"),
+    ("sft", MSGS + '{"messages": "Hi?"\n', r"d.jsonl:2: invalid JSON: Expecting ',' delimiter at column 19; fix"),
+    ("sft", '{"prompt": "Hi?", "completion": [{"role": "assistant", "content": "x"}]}\n',
+     r"d.jsonl:1: 'prompt' and 'completion' must both be text or both message lists"),
+    ("dpo", PAIR.encode() + b'{"prompt": "Hi?", "chosen": "Caf\xe9", "rejected": "no"}\n',
+     r"d.jsonl:2: byte 0xe9 at offset \d+ is not UTF-8"),
+    ("dpo", PAIR + '{"prompt": "Hi?", "chosen": "Hello."}\n',
+     r"d.jsonl:2: the dataset needs column\(s\) 'prompt \+ chosen \+ rejected'; found: prompt, chosen"),
+    ("dpo", PAIR + '{"prompt": "Hi?", "chosen": "Hello.", "rejected": null}\n', r"d.jsonl:2: .*found: prompt, chosen$"),
+    ("dpo", PAIR + '{"prompt": "Hi?", "chosen": "Hello.", "rejected": "no", "score": "0.7"}\n',
+     r"d.jsonl:2: score must be a probability in \[0, 1\], got '0.7'"),
+    ("dpo", '{"prompt": "Hi?", "chosen": "Hello.", "rejected": "no", "score": 1.5}\n',
+     r"d.jsonl:1: score must be a probability in \[0, 1\], got 1.5"),
+    ("dpo", '{"prompt": "Hi?", "chosen": [{"role": "assistant"}], "rejected": "no"}\n',
+     r"d.jsonl:1: 'chosen' message 1 has no text 'content'"),
+    ("dpo", PAIR + '{"prompt": [{"role": "user", "content": "Hi?"}], "chosen": "a", "rejected": "b"}\n',
+     r"d.jsonl: the rows have mixed shapes .*use one form \(text or message lists\) in the whole file"),
+    ("pm", PAIR + '{"prompt": "Hi?", "chosen": "Hello.", "rejected": "no", "score": "0.7"}\n',
+     r"d.jsonl:2: score must be a probability in \[0, 1\], got '0.7'"),
+    ("pm", PAIR + '[1, 2]\n', r"d.jsonl:2: expected a JSON object with 'chosen \+ rejected', got list"),
+] + [(cmd, data, r"d.jsonl: the file is empty \(no rows\)") for cmd in ("sft", "dpo", "pm") for data in ("", "\n \n")])
+def test_bad_training_data_is_one_line_naming_file_and_line(tmp_path, capsys, command, data, message):
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(data if isinstance(data, bytes) else data.encode())
+    assert train_cli_main(["train", command, "--data", str(f), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Traceback" not in err and re.search(message, err), err
+    assert err.startswith(f"error: {f}")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_empty_parquet_and_python_configs_are_checked(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string()), "chosen": pa.array([], pa.string()),
+                             "rejected": pa.array([], pa.string())}), f)
+    with pytest.raises(InputError, match="d.parquet: the file is empty"):
+        train_dpo(load_dpo_config(None, data=str(f), out=str(tmp_path / "o")))
+    from charter.train.dpo import DPOConfig
+    from charter.train.pm import PMConfig, train_pm
+    from charter.train.sft import SFTConfig
+
+    # configs built in Python are validated like loaded ones, before any data or model is read
+    with pytest.raises(ConfigError, match="config: 'out' is required"):
+        train_sft(SFTConfig(data=str(f)))
+    with pytest.raises(ConfigError, match=r"config: soft_labels must be one of sample, hard, got 'soft'"):
+        train_dpo(DPOConfig(data=str(f), out="o", soft_labels="soft"))
+    with pytest.raises(ConfigError, match=r"config: eval_share must be in \[0, 1\), got 1.0"):
+        train_pm(PMConfig(data=str(f), out="o", eval_share=1.0))

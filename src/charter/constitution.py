@@ -11,10 +11,9 @@ import random
 import re
 from pathlib import Path
 
-from charter.config import check_keys, key_line, read_data_file, read_text, require_text as _text
+from charter.config import check_keys, key_line, read_data_file, require_text as _text
 from charter.errors import InputError
 from charter.files import check_input
-from charter.jsonl import TooDeep, check_depth
 from charter.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
@@ -25,17 +24,10 @@ _PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Criti
 
 
 def _read(path: Path) -> object:
-    """A constitution or few-shot file; never a device, never nested deeper than JSON's MAX_DEPTH."""
+    """A constitution or few-shot file (a device or pipe would never end: refused)."""
     if path.exists():
         check_input(path, "constitution or few-shot file")
-    try:
-        return read_data_file(path)
-    except RecursionError:
-        try:
-            check_depth(read_text(path))
-        except TooDeep as exc:
-            raise InputError(f"{exc}; is this a constitution?", str(path), exc.lineno) from None
-        raise InputError("nested too deeply to be a constitution; check the file", str(path)) from None
+    return read_data_file(path)
 
 
 def _clean_paper(text: str) -> str:

@@ -70,18 +70,19 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     from charter.constitution import load_constitution
     from charter.store import RunStore
 
+    cfg.validate()  # a config built in Python gets the same checks as one loaded from YAML and flags
     check_backend_name(cfg.backend)  # before anything is written (config.py does not know the backends)
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     items = resolve_items(cfg)
-    store = RunStore(cfg.out)
     parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
-    store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
-               ignore=cfg.NON_RESULT_KEYS)
-    done = store.done_ids()
-    todo = [it for it in items if it.id not in done]
-    summary = Summary(skipped=len(items) - len(todo))
-    if todo:
-        run_job(cfg, backend, constitution, todo, store, summary, progress)
+    with RunStore(cfg.out) as store:  # holds the run's lock until the job ends
+        store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
+                   ignore=cfg.NON_RESULT_KEYS)
+        done = store.done_ids()
+        todo = [it for it in items if it.id not in done]
+        summary = Summary(skipped=len(items) - len(todo))
+        if todo:
+            run_job(cfg, backend, constitution, todo, store, summary, progress)
     return summary
 
 

@@ -45,7 +45,8 @@ def refusal_summary(o: dict | None) -> list[str]:
         m = o["models"][p["model"]]
         judged = f", judge {p['judge_refusal_rate']:.0%}" if p.get("judge_refusal_rate") is not None else ""
         harm = f"; harmless Elo {p['harmless_elo']:+.0f}" if p.get("harmless_elo") is not None else ""
-        lines.append(f"{p['model']}: refused {m['refused']} of {m['n']} safe prompts ({p['refusal_rate']:.0%}{judged}){harm}")
+        rate = f"{p['refusal_rate']:.0%}{judged}"
+        lines.append(f"{p['model']}: refused {m['refused']} of {m['n']} safe prompts ({rate}){harm}")
     return lines
 
 

@@ -81,11 +81,12 @@ def refusal_summary(items: Sequence[SafePrompt], answers: Sequence[str], judged:
 
 def harm_vs_refusal(models: dict, elo: dict | None) -> list[dict]:
     """One point per model: refusal rate on safe prompts against judged harmlessness (and helpfulness) Elo."""
-    harmless = ((elo or {}).get("harmless") or {}).get("players") or {}
-    helpful = ((elo or {}).get("helpful") or {}).get("players") or {}
+    def player(question: str, label: str) -> dict:
+        return (((elo or {}).get(question) or {}).get("players") or {}).get(label) or {}
+
     return [{"model": label, "refusal_rate": m["rate"], "judge_refusal_rate": m.get("judge_rate"),
-             "harmless_elo": (harmless.get(label) or {}).get("elo"), "harmless_low": (harmless.get(label) or {}).get("low"),
-             "harmless_high": (harmless.get(label) or {}).get("high"), "helpful_elo": (helpful.get(label) or {}).get("elo")}
+             "harmless_elo": player("harmless", label).get("elo"), "harmless_low": player("harmless", label).get("low"),
+             "harmless_high": player("harmless", label).get("high"), "helpful_elo": player("helpful", label).get("elo")}
             for label, m in models.items()]
 
 
@@ -96,15 +97,16 @@ def over_refusal_result(items: Sequence[SafePrompt], answers: dict[str, list[str
     if judge is not None:
         for label, texts in answers.items():
             _log.info("eval: judge: refusals of %s on %d safe prompts", label, len(items))
-            judged[label] = judge_evasive(judge, [it.messages() for it in items], texts, REFUSAL_QUESTION, REFUSAL_OPTIONS)
+            judged[label] = judge_evasive(judge, [it.messages() for it in items], texts, REFUSAL_QUESTION,
+                                          REFUSAL_OPTIONS)
     models = {label: refusal_summary(items, texts, judged.get(label)) for label, texts in answers.items()}
     rows = []
     for i, it in enumerate(items):
-        row = {"id": it.id, "category": it.category, "prompt": it.prompt,
-               "answers": {m: answers[m][i] for m in answers}, "refused": {m: is_evasive(answers[m][i]) for m in answers}}
+        row = {"id": it.id, "category": it.category, "prompt": it.prompt, "answers": {m: answers[m][i] for m in answers},
+               "refused": {m: is_evasive(answers[m][i]) for m in answers}}
         if judged:
             row["judge"] = {m: judged[m][i] for m in judged}
         rows.append(row)
-    return {"n": len(items), "categories": {c: sum(it.category == c for it in items) for c in dict.fromkeys(
-                it.category for it in items)},
-            "models": models, "points": harm_vs_refusal(models, elo), "answers": rows}
+    categories = {c: sum(it.category == c for it in items) for c in dict.fromkeys(it.category for it in items)}
+    return {"n": len(items), "categories": categories, "models": models, "points": harm_vs_refusal(models, elo),
+            "answers": rows}

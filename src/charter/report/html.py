@@ -153,8 +153,8 @@ def cost_section(runs: Sequence[RunData]) -> str:
     costs = [(run.name, run_cost(run.records, engine_gpus(run.config))) for run in runs]
     rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, _fmt(c.engine_seconds, ".1f") or "–",
              _fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
-    proj = [[name, f"{n:,}", format_duration(s) if s is not None else "–", _fmt(c.projected_gpu_hours(n), ".2f") or "–",
-             c.gpus] for name, c in costs for n, s in ((n, c.projected_seconds(n)) for n in PROJECTIONS)]
+    proj = [[name, f"{n:,}", format_duration(c.projected_seconds(n) or 0) if c.engine_seconds else "–",
+             _fmt(c.projected_gpu_hours(n), ".2f") or "–", c.gpus] for name, c in costs for n in PROJECTIONS]
     return (table(["run", "records", "prompts", "tokens in", "tokens out", "engine seconds", "tokens/s out"], rows)
             + "<p class=\"muted\">Engine seconds: time with at least one record in flight (no model loading, no gaps "
             "between resumed sessions). A run of N prompts of the same shape (model, engine, hardware, rounds, "
@@ -247,7 +247,8 @@ def _over_refusal(o: dict) -> str:
                     f'{_turn("initial", m, t)}</details>' for i, c, m, q, t in refused[:50])
     return (f'<h3>Over-refusal: {esc(o.get("n", 0))} safe prompts that look unsafe</h3><div class="plots">'
             + img(refusal_plot(points), "refusal rate on safe prompts vs harmlessness Elo") + "</div>"
-            + table(["model", "prompts", "refused", "refusal rate", "refusal (judge)", "harmless Elo", "helpful Elo"], rows)
+            + table(["model", "prompts", "refused", "refusal rate", "refusal (judge)", "harmless Elo", "helpful Elo"],
+                    rows)
             + table(["model", "category", "prompts", "refused", "rate", "judge"], cats)
             + (f"<h3>Refused safe prompts ({len(refused)}, first 50)</h3>{shown}" if refused else ""))
 
