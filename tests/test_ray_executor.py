@@ -1,14 +1,18 @@
-"""`--executor ray` on a small local Ray instance (2 CPUs) with the real embedded model."""
+"""`--executor ray` on a small local Ray instance (2 CPUs): the fake backend (a killed worker, lazy
+chunks) and the real embedded model (slow)."""
 import json
+from collections import Counter
 
 import pytest
 
+from charter import ray_executor
 from charter.config import GenerateConfig
-from charter.generate import generate
-from charter.store import load_run
+from charter.constitution import load_constitution
+from charter.generate import generate, settings_from
+from charter.store import RunStore, load_run
+from charter.types import PromptItem
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -19,6 +23,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_run_writes_same_directory_and_resumes(tmp_path):
     base = dict(executor="ray", backend="transformers", workers=2, helpful_samples=1, rounds=1, max_tokens=12, batch_size=2, seed=5,
                 out=str(tmp_path / "run"), backend_options={"threads": 1})
@@ -41,6 +46,7 @@ def test_ray_with_fake_backend_matches_local(tmp_path):
     assert sorted(map(key, load_run(tmp_path / "ray"))) == sorted(map(key, load_run(tmp_path / "local")))
 
 
+@pytest.mark.slow
 def test_ray_with_one_vllm_engine_per_worker(tmp_path):
     """Ray workers each hold a vLLM engine (the CPU wheel here); the driver still writes the run."""
     opts = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}
@@ -52,3 +58,53 @@ def test_ray_with_one_vllm_engine_per_worker(tmp_path):
     assert all(r.initial and r.backend == "vllm" for r in recs)
     ids = [json.loads(line)["id"] for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 4
+
+
+def _ids(run):
+    return [json.loads(line)["id"] for line in (run / "records.jsonl").read_text().splitlines()]
+
+
+def test_killed_worker_loses_nothing_and_writes_nothing_twice(tmp_path, monkeypatch):
+    """A worker killed mid-run: its chunks are retried on a new worker; every record once."""
+    pools, appended = [], []
+    init, append = ray_executor._Pool.__init__, RunStore.append
+
+    def keep_pool(self, *a, **k):
+        init(self, *a, **k)
+        pools.append(self)
+
+    def append_and_kill(self, rec):
+        append(self, rec)
+        appended.append(rec.id)
+        if len(appended) == 20:  # mid-run: worker 0 has chunks in flight
+            ray.kill(pools[0].workers[0])
+
+    common = dict(backend="fake", limit=100, rounds=1, helpful_samples=1, batch_size=4)
+    local = generate(GenerateConfig(out=str(tmp_path / "local"), **common), progress=False)
+    monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
+    monkeypatch.setattr(RunStore, "append", append_and_kill)
+    s = generate(GenerateConfig(executor="ray", workers=2, out=str(tmp_path / "ray"), **common), progress=False)
+    assert pools[0].replaced == 1 and s.records == local.records == 200 and s.failures == 0
+    ids = _ids(tmp_path / "ray")
+    assert len(ids) == len(set(ids)) == 200
+    key = lambda r: (r.id, r.initial, r.final)
+    assert sorted(map(key, load_run(tmp_path / "ray"))) == sorted(map(key, load_run(tmp_path / "local")))
+
+
+def test_prompts_are_read_lazily(tmp_path):
+    """The driver pulls chunks only as workers free up: memory follows what is in flight."""
+    pulled, seen = Counter(), []
+    items = [PromptItem(id=f"p{i}", kind="helpful", messages=({"role": "user", "content": f"q{i}"},))
+             for i in range(400)]
+
+    def stream():
+        for it in items:
+            pulled["n"] += 1
+            yield it
+
+    cfg = GenerateConfig(executor="ray", backend="fake", workers=2, batch_size=5, helpful_samples=1)
+    ray_executor.run_on_ray(cfg, load_constitution("default", "default"), settings_from(cfg), stream(),
+                            lambda r: seen.append((r.id, pulled["n"])), workload=400)
+    assert sorted(i for i, _ in seen) == sorted(it.id for it in items)
+    most = 2 * ray_executor.IN_FLIGHT * 5  # every slot full, never more
+    assert max(n - k for k, (_, n) in enumerate(seen)) <= most

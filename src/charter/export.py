@@ -4,17 +4,27 @@
          mixed with helpfulness samples; `revision="final"` or `"all"` (rounds 1..upto: SL-CAI-n)
 - dpo:   {"prompt": [...], "chosen": [assistant revision], "rejected": [assistant initial]}
 - trace: the full records (critiques included) for inspection
+
+`export_run(ExportConfig)` is the `charter export` command: it cleans boilerplate from answers and
+revisions and drops failed rounds (charter.clean), can hold out a test split, writes a dataset
+card beside the rows (charter.card) and can push both to the Hub.
 """
 from __future__ import annotations
 
+import json
+import logging
 import random
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from charter.config import Config, setting
 from charter.errors import ConfigError, RunError
 from charter.jsonl import atomic_write, dumps
 from charter.types import Record
 
+log = logging.getLogger("charter.export")
 FORMATS = ("sft", "dpo", "trace")
 
 
@@ -122,6 +132,14 @@ WHY_EMPTY = {
 
 
 def export(records: Sequence[Record], fmt: str, out: str | Path, **options: Any) -> int:
+    """Rows of `records` (raw text; `export_run` cleans and filters) written to `out`; their number."""
+    rows = rows_for(records, fmt, **options)
+    write_rows(rows, out)
+    return len(rows)
+
+
+def rows_for(records: Sequence[Record], fmt: str, **options: Any) -> list[dict[str, Any]]:
+    """The rows of one format; none at all is a RunError saying why."""
     if fmt == "sft":
         rows = sft_rows(records, **options)
     elif fmt == "dpo":
@@ -132,5 +150,134 @@ def export(records: Sequence[Record], fmt: str, out: str | Path, **options: Any)
         raise ConfigError(f"unknown export format '{fmt}'; choose one of {FORMATS}")
     if not rows:
         raise RunError(f"no {fmt} rows to write: {WHY_EMPTY[fmt]}; nothing written")
-    write_rows(rows, out)
-    return len(rows)
+    return rows
+
+
+# ---- the `charter export` command: clean, filter, split, card, push ------------------------------
+
+
+@dataclass
+class ExportConfig(Config):
+    """Everything that defines a `charter export` (sft-only settings stay None unless given)."""
+
+    run: str = setting("", "run directory made by `charter generate`", flag="run")
+    format: str = setting("sft", "sft (default), dpo or trace rows", choices=FORMATS)
+    out: str = setting("", "output file ending in .jsonl or .parquet")
+    revision: str | None = setting(None, "sft: final revision (default), or every round's (SL-CAI-n)",
+                                   choices=("final", "all"))
+    upto: int | None = setting(None, "sft: use rounds 1..N only (N >= 1)")
+    helpful_ratio: float | None = setting(None, "sft: share of helpfulness rows in the mix (default: all of them)")
+    seed: int | None = setting(None, "sft: seed of the shuffle and the helpfulness sample; with --test-share "
+                               "also of the split (default 0)")
+    clean_patterns: str = setting("default", "boilerplate removed from answers and revisions (sft, dpo): "
+                                  "'default' (ours), 'none', or a YAML file listing regexes")
+    filter: list[str] = setting([], "drop rounds (sft, dpo): empty, unchanged, request-copy, or all",
+                                cli={"nargs": "+", "metavar": "FILTER"})
+    test_share: float | None = setting(None, "hold out this share of prompts as a test split: OUT's name "
+                                       "with -train / -test (e.g. 0.1)", bounds="(0, 1)")
+    card: bool = setting(True, "write README.md (a Hub dataset card) beside the output",
+                         flag={"--no-card": (False, "do not write the dataset card README.md")})
+    license: str = setting("other", "the card's license: a Hub license id such as apache-2.0 or cc-by-4.0 "
+                           "(default other)")
+    language: list[str] = setting(["en"], "the card's languages (default en)", cli={"nargs": "+"})
+    push_to_hub: str | None = setting(None, "also upload the rows and the card to this Hub dataset repo (ORG/NAME)")
+    private: bool = setting(False, "--push-to-hub: create the repo private")
+
+    REQUIRED = ("run", "out")
+
+    def check(self, where: str) -> None:
+        from charter.clean import parse_filters
+
+        only = [k for k in SFT_OPTIONS if getattr(self, k) is not None and not (k == "seed" and self.test_share)]
+        if only and self.format != "sft":
+            flags = ", ".join("--" + k.replace("_", "-") for k in only)
+            verb, it = ("applies", "it") if len(only) == 1 else ("apply", "them")
+            raise ConfigError(f"{flags} only {verb} to --format sft; drop {it} for --format {self.format}")
+        check_sft_options(**{k: getattr(self, k) for k in SFT_OPTIONS if getattr(self, k) is not None})
+        if parse_filters(self.filter) and self.format == "trace":
+            raise ConfigError("--filter applies to --format sft and dpo (trace keeps the raw records); drop it")
+
+
+@dataclass
+class ExportResult:
+    format: str
+    files: dict[str, Path]  # split -> file
+    rows: dict[str, int]  # split -> rows
+    dropped: dict[str, Counter] = field(default_factory=dict)  # principle -> {filter: rounds}
+    filters: tuple[str, ...] = ()
+    failed: int = 0  # records skipped because generation failed (sft, dpo)
+    card: Path | None = None
+    pushed: str | None = None
+
+    def dropped_totals(self) -> Counter:
+        return sum(self.dropped.values(), Counter())
+
+
+def split_files(out: str | Path, test_share: float | None) -> dict[str, Path]:
+    """{'train': OUT}, or OUT-train / OUT-test beside it: names `datasets` reads as two splits."""
+    path = Path(out)
+    if not test_share:
+        return {"train": path}
+    return {s: path.with_name(f"{path.stem}-{s}{path.suffix}") for s in ("train", "test")}
+
+
+def _prompt_key(row: dict[str, Any]) -> str:
+    prompt = row["prompt"] if "prompt" in row else row["messages"][:-1]
+    return json.dumps(prompt, sort_keys=True)
+
+
+def split_rows(rows: list[dict[str, Any]], test_share: float, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Train/test by prompt (all rows of a prompt land in one split, so none leaks), seeded."""
+    keys = sorted({_prompt_key(r) for r in rows})
+    if len(keys) < 2:
+        raise RunError(f"--test-share needs rows of at least 2 prompts, the export has {len(keys)}; "
+                       "export without --test-share")
+    random.Random(seed).shuffle(keys)
+    test = set(keys[:min(len(keys) - 1, max(1, round(len(keys) * test_share)))])
+    return {"train": [r for r in rows if _prompt_key(r) not in test], "test": [r for r in rows if _prompt_key(r) in test]}
+
+
+def build_rows(cfg: ExportConfig, records: Sequence[Record], run_config: dict) -> tuple[list[dict[str, Any]], Any]:
+    """Cleaned, filtered rows of the run (trace: the raw records) and charter.clean's result."""
+    from charter.clean import Cleaned, clean_records, parse_filters, run_principles
+
+    if cfg.format == "trace":
+        return rows_for(records, "trace"), Cleaned(list(records))
+    filters = parse_filters(cfg.filter)
+    principles = run_principles(run_config) if cfg.clean_patterns != "none" or "request-copy" in filters else {}
+    cleaned = clean_records(records, cfg.clean_patterns, filters, principles, cfg.upto if cfg.format == "sft" else None)
+    options = {k: getattr(cfg, k) for k in SFT_OPTIONS if getattr(cfg, k) is not None and k != "upto"}
+    try:
+        return rows_for(cleaned.records, cfg.format, **(options if cfg.format == "sft" else {})), cleaned
+    except RunError as exc:
+        gone = sum(cleaned.totals().values())
+        raise RunError(f"{exc} (the filters dropped {gone} rounds)" if gone else str(exc)) from exc
+
+
+def export_run(cfg: ExportConfig) -> ExportResult:
+    """`charter export`: the run's rows, cleaned and filtered, in one file (or a train/test pair),
+    a dataset card beside them, and optionally the same pushed to the Hub."""
+    from charter import card
+    from charter.clean import parse_filters
+    from charter.store import load_run, load_run_config
+
+    files = {s: check_out(p, cfg.run) for s, p in split_files(cfg.out, cfg.test_share).items()}
+    card_path = card.check_card(Path(cfg.out).parent, cfg.run) if cfg.card else None
+    records = load_run(cfg.run)
+    rounds = max((len(r.rounds) for r in records), default=0)
+    if cfg.upto and cfg.upto > rounds:
+        log.warning("warning: --upto %d is more than the run's %d rounds; all rounds are used", cfg.upto, rounds)
+    folder = Path(cfg.run) if Path(cfg.run).is_dir() else Path(cfg.run).parent
+    run_config = load_run_config(folder, strict=False)
+    rows, cleaned = build_rows(cfg, records, run_config)
+    splits = split_rows(rows, cfg.test_share, cfg.seed or 0) if cfg.test_share else {"train": rows}
+    for s, path in files.items():
+        write_rows(splits[s], path)
+    result = ExportResult(cfg.format, files, {s: len(r) for s, r in splits.items()}, cleaned.dropped,
+                          parse_filters(cfg.filter), sum(r.error is not None for r in records) if cfg.format != "trace" else 0)
+    if card_path:
+        result.card = card.write_card(card_path, card.card_text(cfg, result, records, run_config, folder))
+    if cfg.push_to_hub:
+        card.push(splits, cfg, card.card_text(cfg, result, records, run_config, folder, hub=True))
+        result.pushed = cfg.push_to_hub
+    return result

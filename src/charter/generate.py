@@ -1,11 +1,18 @@
 """`charter generate`: config -> prompts -> pipeline (on a backend, locally or on Ray) -> run store.
 
 The loop itself and its schedulers live in pipeline.py; this module wires a job around them:
-resume, progress, the summary, a clean stop on Ctrl-C or a dead engine.
+resume, progress, the summary, a clean stop on Ctrl-C, SIGTERM or a dead engine.
+
+Signals: while a job runs in the main thread, SIGTERM (what `timeout`, Slurm, Kubernetes and
+systemd send) stops it exactly as Ctrl-C does: finished records saved, the engine closed, then
+Interrupted (exit code 128 + the signal: 130, 143). Only signals left at Python's defaults are
+taken over, and only for the job: the previous handlers are back when generate() returns.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,9 +30,14 @@ log = logging.getLogger("charter.generate")
 
 
 class Interrupted(CharterError):
-    """Ctrl-C: the records finished so far are saved; nothing is written after this."""
+    """Ctrl-C or SIGTERM: the records finished so far are saved; nothing is written after this.
+    exit_code: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -86,14 +98,24 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     return summary
 
 
+def stored_config(cfg) -> dict:
+    """The config as config.yaml keeps it: credentials in backend options (a key in base_url,
+    api_key) masked. The fingerprint still hashes the values in use."""
+    from charter.redact import redact
+
+    data = cfg.to_dict()
+    if data.get("backend_options"):
+        data["backend_options"] = redact(data["backend_options"])
+    return data
+
+
 def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: Summary, progress: bool) -> None:
     """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step."""
     settings = settings_from(cfg)
     total = total_steps(todo, settings)
     bar = progress_bar(total, progress)
     t0 = time.time()
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None  # restored when the job ends
+    start = _size(store.records_path)
 
     def on_record(rec: Record) -> None:
         store.append(rec)
@@ -105,29 +127,77 @@ def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: 
         bar.set_postfix_str(f"{summary.records} rec, {summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s",
                             refresh=False)
 
-    try:
-        if cfg.executor == "ray":
-            from charter.ray_executor import run_on_ray
+    with stop_signals() as got:
+        try:
+            if cfg.executor == "ray":
+                from charter.ray_executor import run_on_ray
 
-            run_on_ray(cfg, constitution, settings, todo, lambda r: (on_record(r), bar.update(steps_of(r, settings))),
-                       total)
-        else:
-            run_local(cfg, backend, constitution, settings, todo, on_record, lambda: bar.update(1), total)
-    except KeyboardInterrupt:
-        ignore_ctrl_c()
-        raise Interrupted(f"interrupted: {summary.records} records saved in {cfg.out} this run; "
-                          "run the same command again to resume") from None
+                run_on_ray(cfg, constitution, settings, todo,
+                           lambda r: (on_record(r), bar.update(steps_of(r, settings))), total)
+            else:
+                run_local(cfg, backend, constitution, settings, todo, on_record, lambda: bar.update(1), total)
+        except KeyboardInterrupt:
+            ignore_ctrl_c()
+            # What is in the file: a record may be appended between a write and its count.
+            summary.records = _lines_since(store.records_path, start)
+            raise Interrupted(f"interrupted: {summary.records} records saved in {cfg.out} this run; "
+                              "run the same command again to resume", got.get("signal", signal.SIGINT)) from None
+        finally:
+            bar.close()
+            summary.seconds = time.time() - t0
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """In the main thread: SIGTERM raises KeyboardInterrupt like Ctrl-C (and which one came is
+    noted in the yielded dict), for SIGINT/SIGTERM still at Python's defaults; all handlers are
+    restored after. Elsewhere (a worker thread) nothing changes."""
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def stop(signum, _frame) -> None:
+        got["signal"] = signum
+        raise KeyboardInterrupt
+
+    stop.charter_stop = True
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, stop)
+    try:
+        yield got
     finally:
-        bar.close()
-        summary.seconds = time.time() - t0
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _lines_since(path, offset: int) -> int:
+    """Complete lines appended to `path` after byte `offset`."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return 0
 
 
 def ignore_ctrl_c() -> None:
-    """After the first Ctrl-C: a second one must not break the clean-up with a traceback."""
+    """After the first Ctrl-C (or SIGTERM): a second one must not break the clean-up with a
+    traceback (stop_signals restores the handlers after the job)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if getattr(signal.getsignal(signal.SIGTERM), "charter_stop", False):  # ours: stop_signals
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def total_steps(todo: list[PromptItem], settings: Settings) -> int:

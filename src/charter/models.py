@@ -6,7 +6,10 @@ the ``llm`` CLI framework).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -87,8 +90,10 @@ def _embedded_checkpoint() -> Path:
     gguf = embedded_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}-", dir=target.parent))
+    logging.getLogger("charter.models").info("converting the embedded model once into %s", target)
     try:
-        _convert_gguf(gguf, tmp)
+        with _no_gguf_bar():
+            _convert_gguf(gguf, tmp)
         (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
         if (target / _COMPLETE_MARKER).is_file():
             return target  # another process finished first while we converted
@@ -102,6 +107,25 @@ def _embedded_checkpoint() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers' GGUF loader draws a bar per tensor batch (hundreds of lines in a log) and
+    takes no option to hide it: its module's tqdm is swapped for a disabled one meanwhile."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as loader
+    except ImportError:
+        yield
+        return
+    bar = getattr(loader, "tqdm", None)
+    if bar is not None:
+        loader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            loader.tqdm = bar
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

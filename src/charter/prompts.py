@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
-import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +30,7 @@ NAMED_SETS = {
 FIELDS = ("messages", "prompt", "conversation", "question", "instruction", "goal", "text", "chosen")
 ROLES = ("system", "user", "assistant")
 MAX_LINE = 8 << 20  # characters in one prompt line or CSV field: more is not a prompt but a runaway file
-MAX_FILE = 4 << 30  # bytes: read whole, so a bigger file would exhaust memory
+MAX_FILE = 4 << 30  # bytes of a .json list (read whole; the other types are streamed)
 
 
 def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
@@ -72,19 +71,20 @@ def pick_field(row: dict, field: str | None, where: str, line: int | None) -> An
 
 
 TEXT_TYPES = (".jsonl", ".json", ".csv", ".txt", ".prompt", "")
+PARQUET_BATCH = 4096  # rows decoded at a time from a Parquet row group
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int | None, Any]]:
-    """Yield (line number or None, row) from a prompt file of any supported type."""
+    """Yield (line number or None, row) from a prompt file of any supported type, streamed (a
+    .json list is read whole: JSON has no rows to stop at)."""
     suffix, where = path.suffix.lower(), str(path)
     if suffix == ".parquet":
         yield from ((None, row) for row in _parquet_rows(path))
         return
     if suffix not in TEXT_TYPES:
         raise InputError("unsupported prompt file type; use .jsonl, .json, .csv, .parquet or .txt", where)
-    text = read_text(path).replace("\r\n", "\n")
     if suffix == ".jsonl":
-        for n, line in _lines(text, where):
+        for n, line in _lines(path, where):
             try:
                 yield n, loads(line)
             except json.JSONDecodeError as exc:
@@ -92,33 +92,53 @@ def iter_rows(path: Path) -> Iterator[tuple[int | None, Any]]:
             except ValueError as exc:  # nested too deeply
                 raise InputError(f"{exc}; fix or remove the line", where, n) from exc
     elif suffix == ".json":
+        if path.stat().st_size > MAX_FILE:
+            raise InputError(f"larger than {MAX_FILE >> 30} GiB; split it, or save it as .jsonl (read as a stream)", where)
         try:
-            data = loads(text)
+            data = loads(read_text(path).replace("\r\n", "\n"))
         except ValueError as exc:
             raise InputError(f"invalid JSON ({getattr(exc, 'msg', exc)}); fix the file", where, getattr(exc, "lineno", None)) from exc
         if not isinstance(data, list):
             raise InputError("a .json prompt file must hold a list of prompts", where)
         yield from ((None, row) for row in data)
     elif suffix == ".csv":
-        yield from _csv_rows(text, where)
+        yield from _csv_rows(path, where)
     else:
-        yield from _lines(text, where)
+        yield from _lines(path, where)
 
 
-def _lines(text: str, where: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of the non-blank lines, each at most MAX_LINE characters."""
-    for n, line in enumerate(text.split("\n"), 1):
-        if len(line) > MAX_LINE:
-            raise InputError(f"line longer than {MAX_LINE:,} characters; is this a prompt file?", where, n)
-        if line.strip():
-            yield n, line
+def _text_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of a UTF-8 file (a BOM dropped), one line read at a
+    time; a line over MAX_LINE characters, or a byte that is not UTF-8, is an InputError."""
+    offset = 0
+    try:
+        with path.open("rb") as fh:
+            for n, raw in enumerate(iter(lambda: fh.readline(4 * MAX_LINE + 1), b""), 1):
+                try:
+                    text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"byte 0x{raw[exc.start]:02x} at offset {offset + exc.start} is not UTF-8; "
+                                     "re-save the file as UTF-8", where, n) from exc
+                offset += len(raw)
+                text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+                if len(text) > MAX_LINE:
+                    raise InputError(f"line longer than {MAX_LINE:,} characters; is this a prompt file?", where, n)
+                yield n, text
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror}); check the path and its permissions", where) from exc
 
 
-def _csv_rows(text: str, where: str) -> Iterator[tuple[int, dict]]:
+def _lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the non-blank lines."""
+    return ((n, line) for n, line in _text_lines(path, where) if line.strip())
+
+
+def _csv_rows(path: Path, where: str) -> Iterator[tuple[int, dict]]:
     """CSV rows by line; a field up to MAX_LINE characters; an unterminated quote is an error
     (the csv module would silently read the rest of the file into one field)."""
     limit = csv.field_size_limit(MAX_LINE)  # process-wide: restored below
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    lines = (line + "\n" for _, line in _text_lines(path, where))
+    reader = csv.DictReader(lines)
     start = row_start = 1  # where the next row starts; where the last one started
     try:
         reader.fieldnames  # reads the header
@@ -126,7 +146,7 @@ def _csv_rows(text: str, where: str) -> Iterator[tuple[int, dict]]:
         for row in reader:
             row_start, start = start, reader.line_num + 1
             yield reader.line_num, row
-        if reader.line_num and _unterminated(text, row_start):
+        if reader.line_num and _unterminated(path, where, row_start):
             raise InputError('a quoted field is never closed, so the rest of the file would be one prompt; '
                              'add the missing "', where, row_start)
     except csv.Error as exc:
@@ -135,20 +155,25 @@ def _csv_rows(text: str, where: str) -> Iterator[tuple[int, dict]]:
         csv.field_size_limit(limit)
 
 
-def _unterminated(text: str, line: int) -> bool:
-    """The row starting at `line` (the last) runs to the end of the text inside quotes."""
+def _unterminated(path: Path, where: str, line: int) -> bool:
+    """The row starting at `line` (the last) runs to the end of the file inside quotes."""
+    rest = (text + "\n" for n, text in _text_lines(path, where) if n >= line)
     try:
-        list(csv.reader(io.StringIO("\n".join(text.split("\n")[line - 1:]), newline=""), strict=True))
+        for _ in csv.reader(rest, strict=True):
+            pass
     except csv.Error as exc:
         return "unexpected end of data" in str(exc)
     return False
 
 
-def _parquet_rows(path: Path) -> list[dict]:
+def _parquet_rows(path: Path) -> Iterator[dict]:
+    """Rows of a Parquet file, a batch at a time (never the whole table)."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH)
+        for batch in batches:
+            yield from batch.to_pylist()
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror or exc}); check the path and its permissions", str(path)) from exc
     except ValueError as exc:  # pyarrow.ArrowInvalid: e.g. a text file named .parquet
@@ -156,18 +181,20 @@ def _parquet_rows(path: Path) -> list[dict]:
                          "type (.jsonl, .json, .csv, .txt)", str(path)) from exc
 
 
-def read_file(path: Path, field: str | None) -> list[list[Message]]:
+def iter_file(path: Path, field: str | None) -> Iterator[list[Message]]:
+    """The conversations of a prompt file, streamed."""
     if not path.exists():
         raise InputError("prompt file not found; check the path or use a named set (default, advbench, harmbench, do-not-answer)", str(path))
     if path.is_dir():
         raise InputError("is a directory; pass a prompt file (.jsonl, .json, .csv, .parquet, .txt)", str(path))
-    if check_input(path, "prompt file").stat().st_size > MAX_FILE:
-        raise InputError(f"larger than {MAX_FILE >> 30} GiB; split it, or pass a sample of it", str(path))
-    out = []
+    check_input(path, "prompt file")
     for line, row in iter_rows(path):
         value = row if isinstance(row, (str, list)) else pick_field(row, field, str(path), line) if isinstance(row, dict) else None
-        out.append(to_messages(value, str(path), line))
-    return out
+        yield to_messages(value, str(path), line)
+
+
+def read_file(path: Path, field: str | None) -> list[list[Message]]:
+    return list(iter_file(path, field))
 
 
 def package_file(name: str) -> Path:
@@ -181,19 +208,20 @@ def package_file(name: str) -> Path:
     return path
 
 
-def read_named(name: str) -> list[list[Message]]:
+def read_named(name: str) -> Iterator[list[Message]]:
     path = package_file(name)
     if name == "advbench":
         import yaml
 
         seeds = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("seeds", [])
-        return [[{"role": "user", "content": s["value"].strip()}] for s in seeds if s.get("value")]
+        return iter([[{"role": "user", "content": s["value"].strip()}] for s in seeds if s.get("value")])
     if path.is_dir():
-        return [m for f in sorted(path.glob("*.jsonl")) for m in read_file(f, "prompt")]
-    return read_file(path, None)
+        return (m for f in sorted(path.glob("*.jsonl")) for m in iter_file(f, "prompt"))
+    return iter_file(path, None)
 
 
-def read_hub(spec: str, field: str | None) -> list[list[Message]]:
+def read_hub(spec: str, field: str | None) -> Iterator[list[Message]]:
+    """A hub dataset's rows, one at a time (the cached Arrow files are memory-mapped)."""
     name, _, split = spec[3:].partition(":")
     try:
         import datasets
@@ -201,7 +229,7 @@ def read_hub(spec: str, field: str | None) -> list[list[Message]]:
         rows = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # the hub is unreachable offline; say so plainly
         raise InputError(f"could not load hub dataset '{name}' ({type(exc).__name__}); download it where the network allows and pass the file path") from exc
-    return [to_messages(pick_field(r, field, spec, None), spec, None) for r in rows]
+    return (to_messages(pick_field(r, field, spec, None), spec, None) for r in rows)
 
 
 def prompt_id(kind: str, messages: list[Message], sample: int) -> str:
@@ -211,24 +239,33 @@ def prompt_id(kind: str, messages: list[Message], sample: int) -> str:
 
 def load_prompts(source: str, kind: Kind, field: str | None = None, limit: int | None = None, samples: int = 1) -> list[PromptItem]:
     """Resolve a source to PromptItems with stable ids; duplicates are kept once."""
+    return list(iter_prompts(source, kind, field, limit, samples))
+
+
+def iter_prompts(source: str, kind: Kind, field: str | None = None, limit: int | None = None,
+                 samples: int = 1) -> Iterator[PromptItem]:
+    """load_prompts as a stream: the source is read as the items are taken, up to `limit` distinct
+    prompts; memory holds one 8-byte hash per distinct prompt (to drop duplicates), not the prompts."""
+    from charter.idset import IdSet
+
     if source == "default":
-        convos, label = read_file(DEFAULT_SETS[kind], None), f"default:{kind}"
+        convos, label = iter_file(DEFAULT_SETS[kind], None), f"default:{kind}"
     elif source in NAMED_SETS:
         convos, label = read_named(source), source
     elif source.startswith("hf:"):
         convos, label = read_hub(source, field), source
     else:
-        convos, label = read_file(Path(source), field), source
-    if not convos:
-        raise InputError(f"no {kind.replace('_', '-')} prompts in '{label}'; add prompts, or choose another source"
-                         + (" (or 'none' to skip helpfulness prompts)" if kind == "helpful" else ""))
-    seen, items = set(), []
+        convos, label = iter_file(Path(source), field), source
+    seen, distinct = IdSet(), 0
     for msgs in convos:
+        if limit is not None and distinct >= limit:
+            break
         key = json.dumps(msgs, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
-        if limit is not None and len(seen) > limit:
-            break
-        items += [PromptItem(prompt_id(kind, msgs, s), kind, tuple(msgs), s, label) for s in range(samples)]
-    return items
+        distinct += 1
+        yield from (PromptItem(prompt_id(kind, msgs, s), kind, tuple(msgs), s, label) for s in range(samples))
+    if not distinct:
+        raise InputError(f"no {kind.replace('_', '-')} prompts in '{label}'; add prompts, or choose another source"
+                         + (" (or 'none' to skip helpfulness prompts)" if kind == "helpful" else ""))

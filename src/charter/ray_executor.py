@@ -6,14 +6,34 @@ stays the only writer of the run directory: records come back chunk by chunk and
 each chunk finishes, so resume works exactly as for local runs and a crash loses at most the
 chunks in flight. `RAY_ADDRESS` (or `ray start --address`) picks an existing cluster; without it
 a local Ray instance is started.
+
+At scale: chunks are cut from the prompt stream lazily and each worker has at most IN_FLIGHT of
+them at a time, so the driver holds only what is in flight, whatever the run's size. A worker
+that dies (killed, out of memory, node lost) is replaced and its unfinished chunks go back to the
+front of the queue: a chunk's records are written only once its result arrives, so nothing is
+lost and nothing is written twice.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
 import os
-from typing import Callable
+import threading
+from collections import deque
+from typing import Callable, Iterable, Iterator
 
 from charter.errors import BackendError
 from charter.types import Constitution, PromptItem, Record
+
+log = logging.getLogger("charter.ray")
+
+# Chunks per worker at a time: one running, one queued so the worker never waits on the driver
+# (an engine that batches internally runs both at once).
+IN_FLIGHT = 2
+# Replacements of dead workers per worker slot before the run gives up (a worker that dies on
+# every chunk is a bug or a broken node, not bad luck).
+MAX_REPLACEMENTS = 3
 
 
 class _Worker:
@@ -25,12 +45,19 @@ class _Worker:
 
         self.backend = create_backend(backend, model, workload=workload, **options)
         self.constitution, self.settings = constitution, settings
+        # engines that batch internally take concurrent chunks; the others run one at a time
+        self._lock = contextlib.nullcontext() if self.backend.concurrency else threading.Lock()
+
+    def capacity(self) -> int:
+        """Conversations this backend keeps in flight (0: it batches per call)."""
+        return int(self.backend.concurrency or 0)
 
     def run(self, items: list[PromptItem]) -> list[dict]:
         from charter.pipeline import run_items
 
         out: list[Record] = []
-        run_items(self.backend, self.constitution, self.settings, items, out.append)
+        with self._lock:
+            run_items(self.backend, self.constitution, self.settings, items, out.append)
         return [r.to_dict() for r in out]
 
     def close(self) -> None:
@@ -50,22 +77,88 @@ def _init_ray(cfg):
     return ray
 
 
-def run_on_ray(cfg, constitution: Constitution, settings, todo: list[PromptItem],
+def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class _Pool:
+    """Ray actors, each fed up to IN_FLIGHT chunks; dead ones replaced, their chunks re-queued."""
+
+    def __init__(self, ray, cfg, constitution: Constitution, settings, workload: int | None):
+        self.ray, self.cfg = ray, cfg
+        resources = {"num_cpus": 1, **cfg.worker_resources}
+        self.n = cfg.workers or max(1, int(ray.available_resources().get(
+            "GPU" if resources.get("num_gpus") else "CPU", 1) // max(resources.get("num_gpus") or resources["num_cpus"], 1)))
+        share = None if workload is None else -(-workload // self.n)  # each worker's part of the run
+        self.actor = ray.remote(**{"max_concurrency": IN_FLIGHT, **resources})(_Worker)
+        self.args = (cfg.backend, cfg.model, cfg.backend_options, constitution, settings, share)
+        self.workers = [self.actor.remote(*self.args) for _ in range(self.n)]
+        self.load = [0] * self.n  # chunks in flight per worker slot
+        self.replaced = 0
+
+    def free_slot(self) -> int | None:
+        slot = min(range(self.n), key=self.load.__getitem__)
+        return slot if self.load[slot] < IN_FLIGHT else None
+
+    def replace(self, slot: int, dead) -> None:
+        if dead is not self.workers[slot]:
+            return  # already replaced (several of its chunks failed)
+        self.replaced += 1
+        if self.replaced > MAX_REPLACEMENTS * self.n:
+            raise BackendError(f"Ray workers died {self.replaced} times; see the Ray logs (ray logs --help) for the "
+                           "cause, fix it and run the same command again to resume")
+        log.warning("ray: worker %d died; starting a new one and retrying its chunks", slot)
+        self.ray.kill(dead)
+        self.workers[slot] = self.actor.remote(*self.args)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ray.get([w.close.remote() for w in self.workers])
+        for w in self.workers:
+            self.ray.kill(w)
+
+
+def run_on_ray(cfg, constitution: Constitution, settings, todo: Iterable[PromptItem],
                on_record: Callable[[Record], None], workload: int | None = None) -> None:
+    """The pipeline over `todo` (any iterable, consumed lazily) on Ray workers."""
     ray = _init_ray(cfg)
-    resources = {"num_cpus": 1, **cfg.worker_resources}
-    n = cfg.workers or max(1, int(ray.available_resources().get("GPU" if resources.get("num_gpus") else "CPU", 1)
-                                  // max(resources.get("num_gpus") or resources["num_cpus"], 1)))
-    actor = ray.remote(**resources)(_Worker)
-    share = None if workload is None else -(-workload // n)  # each worker's part of the run
-    workers = [actor.remote(cfg.backend, cfg.model, cfg.backend_options, constitution, settings, share)
-               for _ in range(n)]
-    chunk = max(1, cfg.batch_size)
-    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
-    pool = ray.util.ActorPool(workers)
-    for records in pool.map_unordered(lambda w, items: w.run.remote(items), chunks):
+    pool = _Pool(ray, cfg, constitution, settings, workload)
+    try:
+        size = max(1, cfg.batch_size, ray.get(pool.workers[0].capacity.remote()))
+        log.info("ray: %d workers, chunks of %d prompts, %d in flight per worker", pool.n, size, IN_FLIGHT)
+        _drive(ray, pool, _chunks(todo, size), on_record)
+    finally:
+        pool.close()
+
+
+def _drive(ray, pool: _Pool, chunks: Iterator[list[PromptItem]], on_record: Callable[[Record], None]) -> None:
+    """Submit chunks as slots free up, append each finished chunk's records, retry a dead worker's."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    retry: deque[list[PromptItem]] = deque()
+    flight: dict = {}  # ObjectRef -> (slot, actor, chunk)
+    more = True
+    while more or retry or flight:
+        while (slot := pool.free_slot()) is not None and (retry or more):
+            chunk = retry.popleft() if retry else next(chunks, None)
+            if chunk is None:
+                more = False
+                break
+            actor = pool.workers[slot]
+            flight[actor.run.remote(chunk)] = (slot, actor, chunk)
+            pool.load[slot] += 1
+        if not flight:
+            continue
+        (ref,), _ = ray.wait(list(flight), num_returns=1)
+        slot, actor, chunk = flight.pop(ref)
+        pool.load[slot] -= 1
+        try:
+            records = ray.get(ref)
+        except (RayActorError, ActorDiedError, ActorUnavailableError):
+            pool.replace(slot, actor)
+            retry.append(chunk)
+            continue
         for d in records:
             on_record(Record.from_dict(d))
-    ray.get([w.close.remote() for w in workers])
-    for w in workers:
-        ray.kill(w)

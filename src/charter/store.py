@@ -1,10 +1,17 @@
 """A run directory: resolved config, and records appended one JSON line at a time.
 
-Each record is flushed and fsynced as it completes, so a SIGKILL loses at most the records in
-flight. On opening, a torn last line (killed mid-write) and any damaged line are moved to
-records.bad.jsonl, never deleted, so their records are generated again. On resume the last line
-of an id wins; records with an error are redone. Readers (export, report) stop at a damaged line
-with `file:line`. An open store holds the run's lock (charter.lock): one writer per run.
+Each record is written (one write) as it completes, so a SIGKILL loses at most the records in
+flight; the disk flush follows within a second (charter.jsonl.Appender). On opening, a torn last
+line (killed mid-write) and any damaged line are moved to records.bad.jsonl, never deleted, so
+their records are generated again. On resume the last line of an id wins; records with an error
+are redone. Readers (export, report) stop at a damaged line with `file:line`. An open store holds
+the run's lock (charter.lock): one writer per run.
+
+At scale (300k records, ~1 KB each) opening is one streamed pass that keeps the done ids only
+(charter.idset, 8 bytes each). The lines this store wrote itself are not parsed again: meta.json
+keeps a checkpoint (byte count and CRC-32 of the file as written), and a file whose prefix still
+matches it is read for ids only; anything after the checkpoint, or a file changed under it, is
+checked line by line.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import json
 import logging
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -21,7 +29,8 @@ import yaml
 from charter import __version__
 from charter.errors import InputError, RunError
 from charter import lock
-from charter.jsonl import append_jsonl, atomic_write, loads, read_lines, reason as _reason, set_aside
+from charter.idset import IdSet
+from charter.jsonl import Appender, atomic_write, dumps, loads, move_aside, read_lines, reason as _reason
 from charter.types import Record
 
 log = logging.getLogger("charter.store")
@@ -35,6 +44,9 @@ RUN_FILES = (RECORDS, CONFIG, META, SET_ASIDE, LOCK)  # what no command's --out 
 # Temporary files an atomic write killed mid-way leaves behind (charter.jsonl._exclusive_tmp).
 _OUR_TMP = re.compile(r"\.(%s)\.[0-9a-f]{8}\.tmp" % "|".join(re.escape(n) for n in RUN_FILES))
 HOW_TO_REPAIR = "re-run the run's `charter generate` command to set the line aside and regenerate it"
+CHECKPOINT_EVERY = 30.0  # seconds between checkpoint saves while appending (and at close)
+# A line this store wrote: its id, and whether it failed (to_dict writes "id" first, "error" last).
+_FAST_ID = re.compile(rb'\{"id": "([^"\\]*)", ')
 
 
 def parse_record(raw: bytes | str) -> Record:
@@ -86,6 +98,10 @@ class RunStore:
         # depend on the working directory staying put (a vLLM run once failed to append here).
         self.records_path = (self.dir / RECORDS).absolute()
         self._lock: Path | None = None
+        self.done: IdSet | None = None  # ids finished without error, once open
+        self._appender: Appender | None = None
+        self._meta: dict[str, Any] = {}
+        self._size, self._crc, self._saved = 0, 0, 0.0  # what the checkpoint covers; when last saved
 
     def __enter__(self) -> "RunStore":
         return self
@@ -94,7 +110,15 @@ class RunStore:
         self.close()
 
     def close(self) -> None:
-        """Release the run's lock (also released when the process exits)."""
+        """Flush the records, save the checkpoint, release the run's lock (also released when the
+        process exits)."""
+        if self._appender is not None:
+            try:
+                self._appender.close()
+                if self._meta:  # an opened store: vouch for what it wrote
+                    self._save_checkpoint()
+            finally:
+                self._appender = None
         if self._lock is not None:
             lock.release(self._lock)
             self._lock = None
@@ -119,17 +143,19 @@ class RunStore:
 
     def _open(self, config: dict, fingerprint: str, force: bool, parts: dict[str, str], ignore: Sequence[str]) -> None:
         parts = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in parts.items()}
+        old = {}
         if self.has_records() and not force:
             old = self._read_meta()
             if old.get("fingerprint") != fingerprint:
                 raise RunError(f"{self.dir} holds a run made with different settings "
                                f"({'; '.join(self._changes(config, parts, old, ignore))}); use a new --out, "
                                "restore those settings, or pass --force to continue it anyway")
-        meta = {"fingerprint": fingerprint, "parts": parts, "charter_version": __version__,
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write(self.dir / META, json.dumps(meta, indent=2))
+        checkpoint = (old or self._read_meta(strict=False)).get("checkpoint")
+        self._meta = {"fingerprint": fingerprint, "parts": parts, "charter_version": __version__,
+                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
         atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
-        self.set_aside_damaged()
+        self.set_aside_damaged(checkpoint if isinstance(checkpoint, dict) else None)
 
     def _check_out(self) -> None:
         """Never write into a file, or into a directory of someone else's files."""
@@ -149,7 +175,7 @@ class RunStore:
     def has_records(self) -> bool:
         return self.records_path.exists() and any(True for _ in read_lines(self.records_path))
 
-    def _read_meta(self) -> dict[str, Any]:
+    def _read_meta(self, strict: bool = True) -> dict[str, Any]:
         path = self.dir / META
         if not path.exists():
             return {}
@@ -158,6 +184,8 @@ class RunStore:
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
+            if not strict:
+                return {}
             why = exc.strerror if isinstance(exc, OSError) else _reason(exc)
             raise InputError(f"damaged run metadata ({why}), so this run's settings cannot be checked; pass "
                              "--force to rewrite it from this command's settings, or use a new --out",
@@ -173,28 +201,103 @@ class RunStore:
         changes += [f"{name} content changed" for name, digest in parts.items() if old_parts.get(name) not in (None, digest)]
         return changes or ["the constitution or few-shot content changed"]
 
-    def set_aside_damaged(self) -> list[int]:
+    def set_aside_damaged(self, checkpoint: dict | None = None) -> list[int]:
         """Move damaged lines and a torn tail to records.bad.jsonl (kept for the user); their
-        records are then missing, so generate makes them again. Returns the moved line numbers."""
+        records are then missing, so generate makes them again. Also collects the done ids
+        (`self.done`). Streamed; the file is rewritten only when a line moves. Returns the moved
+        line numbers."""
         aside = self.dir / SET_ASIDE
-        bad = set_aside(self.records_path, aside, parse_record)
+        bad = self._scan(checkpoint)
+        if bad is None:  # the file changed under the checkpoint: check every line
+            bad = self._scan(None)
+        move_aside(self.records_path, aside, bad)
         for n, _, why in bad:
             if why.startswith("torn"):
                 continue  # the normal trace of a killed run: no need to alarm anyone
             log.warning("warning: %s:%d: damaged record (%s); moved to %s, it will be generated again",
                         self.records_path, n, why, aside)
+        if bad:
+            self._size, self._crc = _crc_of(self.records_path)
         return [n for n, _, _ in bad]
+
+    def _scan(self, checkpoint: dict | None) -> list | None:
+        """One pass: the done ids and the damaged lines; None if the prefix the checkpoint covers
+        no longer matches it (the caller checks everything then)."""
+        limit, want = (checkpoint.get("bytes"), checkpoint.get("crc")) if checkpoint else (0, None)
+        if not (isinstance(limit, int) and isinstance(want, int)):
+            limit, want = 0, None
+        self.done, bad, size, crc = IdSet(), [], 0, 0
+        try:
+            with self.records_path.open("rb") as fh:
+                for n, raw in enumerate(fh, 1):
+                    size, crc = size + len(raw), zlib.crc32(raw, crc)
+                    if size == limit and crc != want or size - len(raw) < limit < size:
+                        return None
+                    if raw.strip():
+                        self._take(n, raw, size <= limit, bad)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise InputError(f"cannot read ({exc.strerror}); check the path and its permissions", str(self.records_path)) from exc
+        if size < limit:
+            return None
+        self._size, self._crc = size, crc
+        return bad
+
+    def _take(self, n: int, raw: bytes, trusted: bool, bad: list) -> None:
+        """One line into the done ids (a trusted line by its id alone), or into `bad`."""
+        if not raw.endswith(b"\n"):
+            bad.append((n, raw, "torn write"))
+            return
+        m = _FAST_ID.match(raw) if trusted else None
+        if m:
+            rid, ok = m.group(1).decode("utf-8", "replace"), raw.endswith(b'"error": null}\n')
+        else:
+            try:
+                rec = parse_record(raw[:-1])
+            except ValueError as exc:
+                bad.append((n, raw[:-1], _reason(exc)))
+                return
+            rid, ok = rec.id, rec.error is None
+        if ok:
+            self.done.add(rid)
+        else:
+            self.done.discard(rid)
+
+    def _save_checkpoint(self) -> None:
+        """Record how much of the file this store vouches for (written and flushed)."""
+        self._meta["checkpoint"] = {"bytes": self._size, "crc": self._crc}
+        atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
+        self._saved = time.monotonic()
 
     def load(self) -> dict[str, Record]:
         if not self.records_path.exists():
             return {}
         return {r.id: r for r in read_records(self.records_path)}
 
-    def done_ids(self) -> set[str]:
-        return {rid for rid, r in self.load().items() if r.error is None}
+    def done_ids(self) -> IdSet:
+        """Ids finished without error (last line of an id wins): collected when the store opened."""
+        if self.done is None:
+            self._scan(None)
+        return self.done
 
     def append(self, record: Record) -> None:
-        append_jsonl(self.records_path, [record.to_dict()])
+        data = dumps(record.to_dict()).encode("utf-8")
+        if self._appender is None:
+            self._appender = Appender(self.records_path)
+        self._appender.write(data)
+        self._size, self._crc = self._size + len(data), zlib.crc32(data, self._crc)
+        if self._meta and time.monotonic() - self._saved >= CHECKPOINT_EVERY:
+            self._appender.sync()
+            self._save_checkpoint()
+
+
+def _crc_of(path: Path) -> tuple[int, int]:
+    size, crc = 0, 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            size, crc = size + len(chunk), zlib.crc32(chunk, crc)
+    return size, crc
 
 
 def _short(value: Any) -> str:

@@ -37,8 +37,11 @@ def vllm_imports() -> bool:
     """Whether vLLM imports here (a real import: a broken install must not be picked)."""
     if importlib.util.find_spec("vllm") is None:
         return False
+    from charter.backends.engine_site.sitecustomize import quiet_notices
+
     try:
-        importlib.import_module("vllm")
+        with quiet_notices():  # vLLM's import-time notices (a Triton one on CPU)
+            importlib.import_module("vllm")
     except Exception:  # a broken install (e.g. mismatched torchvision) raises anything
         return False
     return True

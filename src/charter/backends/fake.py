@@ -24,14 +24,17 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
 class FakeBackend(Backend):
     name = "fake"
 
-    def __init__(self, model: str = "fake", responder: Responder | None = None, fail_on: str | None = None):
+    def __init__(self, model: str = "fake", responder: Responder | None = None, fail_on: str | None = None,
+                 record_calls: bool = True):
         self.model_id = model
+        self.record_calls = record_calls  # off for long runs (bench/scale.py): the list grows per request
         self.responder = responder or _default_reply
         self.fail_on = fail_on  # raise when a prompt contains this text (tests failure rows)
         self.calls: list[str] = []  # every prompt this backend was asked to continue
 
     def _one(self, prompt: str, sampling: Sampling) -> Completion:
-        self.calls.append(prompt)
+        if self.record_calls:
+            self.calls.append(prompt)
         if self.fail_on and self.fail_on in prompt:
             raise RuntimeError(f"scripted failure on {self.fail_on!r}")
         text = _cut_at_stop(self.responder(prompt), sampling.stop)  # as engines do: the stop string is not returned

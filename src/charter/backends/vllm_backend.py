@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from charter import models
+from charter.backends import watchdog
 from charter.backends.base import EngineDead, HFTokenizerPrompts, TokenIds
+from charter.backends.engine_site.sitecustomize import quiet_notices
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
 
@@ -64,7 +66,10 @@ PROFILES: dict[str, Profile] = {
         },
         # vLLM's AOT compile cache does not load back with this torch, so every compiled start
         # would compile again; the older inductor cache does load back.
-        env={"VLLM_USE_AOT_COMPILE": "0"},
+        # VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPU vLLM otherwise runs the model in a third
+        # process (its "mp" executor) that imports vLLM and torch all over again; with it the
+        # model runs inside the EngineCore process (bench/engine.py: start-up).
+        env={"VLLM_USE_AOT_COMPILE": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
         seed_safe=True,
         compile_min_steps=COMPILE_MIN_STEPS,
         all_cores_below=8,
@@ -120,6 +125,23 @@ def engine_env(profile: Profile | None = None) -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
+def engine_site_env() -> dict[str, str]:
+    """PYTHONPATH that makes vLLM's processes run engine_site/sitecustomize.py at start-up (it
+    drops the notices vLLM prints on import, before any log level applies)."""
+    site = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_site")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)}
+
+
+def warn_orphans() -> None:
+    """Say so when engines of an earlier, killed run still hold memory (before watchdogs)."""
+    found = watchdog.orphans()
+    if found:
+        gib = sum(rss for _, _, rss in found) / 2**30
+        pids = " ".join(str(pid) for pid, _, _ in found)
+        log.warning("%d vLLM engine process(es) left by an earlier run still hold %.1f GiB: kill %s",
+                    len(found), gib, pids)
+
+
 @contextlib.contextmanager
 def scoped_env(values: dict[str, str]) -> Iterator[None]:
     """`values` in os.environ inside the block (processes started there inherit them), the
@@ -161,28 +183,40 @@ class VLLMBackend(HFTokenizerPrompts):
         self._thread = threading.Thread(target=self._loop.run_forever, name="charter-vllm", daemon=True)
         # vLLM's INFO and WARNING lines would bury our progress bar; its engine processes read
         # the environment when they start, so it is set only until then.
-        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"), **engine_env(chosen)}
+        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"), **engine_env(chosen),
+               **engine_site_env()}
+        warn_orphans()
+        # Every process the engine starts is stopped with it, even if this process is killed.
+        self._watchdog = watchdog.Watchdog()
+        self._watchdog.adopt()
         with scoped_env(env):
             self.engine = self._start(model, _engine_args(path, engine_options, chosen))
+        self._watchdog.hold()
         self.tokenizer = self.engine.get_tokenizer()
         self.max_context = self.engine.model_config.max_model_len
 
     def _start(self, model: str, engine_args: dict[str, Any]):
         try:
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
+            with quiet_notices():
+                from vllm.engine.arg_utils import AsyncEngineArgs
+                from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
+            self._watchdog.close()
             raise BackendError(f"the vllm backend needs vLLM ({exc}); {INSTALL}") from exc
         self._thread.start()
+        started = None
         try:
             args = AsyncEngineArgs(**engine_args)
-            return self._run(self._create(AsyncLLM, args)).result()
+            started = self._run(self._create(AsyncLLM, args)).result()
+            return started
         except TypeError as exc:  # an option AsyncEngineArgs does not take
-            self._stop_loop()
             raise BackendError(f"bad vLLM engine option: {exc}; options are vllm.AsyncEngineArgs fields") from exc
         except Exception as exc:  # vLLM raises many kinds; all mean "could not start"
-            self._stop_loop()
             raise BackendError(f"vLLM could not load '{model}': {type(exc).__name__}: {exc}") from exc
+        finally:  # failed or interrupted (Ctrl-C, SIGTERM): nothing of a half-started engine stays
+            if started is None:
+                self._watchdog.close()
+                self._stop_loop()
 
     @staticmethod
     async def _create(cls, args):
@@ -269,6 +303,7 @@ class VLLMBackend(HFTokenizerPrompts):
                 self._loop.call_soon_threadsafe(handler.cancel)
             engine.shutdown(timeout=2)
         self._stop_loop()
+        self._watchdog.close()  # stops what shutdown left running
 
 
 def _completion(out) -> Completion:

@@ -16,6 +16,7 @@ from typing import Sequence
 from charter.errors import CharterError
 from charter.redact import redact
 
+INTERRUPTED = (130, 143)  # 128 + SIGINT (Ctrl-C), 128 + SIGTERM: generate stops cleanly on both
 COMMANDS = ("generate", "export", "constitution", "label", "train", "eval", "eval_labeler", "report")
 
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CharterError as exc:  # messages may quote a server URL or an error body: credentials masked
-        interrupted = exc.exit_code == 130  # generate's Interrupted: a report, not an error
+        interrupted = exc.exit_code in INTERRUPTED  # generate's Interrupted: a report, not an error
         print(redact(str(exc) if interrupted else f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a path nothing nearer the source checked: still one line, no traceback
@@ -97,12 +98,12 @@ def quiet_libraries() -> None:
 
 
 def console_main() -> None:
-    """The `charter` script: after Ctrl-C, exit at once instead of waiting for worker threads
+    """The `charter` script: after Ctrl-C or SIGTERM, exit at once instead of waiting for worker threads
     (HTTP requests in flight, engine threads); every finished record is already on disk."""
     import os
 
     code = main()
-    if code == 130:
+    if code in INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

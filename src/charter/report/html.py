@@ -125,6 +125,19 @@ def principles_section(runs: Sequence[RunData]) -> str:
             + table(["principle", "rounds"], counts.most_common()))
 
 
+def filters_section(runs: Sequence[RunData]) -> str:
+    """Rounds `charter export --filter all` would drop, per principle (the same function: clean.filter_counts)."""
+    from charter.clean import FILTERS, filter_counts
+
+    rows = []
+    for run in runs:
+        dropped = filter_counts(run.records, run.config)
+        total = Counter(x.principle for r in run.records if r.error is None for x in r.rounds)
+        rows += [(run.name, p, n, *[dropped.get(p, Counter()).get(f, 0) for f in FILTERS]) for p, n in sorted(total.items())]
+    note = '<p class="muted">Rounds <code>charter export --filter</code> drops (default clean patterns).</p>'
+    return note + table(["run", "principle", "rounds", *FILTERS], rows) if rows else '<p class="muted">No rounds.</p>'
+
+
 def length_series(run: RunData) -> list[float]:
     """Mean words of the answer after each round (0 = initial), red-team records only."""
     red = [r for r in run.records if r.kind == "red_team" and r.error is None and r.initial is not None]
@@ -153,7 +166,7 @@ def cost_section(runs: Sequence[RunData]) -> str:
     costs = [(run.name, run_cost(run.records, engine_gpus(run.config))) for run in runs]
     rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, _fmt(c.engine_seconds, ".1f") or "–",
              _fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
-    proj = [[name, f"{n:,}", format_duration(c.projected_seconds(n) or 0) if c.engine_seconds else "–",
+    proj = [[name, f"{n:,}", format_duration(t) if (t := c.projected_seconds(n)) is not None else "–",
              _fmt(c.projected_gpu_hours(n), ".2f") or "–", c.gpus] for name, c in costs for n in PROJECTIONS]
     return (table(["run", "records", "prompts", "tokens in", "tokens out", "engine seconds", "tokens/s out"], rows)
             + "<p class=\"muted\">Engine seconds: time with at least one record in flight (no model loading, no gaps "
@@ -341,12 +354,14 @@ def chains_section(runs: Sequence[RunData]) -> str:
     return f'<div class="controls">{"".join(controls)}<span id="shown" class="muted"></span></div>{body}'
 
 
-SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("lengths", "Answer lengths"),
+SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("filters", "Round filters"),
+            ("lengths", "Answer lengths"),
             ("cost", "Run cost"), ("failures", "Failures"), ("evaluation", "Evaluation"), ("chains", "Chains")]
 
 
 def render(runs: Sequence[RunData]) -> str:
     bodies = {"summary": "".join(summary_section(r) for r in runs), "principles": principles_section(runs),
+              "filters": filters_section(runs),
               "lengths": lengths_section(runs), "cost": cost_section(runs), "failures": failures_section(runs),
               "evaluation": evaluation_section(runs), "chains": chains_section(runs)}
     nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS)

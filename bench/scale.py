@@ -1,0 +1,115 @@
+"""Benchmark: Charter's own cost at the paper's scale (issue 22), on the fake backend.
+
+    .venv/bin/python bench/scale.py [--sizes 10000,100000,300000] [--rounds 4] [--max-tokens 32]
+
+The fake backend answers instantly, so what is left is the driver: reading prompts, scheduling,
+appending records, resuming, exporting and reporting. Each command runs in its own process (its
+peak RSS is read from the kernel, ru_maxrss). Prints one table, then the targets, met or missed:
+peak RSS at the largest size within 1.5x of the smallest; resume of a finished run of the largest
+size under 10 s; driver overhead per step under 0.5 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHARTER = [sys.executable, "-m", "charter.cli"]
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one command in a child process; its failure stops the bench."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def write_prompts(path: Path, n: int) -> None:
+    """n distinct red-team-like prompts, one JSONL row each."""
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": f"Prompt {i}: how would someone get around rule {i % 977} "
+                                           f"without anyone noticing, step {i % 13}?"}) + "\n")
+
+
+def one_size(n: int, args, work: Path) -> dict:
+    prompts, out = work / f"prompts-{n}.jsonl", work / f"run-{n}"
+    write_prompts(prompts, n)
+    gen = CHARTER + ["generate", "--backend", "fake", "--model", "fake", "--prompts", str(prompts),
+                     "--helpful-prompts", "none", "--rounds", str(args.rounds), "--max-tokens", str(args.max_tokens),
+                     "--out", str(out), "--quiet", "--backend-option", "record_calls=false"]
+    row = {"prompts": n, "steps": n * (1 + 2 * args.rounds)}
+    row["wall"], row["rss"] = run(gen)
+    row["resume"], row["resume_rss"] = run(gen)
+    row["export"], row["export_rss"] = run(CHARTER + ["export", str(out), "--format", "sft",
+                                                      "--out", str(work / f"sft-{n}.jsonl")])
+    html = work / f"report-{n}.html"
+    row["report"], row["report_rss"] = run(CHARTER + ["report", str(out), "--out", str(html)])
+    row["report_mb"] = html.stat().st_size / 1e6
+    row["records_mb"] = (out / "records.jsonl").stat().st_size / 1e6
+    if not args.keep:
+        shutil.rmtree(out)
+    return row
+
+
+COLUMNS = [("prompts", "{:,}"), ("steps", "{:,}"), ("wall", "{:.1f} s"), ("overhead/step", "{:.3f} ms"),
+           ("peak RSS", "{:.0f} MB"), ("resume", "{:.1f} s"), ("resume RSS", "{:.0f} MB"), ("export", "{:.1f} s"),
+           ("export RSS", "{:.0f} MB"), ("report", "{:.1f} s"), ("report RSS", "{:.0f} MB"), ("report size", "{:.2f} MB"),
+           ("records.jsonl", "{:.0f} MB")]
+
+
+def cells(r: dict) -> list[str]:
+    values = [r["prompts"], r["steps"], r["wall"], 1000 * r["wall"] / r["steps"], r["rss"], r["resume"], r["resume_rss"],
+              r["export"], r["export_rss"], r["report"], r["report_rss"], r["report_mb"], r["records_mb"]]
+    return [fmt.format(v) for (_, fmt), v in zip(COLUMNS, values)]
+
+
+def targets(rows: list[dict]) -> list[tuple[str, str, bool]]:
+    small, big = rows[0], rows[-1]
+    ratio = big["rss"] / small["rss"]
+    per_step = max(1000 * r["wall"] / r["steps"] for r in rows)
+    return [(f"peak RSS at {big['prompts']:,} within 1.5x of {small['prompts']:,}", f"{ratio:.2f}x", ratio <= 1.5),
+            (f"resume of a finished {big['prompts']:,}-prompt run under 10 s", f"{big['resume']:.1f} s", big["resume"] < 10),
+            ("driver overhead per step under 0.5 ms", f"{per_step:.3f} ms (worst size)", per_step < 0.5)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10000,100000,300000", help="comma-separated prompt counts (smallest first)")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--workdir", help="where runs are written (default: a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    args = ap.parse_args()
+    sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="charter-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in sizes:
+        rows.append(one_size(n, args, work))
+        print(f"done {n:,} prompts", file=sys.stderr, flush=True)
+    print("| " + " | ".join(name for name, _ in COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in rows:
+        print("| " + " | ".join(cells(r)) + " |")
+    print()
+    for what, value, ok in targets(rows):
+        print(f"- {what}: {value} ({'met' if ok else 'missed'})")
+    if not args.workdir and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

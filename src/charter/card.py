@@ -1,0 +1,172 @@
+"""The dataset card `charter export` writes beside its rows, and the upload to the Hub.
+
+The card is a README.md with the YAML header the Hub reads (license, task_categories,
+size_categories, language, tags, configs/data_files, so `datasets.load_dataset(DIR)` finds the
+splits) and a body recording where the data came from: the constitution (name, principle ids,
+digest), the model, sampling, rounds, counts, cleaning and filters, and Charter's version.
+A README.md that Charter did not write is never replaced: the card is skipped with a warning.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import yaml
+
+from charter.errors import ConfigError, RunError
+from charter.types import Record
+
+if TYPE_CHECKING:
+    from charter.export import ExportConfig, ExportResult
+
+log = logging.getLogger("charter.card")
+
+CARD = "README.md"
+MARK = "# charter dataset card (written by `charter export`; rewritten by the next export here)"
+SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+ROWS = {"sft": "`messages`: the prompt, then the assistant's revision (red-team) or answer (helpfulness); "
+               "TRL's conversational SFT format",
+        "dpo": "`prompt`, `chosen` (the final revision), `rejected` (the initial answer); TRL's "
+               "conversational preference format",
+        "trace": "whole Charter records: prompt, initial answer, every round's principle, critique and revision"}
+
+
+def is_card(head: bytes) -> bool:
+    return head.startswith(b"---\n" + MARK.encode())
+
+
+def check_card(folder: Path, run: str | Path) -> Path | None:
+    """Where the card goes, or None (logged) where a README.md that is not ours would be replaced."""
+    from charter.files import check_out
+
+    path = folder / CARD
+    try:
+        return check_out(path, "Charter dataset card", is_card, [run])
+    except ConfigError:
+        log.warning("warning: %s is not a dataset card written by Charter, so it is kept and no card is written; "
+                    "export into a directory of its own to get one (or pass --no-card)", path)
+        return None
+
+
+def size_category(n: int) -> str:
+    return next((name for limit, name in SIZES if n < limit), "n>100M")
+
+
+def _meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def constitution_info(run_config: dict, meta: dict, records: Sequence[Record]) -> dict[str, Any]:
+    """Name, principle ids and digest of the run's constitution; the ids drawn in the records
+    stand in when the file is gone or changed since the run (its digest is the run's meta.json's)."""
+    from charter.constitution import load_constitution
+    from charter.errors import CharterError
+
+    source = str(run_config.get("constitution") or "default")
+    drawn = sorted({x.principle for r in records for x in r.rounds})
+    recorded = (meta.get("parts") or {}).get("constitution")
+    try:
+        c = load_constitution(source, "none")
+    except (CharterError, OSError):
+        return {"name": source, "ids": drawn, "digest": recorded, "source": "ids drawn in the run (file not found)"}
+    digest = hashlib.sha256(str(c.principles).encode()).hexdigest()[:16]  # as generate records it
+    if recorded and recorded != digest:
+        return {"name": c.name, "ids": drawn, "digest": recorded, "source": "ids drawn in the run (file changed since)"}
+    return {"name": c.name, "ids": [p.id for p in c.principles], "digest": digest, "source": source}
+
+
+def header(cfg: ExportConfig, result: ExportResult, hub: bool) -> dict[str, Any]:
+    files = [{"split": s, "path": f"data/{s}-*" if hub else p.name} for s, p in result.files.items()]
+    return {"license": cfg.license, "language": list(cfg.language), "task_categories": ["text-generation"],
+            "size_categories": [size_category(sum(result.rows.values()))],
+            "tags": ["constitutional-ai", "charter", "synthetic", cfg.format],
+            "pretty_name": f"Charter {cfg.format} export",
+            "configs": [{"config_name": "default", "data_files": files}]}
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def provenance(cfg: ExportConfig, result: ExportResult, records: Sequence[Record], run_config: dict,
+               folder: Path) -> list[tuple[str, object]]:
+    meta, ok = _meta(folder), next((r for r in records if r.error is None), None)
+    c = constitution_info(run_config, meta, records)
+    s = ok.sampling if ok else {}
+    kinds = [r.kind for r in records]
+    dropped = result.dropped_totals()
+    export = {k: getattr(cfg, k) for k in ("revision", "upto", "helpful_ratio", "seed", "test_share")
+              if getattr(cfg, k) is not None}
+    return [("constitution", f"{c['name']} ({len(c['ids'])} principles, sha256 {c['digest'] or 'unknown'})"),
+            ("principles", f"{', '.join(c['ids'])} ({c['source']})"),
+            ("model", ok.model if ok else run_config.get("model", "")),
+            ("backend", ok.backend if ok else run_config.get("backend", "")),
+            ("sampling", ", ".join(f"{k} {s[k]}" for k in ("temperature", "top_p", "max_tokens", "seed") if k in s)),
+            ("rounds", f"{run_config.get('rounds', '?')} (critique: {run_config.get('critique', '?')}, "
+                       f"context: {run_config.get('context', '?')}, format: {run_config.get('format', '?')})"),
+            ("prompts", f"red-team {run_config.get('prompts', '?')}, helpfulness {run_config.get('helpful_prompts', '?')}"),
+            ("records", f"{len(records)} ({kinds.count('red_team')} red-team, {kinds.count('helpful')} helpfulness, "
+                        f"{result.failed} failed and skipped)"),
+            ("export", f"format {cfg.format}" + "".join(f", {k} {v}" for k, v in export.items())),
+            ("cleaning", "none" if cfg.format == "trace" else f"patterns: {cfg.clean_patterns}"),
+            ("filters", (", ".join(result.filters) or "none") + (f"; dropped rounds: " + ", ".join(
+                f"{f} {dropped.get(f, 0)}" for f in result.filters) if result.filters else "")),
+            ("Charter", f"run made with {meta.get('charter_version', 'unknown')}, exported with {_version()}")]
+
+
+def _version() -> str:
+    from charter import __version__
+
+    return __version__
+
+
+def card_text(cfg: ExportConfig, result: ExportResult, records: Sequence[Record], run_config: dict,
+              folder: Path, hub: bool = False) -> str:
+    head = yaml.safe_dump(header(cfg, result, hub), sort_keys=False, allow_unicode=True)
+    table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in provenance(cfg, result, records, run_config, folder))
+    splits = "\n".join(f"| {s} | `{'data/' + s + '-*' if hub else p.name}` | {result.rows[s]} |"
+                       for s, p in result.files.items())
+    data_files = {s: p.name for s, p in result.files.items()}
+    where = f'load_dataset("{cfg.push_to_hub}")' if hub else \
+        (f'load_dataset("{"parquet" if Path(cfg.out).suffix == ".parquet" else "json"}", data_files={data_files})'
+         "  # or load_dataset(DIR): this card names the files")
+    return (f"---\n{MARK}\n{head}---\n\n# Charter {cfg.format} export\n\n"
+            "Constitutional AI data made with Charter: red-team prompts answered by the model below, then "
+            "critiqued and revised against principles drawn from the constitution (Bai et al. 2022, "
+            "arXiv 2212.08073). Raw outputs of a generative model: read before training on them.\n\n"
+            f"## Files\n\n| split | file | rows |\n|---|---|---|\n{splits}\n\nRows: {ROWS[cfg.format]}.\n\n"
+            f"## How it was made\n\n| | |\n|---|---|\n{table}\n\n"
+            f"## Load it\n\n```python\nfrom datasets import load_dataset\nds = {where}\n```\n")
+
+
+def write_card(path: Path, text: str) -> Path:
+    from charter.jsonl import atomic_write
+
+    return atomic_write(path, text)
+
+
+def push(splits: dict[str, list[dict[str, Any]]], cfg: ExportConfig, card: str) -> None:
+    """The rows through `datasets`' own upload (DatasetDict.push_to_hub: Parquet shards under data/),
+    then the card as the repo's README.md. Any failure is a RunError; the local files stay."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    repo = cfg.push_to_hub
+    try:
+        dd = datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in splits.items()})
+        dd.push_to_hub(repo, private=True if cfg.private else None)
+        HfApi().upload_file(path_or_fileobj=card.encode(), path_in_repo=CARD, repo_id=repo, repo_type="dataset",
+                            commit_message="Dataset card from charter export")
+    except Exception as exc:  # network, auth, repo name: all end the same way for the user
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RunError(f"--push-to-hub {repo} failed ({type(exc).__name__}: {why}); the local files are written. "
+                       "Log in (`hf auth login` or HF_TOKEN), check the repo name (ORG/NAME) and the network, "
+                       "then export again") from exc

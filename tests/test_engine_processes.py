@@ -1,0 +1,113 @@
+"""No process Charter starts outlives it: engine processes are stopped by their watchdog when the
+engine is closed and when Charter is killed (SIGKILL included). Fast tests use plain processes in
+an engine's place; the slow ones kill a real `charter generate` on the vLLM engine."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from charter.backends import watchdog
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="Linux /proc")
+
+# An "engine": a child that starts a grandchild (as vLLM's EngineCore starts its Workers), both
+# ignoring SIGTERM the way a stuck engine would, so only the SIGKILL after the grace stops them.
+ENGINE = textwrap.dedent("""
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+    time.sleep(300)
+""")
+PARENT = textwrap.dedent("""
+    import subprocess, sys, time
+    from charter.backends.watchdog import Watchdog
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # not the engine's
+    dog = Watchdog(grace_s=1.0)
+    dog.adopt()
+    engine = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+    time.sleep(1.5)  # the engine starts its worker
+    dog.hold()
+    print(bystander.pid, engine.pid, flush=True)
+    if sys.argv[2] == "close":
+        dog.close()
+        print("closed", flush=True)
+    time.sleep(300)
+""")
+
+
+def _alive(pid: int) -> bool:
+    return watchdog._stat(pid) is not None
+
+
+def _tree(pid: int) -> set[int]:
+    table, found, todo = watchdog.processes(), set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = watchdog.children(p, table)
+        found |= kids
+        todo += kids
+    return found
+
+
+def _start_parent(mode: str):
+    proc = subprocess.Popen([sys.executable, "-c", PARENT, ENGINE, mode], stdout=subprocess.PIPE, text=True)
+    bystander, engine = map(int, proc.stdout.readline().split())
+    return proc, bystander, engine
+
+
+def _wait_gone(pids, seconds: float) -> set[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    return {p for p in pids if _alive(p)}
+
+
+def _cleanup(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_engine_dies_with_a_killed_parent():
+    proc, bystander, engine = _start_parent("kill")
+    engine_tree = {engine} | _tree(engine)
+    assert len(engine_tree) == 2, "the engine and its worker"
+    try:
+        proc.kill()  # SIGKILL: no clean-up code runs in the parent
+        proc.wait()
+        assert _wait_gone(engine_tree, 8) == set()
+    finally:
+        _cleanup(engine_tree | {bystander})
+
+
+def test_close_stops_the_engine_but_not_other_children():
+    proc, bystander, engine = _start_parent("close")
+    engine_tree = {engine} | _tree(engine)
+    try:
+        assert proc.stdout.readline().strip() == "closed"
+        assert _wait_gone(engine_tree, 1) == set()
+        assert _alive(bystander), "a child that is not the engine's was stopped"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+        _cleanup(engine_tree | {bystander})
+
+
+def test_orphans_finds_an_engine_whose_parent_is_gone():
+    # A process titled like vLLM's engine, orphaned (its parent exits at once): re-parented to PID 1.
+    subprocess.run(["bash", "-c", "(exec -a VLLM::EngineCore sleep 60 &)"], check=True)
+    time.sleep(0.3)
+    found = [(pid, title) for pid, title, _ in watchdog.orphans()]
+    try:
+        assert any(title == "VLLM::EngineCore" for _, title in found), found
+    finally:
+        _cleanup([pid for pid, _ in found if watchdog.cmdline(pid) == "VLLM::EngineCore 60"])
