@@ -22,6 +22,9 @@ One run prints one table (default red-team prompts, default few-shot block, seed
     (`server_command()` + `engine_env()`: the cpu profile: fp32, all cores compute, 32-token blocks).
 The transformers pipeline runs 16 prompts by default (--transformers-prompts): its tok/s is what
 is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
+Start-up is reported apart, first: a one-record `charter generate` in a fresh process per backend
+(--startup; --startup-only skips the rest): the whole command's seconds and when its record was
+written, the time to first record (issue 22: vLLM <= 2x transformers).
 Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
 >= 3x the transformers pipeline.
 
@@ -232,6 +235,35 @@ BASELINES = {"hand": BASELINE, "fp32": "baseline client -> vLLM server by hand, 
 USER_RESERVED = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")  # the user's own, if set
 
 
+def measure_startup(name: str, args) -> tuple:
+    """Time to first record: a one-record `charter generate` as a user runs it (a fresh process:
+    imports, engine start, one request of --startup-tokens), and when its record was written."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", name, "--limit", "1", "--rounds", "0",
+               "--helpful-prompts", "none", "--max-tokens", str(args.startup_tokens), "--seed", "0",
+               "--out", out, "--quiet"]
+        t0 = time.time()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.time() - t0
+        with open(os.path.join(out, "records.jsonl")) as f:
+            first = json.loads(f.readline())["timings"]["finished"] - t0
+    print(f"  {name} one-record run: {wall:.1f}s, first record at {first:.1f}s", file=sys.stderr, flush=True)
+    return name, wall, first
+
+
+def print_startup(rows) -> None:
+    print(f"\n{'one-record run (fresh process)':34} {'command s':>9} {'first record s':>14}")
+    for name, wall, first in rows:
+        print(f"{name:34} {wall:9.1f} {first:14.1f}")
+    times = dict((n, w) for n, w, _ in rows)
+    if "vllm" in times and "transformers" in times:
+        ratio = times["vllm"] / times["transformers"]
+        print(f"vllm / transformers, one record: {ratio:.2f}x (target <= 2x: {'met' if ratio <= 2 else 'missed'})")
+
+
 def print_table(rows, args) -> None:
     print(f"\nmodel=embedded prompts={args.prompts} rounds={args.rounds} max_tokens={args.max_tokens} "
           f"default backend={resolve_backend('auto', 'embedded')}")
@@ -268,7 +300,16 @@ def main() -> None:
                     help="servers for the baseline client: by hand (the target's), by hand in fp32, Charter's")
     ap.add_argument("--no-compiled", action="store_true", help="skip the compiled vLLM engine of long runs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--startup", nargs="*", default=["vllm", "transformers"],
+                    help="backends whose one-record run (start-up) is timed first; none: skip")
+    ap.add_argument("--startup-tokens", type=int, default=16, help="tokens of the one-record run's answer")
+    ap.add_argument("--startup-only", action="store_true", help="only the one-record runs")
     args = ap.parse_args()
+    startup = [measure_startup(name, args) for name in args.startup]
+    if startup:
+        print_startup(startup)
+    if args.startup_only:
+        return
     rows = []
     for name in args.backends:
         rows += measure_backend(name, args)

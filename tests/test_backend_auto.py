@@ -114,3 +114,21 @@ def test_every_backend_declares_the_capabilities_and_closes_as_a_context_manager
         assert b.prepare(["x", [{"role": "user", "content": "y"}]]) == ["x", [{"role": "user", "content": "y"}]]
         assert b.share_prefix("x") is None and FakeBackend.workload_options(10**6) == {}
     assert closed == [True]
+
+
+def test_auto_gives_a_short_run_to_the_engine_that_starts_fastest(tmp_path, caplog, monkeypatch):
+    """Below the measured break-even (requests x max_tokens) transformers finishes before vLLM has started."""
+    assert backends.auto_choice("embedded", backends.AUTO_SHORT_RUN_TOKENS)[0] == "transformers"
+    assert backends.auto_choice("embedded", backends.AUTO_SHORT_RUN_TOKENS + 1)[0] == "vllm"
+    assert backends.auto_choice("embedded", None)[0] == "vllm"  # size unknown: the fast engine
+    assert backends.auto_choice("m.gguf", 1)[0] == "llamacpp"
+    from charter.backends.fake import FakeBackend
+    from charter.generate import generate
+
+    made = []
+    monkeypatch.setattr(backends, "create_backend", lambda name, model, **o: made.append(name) or FakeBackend(model))
+    with caplog.at_level("INFO", logger="charter"):  # 1 prompt, 1 request of 32 tokens
+        generate(GenerateConfig(limit=1, rounds=0, helpful_prompts="none", max_tokens=32, out=str(tmp_path / "r")),
+                 progress=False)
+    assert made == ["transformers"]
+    assert "backend auto -> transformers (a short run: at most 32 tokens" in caplog.text

@@ -3,6 +3,7 @@ engine is closed and when Charter is killed (SIGKILL included). Fast tests use p
 an engine's place; the slow ones kill a real `charter generate` on the vLLM engine."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -111,3 +112,68 @@ def test_orphans_finds_an_engine_whose_parent_is_gone():
         assert any(title == "VLLM::EngineCore" for _, title in found), found
     finally:
         _cleanup([pid for pid, _ in found if watchdog.cmdline(pid) == "VLLM::EngineCore 60"])
+
+
+# ---- the real engine -------------------------------------------------------------------------
+
+def _vllm_generate(out):
+    cmd = [sys.executable, "-m", "charter.cli", "generate", "--backend", "vllm", "--model", "embedded",
+           "--limit", "20", "--helpful-samples", "0", "--rounds", "1", "--max-tokens", "48", "--quiet",
+           "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_a_record(proc, out, seconds: float = 600) -> set[int]:
+    """Once the engine has written a record: every process below the CLI (engine, workers,
+    resource tracker, watchdog)."""
+    records, deadline = out / "records.jsonl", time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and records.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    tree = _tree(proc.pid)
+    titles = [watchdog.cmdline(p) for p in tree]
+    assert any(t.startswith("VLLM::EngineCore") for t in titles), titles
+    return tree
+
+
+def _vllm_left(pids) -> list[str]:
+    return [watchdog.cmdline(p) for p in pids if _alive(p)]
+
+
+@contextlib.contextmanager
+def _vllm_run_with_a_record(tmp_path):
+    """A `charter generate` on vLLM that has written a record; (process, run dir, its process
+    tree); whatever is left of them is killed afterwards."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "run"
+    proc = _vllm_generate(out)
+    tree = set()
+    try:
+        tree = _wait_for_a_record(proc, out)
+        yield proc, out, tree
+    finally:
+        proc.kill()
+        proc.wait()
+        _cleanup(tree)
+
+
+@pytest.mark.slow
+def test_sigterm_on_a_vllm_run_saves_closes_the_engine_and_exits_143(tmp_path):
+    with _vllm_run_with_a_record(tmp_path) as (proc, out, tree):
+        proc.send_signal(signal.SIGTERM)  # what `timeout` and batch schedulers send
+        _, err = proc.communicate(timeout=60)
+        saved = (out / "records.jsonl").read_text().count("\n")
+        assert proc.returncode == 143, err[-3000:]
+        assert f"interrupted: {saved} records saved" in err and "Traceback" not in err
+        assert "doesn't include CPU backend" not in err and "Converting and de-quantizing" not in err
+        assert _wait_gone(tree, 10) == set(), _vllm_left(tree)
+
+
+@pytest.mark.slow
+def test_sigkill_of_charter_takes_the_vllm_engine_down(tmp_path):
+    with _vllm_run_with_a_record(tmp_path) as (proc, _, tree):
+        proc.kill()  # SIGKILL (or the OOM killer): no code of Charter's runs
+        proc.wait()
+        assert _wait_gone(tree, 10) == set(), _vllm_left(tree)

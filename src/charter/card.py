@@ -12,16 +12,15 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import yaml
 
 from charter.errors import ConfigError, RunError
 from charter.types import Record
 
-if TYPE_CHECKING:
-    from charter.export import ExportConfig, ExportResult
-
+# charter.export imports this module, so its types are named, not imported (no cycle)
+ExportConfig = ExportResult = Any
 log = logging.getLogger("charter.card")
 
 CARD = "README.md"
@@ -112,7 +111,8 @@ def provenance(cfg: ExportConfig, result: ExportResult, records: Sequence[Record
             ("sampling", ", ".join(f"{k} {s[k]}" for k in ("temperature", "top_p", "max_tokens", "seed") if k in s)),
             ("rounds", f"{run_config.get('rounds', '?')} (critique: {run_config.get('critique', '?')}, "
                        f"context: {run_config.get('context', '?')}, format: {run_config.get('format', '?')})"),
-            ("prompts", f"red-team {run_config.get('prompts', '?')}, helpfulness {run_config.get('helpful_prompts', '?')}"),
+            ("prompts", f"red-team {run_config.get('prompts', '?')}, "
+                        f"helpfulness {run_config.get('helpful_prompts', '?')}"),
             ("records", f"{len(records)} ({kinds.count('red_team')} red-team, {kinds.count('helpful')} helpfulness, "
                         f"{result.failed} failed and skipped)"),
             ("export", f"format {cfg.format}" + "".join(f", {k} {v}" for k, v in export.items())),

@@ -234,7 +234,8 @@ def split_rows(rows: list[dict[str, Any]], test_share: float, seed: int = 0) -> 
                        "export without --test-share")
     random.Random(seed).shuffle(keys)
     test = set(keys[:min(len(keys) - 1, max(1, round(len(keys) * test_share)))])
-    return {"train": [r for r in rows if _prompt_key(r) not in test], "test": [r for r in rows if _prompt_key(r) in test]}
+    return {"train": [r for r in rows if _prompt_key(r) not in test],
+            "test": [r for r in rows if _prompt_key(r) in test]}
 
 
 def build_rows(cfg: ExportConfig, records: Sequence[Record], run_config: dict) -> tuple[list[dict[str, Any]], Any]:
@@ -273,8 +274,9 @@ def export_run(cfg: ExportConfig) -> ExportResult:
     splits = split_rows(rows, cfg.test_share, cfg.seed or 0) if cfg.test_share else {"train": rows}
     for s, path in files.items():
         write_rows(splits[s], path)
+    failed = sum(r.error is not None for r in records) if cfg.format != "trace" else 0  # trace keeps them
     result = ExportResult(cfg.format, files, {s: len(r) for s, r in splits.items()}, cleaned.dropped,
-                          parse_filters(cfg.filter), sum(r.error is not None for r in records) if cfg.format != "trace" else 0)
+                          parse_filters(cfg.filter), failed)
     if card_path:
         result.card = card.write_card(card_path, card.card_text(cfg, result, records, run_config, folder))
     if cfg.push_to_hub:

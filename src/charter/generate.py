@@ -19,11 +19,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from charter.backends.base import Backend
 from charter.errors import CharterError
 from charter.pipeline import Settings, plan, run_items
+from charter.workload import RateLog, iter_items, project
 from charter.types import Constitution, PromptItem, Record, Sampling
 
 log = logging.getLogger("charter.generate")
@@ -61,12 +62,10 @@ class Summary:
 
 
 def resolve_items(cfg) -> list[PromptItem]:
-    from charter.prompts import load_prompts
+    """Every prompt of the run, in memory (generate itself streams them: charter.workload.iter_items)."""
+    from charter.workload import iter_items
 
-    items = load_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)
-    if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
-        items += load_prompts(cfg.helpful_prompts, "helpful", cfg.prompt_field, cfg.limit, cfg.helpful_samples)
-    return items
+    return list(iter_items(cfg))
 
 
 def settings_from(cfg) -> Settings:
@@ -85,16 +84,19 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     cfg.validate()  # a config built in Python gets the same checks as one loaded from YAML and flags
     check_backend_name(cfg.backend)  # before anything is written (config.py does not know the backends)
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
-    items = resolve_items(cfg)
+    settings = settings_from(cfg)
+    projection = project(cfg, settings)  # reads (and so checks) the prompts before anything is written
     parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
     with RunStore(cfg.out) as store:  # holds the run's lock until the job ends
-        store.open(cfg.to_dict(), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
+        store.open(stored_config(cfg), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
                    ignore=cfg.NON_RESULT_KEYS)
         done = store.done_ids()
-        todo = [it for it in items if it.id not in done]
-        summary = Summary(skipped=len(items) - len(todo))
-        if todo:
-            run_job(cfg, backend, constitution, todo, store, summary, progress)
+        projection.resume(done)
+        log.info("%s", projection.line())
+        summary = Summary(skipped=projection.skipped)
+        if projection.prompts:
+            todo = (it for it in iter_items(cfg) if it.id not in done)  # streamed: memory is what is in flight
+            run_job(cfg, backend, constitution, todo, store, summary, progress, projection.requests)
     return summary
 
 
@@ -109,11 +111,16 @@ def stored_config(cfg) -> dict:
     return data
 
 
-def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: Summary, progress: bool) -> None:
-    """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step."""
+def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summary: Summary, progress: bool,
+            total: int | None = None) -> None:
+    """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step
+    (`total`: the steps `todo` takes, counted by the caller when `todo` is a stream)."""
     settings = settings_from(cfg)
-    total = total_steps(todo, settings)
+    if total is None:
+        todo = list(todo)
+        total = total_steps(todo, settings)
     bar = progress_bar(total, progress)
+    rate = RateLog(total)
     t0 = time.time()
     start = _size(store.records_path)
 
@@ -133,9 +140,11 @@ def run_job(cfg, backend, constitution, todo: list[PromptItem], store, summary: 
                 from charter.ray_executor import run_on_ray
 
                 run_on_ray(cfg, constitution, settings, todo,
-                           lambda r: (on_record(r), bar.update(steps_of(r, settings))), total)
+                           lambda r: (on_record(r), bar.update(steps_of(r, settings)), rate.step(steps_of(r, settings))),
+                           total)
             else:
-                run_local(cfg, backend, constitution, settings, todo, on_record, lambda: bar.update(1), total)
+                run_local(cfg, backend, constitution, settings, todo, on_record, lambda: (bar.update(1), rate.step()),
+                          total)
         except KeyboardInterrupt:
             ignore_ctrl_c()
             # What is in the file: a record may be appended between a write and its count.
@@ -200,7 +209,7 @@ def ignore_ctrl_c() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def total_steps(todo: list[PromptItem], settings: Settings) -> int:
+def total_steps(todo: Iterable[PromptItem], settings: Settings) -> int:
     """Requests the pipeline will make for `todo` (all rounds run)."""
     return sum(len(plan(it, settings)) for it in todo)
 
@@ -218,18 +227,19 @@ def progress_bar(total: int, progress: bool):
                 leave=True, file=sys.stderr)
 
 
-def run_local(cfg, backend: Backend | None, constitution: Constitution, settings: Settings, todo: list[PromptItem],
+def run_local(cfg, backend: Backend | None, constitution: Constitution, settings: Settings, todo: Iterable[PromptItem],
               on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None,
               workload: int | None = None) -> None:
     """The pipeline in this process, on `backend` or on one made for the run (`workload`: its
     request count, which the backend may size its settings to)."""
-    from charter.backends import AUTO, create_backend, resolve_backend
+    from charter.backends import AUTO, auto_choice, create_backend
 
     own = backend is None
     if own:
-        name = resolve_backend(cfg.backend, cfg.model)
-        if cfg.backend == AUTO:
-            log.info("backend auto -> %s (%s)", name, "vLLM imports here" if name == "vllm" else "no vLLM here")
+        name = cfg.backend
+        if name == AUTO:  # a short run goes to the engine that starts fastest
+            name, why = auto_choice(cfg.model, None if workload is None else workload * cfg.max_tokens)
+            log.info("backend auto -> %s (%s)", name, why)
         backend = create_backend(name, cfg.model, workload=workload, **cfg.backend_options)
     try:
         run_items(backend, constitution, settings, todo, on_record, on_step)

@@ -37,9 +37,10 @@ class IdSet:
             self._removed.add(k)
 
     def __contains__(self, text: object) -> bool:
-        if not isinstance(text, str):
-            return False
-        k = key(text)
+        return isinstance(text, str) and self.has_key(key(text))
+
+    def has_key(self, k: int) -> bool:
+        """Membership by `key(text)`, for callers that kept keys instead of strings."""
         return k not in self._removed and (k in self._recent or self._in_sorted(k))
 
     def __len__(self) -> int:

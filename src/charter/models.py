@@ -92,7 +92,7 @@ def _embedded_checkpoint() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}-", dir=target.parent))
     logging.getLogger("charter.models").info("converting the embedded model once into %s", target)
     try:
-        with _no_gguf_bar():
+        with _no_bars():
             _convert_gguf(gguf, tmp)
         (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
         if (target / _COMPLETE_MARKER).is_file():
@@ -110,22 +110,24 @@ def _embedded_checkpoint() -> Path:
 
 
 @contextlib.contextmanager
-def _no_gguf_bar():
-    """transformers' GGUF loader draws a bar per tensor batch (hundreds of lines in a log) and
-    takes no option to hide it: its module's tqdm is swapped for a disabled one meanwhile."""
-    try:
-        from transformers import modeling_gguf_pytorch_utils as loader
-    except ImportError:
-        yield
-        return
-    bar = getattr(loader, "tqdm", None)
+def _no_bars():
+    """No progress bars while converting (hundreds of lines in a log): transformers' own are
+    switched off meanwhile, and its GGUF loader, which draws one no setting reaches, gets a
+    disabled tqdm in its module for that time."""
+    from transformers import modeling_gguf_pytorch_utils as loader
+    from transformers.utils import logging as hf_logging
+
+    bar, enabled = getattr(loader, "tqdm", None), hf_logging.is_progress_bar_enabled()
     if bar is not None:
         loader.tqdm = functools.partial(bar, disable=True)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         if bar is not None:
             loader.tqdm = bar
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

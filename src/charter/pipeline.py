@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
+from itertools import chain, islice
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
@@ -21,6 +22,7 @@ from charter import templates
 from charter.backends.base import Backend, EngineDead
 from charter.constitution import draw_principle
 from charter.errors import BackendError
+from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
 
@@ -195,11 +197,16 @@ class Runner:
 
     def run(self, items: Iterable[PromptItem]) -> None:
         """Batch scheduler for in-process engines that batch per call (transformers)."""
-        queue, active = deque(items), []
+        source, active, more = iter(items), [], True  # taken as jobs finish: memory is the window
         window = 2 * self.s.batch_size  # enough jobs in flight to fill a batch of one family
-        while (queue or active) and not self.fatal:
-            while queue and len(active) < window:
-                active.append(self.new_job(queue.popleft()))
+        while (more or active) and not self.fatal:
+            while more and len(active) < window:
+                item = next(source, None)
+                more = item is not None
+                if more:
+                    active.append(self.new_job(item))
+            if not active:
+                break
             batch, prompts = self.screen(pick_batch(active, self.s.batch_size), active)
             if not batch:
                 continue
@@ -207,10 +214,10 @@ class Runner:
                 outs = self.call(batch, prompts)
             except EngineDead as exc:  # every job in flight fails with the cause; the run stops
                 for job in active:
-                    self.finish(job, f"{type(exc).__name__}: {exc}")
+                    self.finish(job, error_text(exc))
                 raise
             except Exception as exc:  # a failed call fails its records, not the run
-                outs, error = None, f"{type(exc).__name__}: {exc}"
+                outs, error = None, error_text(exc)
             self.tally(None if outs is not None else error)
             for i, job in enumerate(batch):
                 if outs is None or self.advance(job, outs[i]):
@@ -244,9 +251,9 @@ class Runner:
                 out = self.call([job], [prompt])[0]
             except EngineDead as exc:
                 self.fatal = self.fatal or exc
-                return f"{type(exc).__name__}: {exc}"
+                return error_text(exc)
             except Exception as exc:  # a failed call fails its record, not the run
-                error = f"{type(exc).__name__}: {exc}"
+                error = error_text(exc)
                 with lock:
                     self.tally(error)
                 return error
@@ -259,19 +266,28 @@ class Runner:
         """For engines that batch internally (vLLM, llama.cpp slots, HTTP servers): `workers`
         conversations in flight, each advancing step by step on its own, so a prompt's round 2
         never waits for another prompt's round 1 and the engine's batch stays full."""
-        queue, lock = deque(items), threading.Lock()
+        source, lock = iter(items), threading.Lock()
+        head = list(islice(source, workers))  # no more threads than prompts
+        queue = chain(head, source)  # taken one at a time under the lock: memory is what is in flight
 
         def worker() -> None:
             while True:
                 with lock:
-                    if not queue or self.fatal or self.stopped:
+                    if self.fatal or self.stopped:
                         return
-                    job = self.new_job(queue.popleft())
+                    try:
+                        item = next(queue, None)
+                    except Exception as exc:  # the prompt stream failed (e.g. the file changed): stop
+                        self.fatal = self.fatal or exc
+                        return
+                    if item is None:
+                        return
+                    job = self.new_job(item)
                 error = self.drive(job, lock)
                 with lock:
                     self.finish(job, error)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(queue))))]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(head))))]
         for t in threads:
             t.start()
         try:
@@ -280,6 +296,8 @@ class Runner:
                     t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
         except BaseException:
             self.stopped = True  # nothing is written after an interrupt
+            with lock:  # a record being written now is complete (and counted) before we go on
+                pass
             raise
         if self.fatal:
             raise self.fatal
@@ -287,10 +305,18 @@ class Runner:
 
 def run_items(backend: Backend, constitution: Constitution, settings: Settings, items: Iterable[PromptItem],
               on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None) -> None:
-    """The scheduler that suits the engine: streaming where it batches internally."""
-    items = list(items)
+    """The scheduler that suits the engine: streaming where it batches internally. `items` may be
+    a stream (taken as conversations finish); a stream's red-team prompts come first (generate's order)."""
+    if isinstance(items, Sequence):
+        red_team = any(it.kind != "helpful" for it in items)
+    else:
+        source = iter(items)
+        first = next(source, None)
+        if first is None:
+            return
+        red_team, items = first.kind != "helpful", chain([first], source)
     runner = Runner(backend, constitution, settings, on_record, on_step)
-    if constitution.few_shots and settings.rounds and any(it.kind != "helpful" for it in items):
+    if constitution.few_shots and settings.rounds and red_team:
         backend.share_prefix(runner.shared_prefix())
     if backend.concurrency:
         runner.run_streaming(items, backend.concurrency)

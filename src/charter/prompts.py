@@ -257,15 +257,15 @@ def iter_prompts(source: str, kind: Kind, field: str | None = None, limit: int |
     else:
         convos, label = iter_file(Path(source), field), source
     seen, distinct = IdSet(), 0
-    for msgs in convos:
-        if limit is not None and distinct >= limit:
-            break
+    for msgs in convos if limit is None or limit > 0 else ():
         key = json.dumps(msgs, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         distinct += 1
         yield from (PromptItem(prompt_id(kind, msgs, s), kind, tuple(msgs), s, label) for s in range(samples))
+        if limit is not None and distinct >= limit:
+            break  # before reading another line
     if not distinct:
         raise InputError(f"no {kind.replace('_', '-')} prompts in '{label}'; add prompts, or choose another source"
                          + (" (or 'none' to skip helpfulness prompts)" if kind == "helpful" else ""))

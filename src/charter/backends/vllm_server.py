@@ -16,7 +16,9 @@ import urllib.request
 from typing import Any, Sequence
 
 from charter import models
-from charter.backends.vllm_backend import Profile, engine_defaults, engine_env, get_profile, seed_safe
+from charter.backends.vllm_backend import (Profile, engine_defaults, engine_env, engine_site_env, get_profile,
+                                           seed_safe)
+from charter.backends.watchdog import Watchdog
 from charter.errors import BackendError
 
 
@@ -60,9 +62,13 @@ def start_server(model: str, log, port: int | None = None, name: str | None = No
     """Start server_command() writing to `log` (on a free port unless given), with engine_env()
     (or `env`) added to the environment; (process, base URL ending in /v1) once it answers."""
     port = port or free_port()
+    dog = Watchdog()  # the server and its engine processes end with this process, killed or not
+    dog.adopt()
     proc = subprocess.Popen(server_command(model, port, name=name, extra=extra, tuned=tuned), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(engine_env() if env is None else env)})
+                            env={**os.environ, **engine_site_env(), **(engine_env() if env is None else env)})
+    dog.hold()
+    _watchdogs[proc.pid] = dog
     url, deadline = f"http://127.0.0.1:{port}", time.time() + wait_s
     while True:
         if proc.poll() is not None:
@@ -75,6 +81,9 @@ def start_server(model: str, log, port: int | None = None, name: str | None = No
                 stop_server(proc)
                 raise BackendError(f"the vLLM server did not answer within {wait_s:.0f} s; see {log.name}")
             time.sleep(1)
+
+
+_watchdogs: dict[int, Watchdog] = {}  # server pid -> its watchdog (stop_server closes it)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -95,3 +104,6 @@ def stop_server(proc, grace_s: float = 30) -> None:
         pass
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    dog = _watchdogs.pop(proc.pid, None)
+    if dog is not None:
+        dog.close()

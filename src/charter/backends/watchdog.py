@@ -25,7 +25,9 @@ import weakref
 
 log = logging.getLogger("charter.backends.watchdog")
 PROC = "/proc"
-SCAN_S = 0.25  # how often the tracked process tree is re-read
+# How often the process tree is re-read: often while the engine starts (its processes appear),
+# rarely after (only their own children are new). Charter's end is noticed at once (EOF) anyway.
+SCAN_S, HOLD_SCAN_S = 0.25, 1.0
 # multiprocessing's resource tracker ignores SIGTERM and cleans shared memory when its pipe
 # closes (when the engine processes are gone): killing it would leak that memory instead.
 SPARE = ("multiprocessing.resource_tracker",)
@@ -203,7 +205,7 @@ def _watch(parent: int, grace_s: float) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only EOF ends it
     tracker, fd, buf = _Tracker(parent), sys.stdin.fileno(), b""
     while True:
-        ready, _, _ = select.select([fd], [], [], SCAN_S)
+        ready, _, _ = select.select([fd], [], [], SCAN_S if tracker.adopting else HOLD_SCAN_S)
         if ready:
             chunk = os.read(fd, 4096)
             if not chunk:

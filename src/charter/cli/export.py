@@ -23,12 +23,14 @@ def cmd_export(a: argparse.Namespace) -> int:
     skipped = f" (skipped {result.failed} failed records; re-run generate to retry them)" if result.failed else ""
     if cfg.test_share:
         n, f = result.rows, result.files
-        print(f"wrote {n['train']} train and {n['test']} test {cfg.format} rows to {f['train']} and {f['test']}{skipped}")
+        print(f"wrote {n['train']} train and {n['test']} test {cfg.format} rows "
+              f"to {f['train']} and {f['test']}{skipped}")
     else:
         print(f"wrote {result.rows['train']} {cfg.format} rows to {cfg.out}{skipped}")
     if result.filters:
         totals = result.dropped_totals()
-        print(f"filters dropped {sum(totals.values())} rounds: " + ", ".join(f"{f} {totals.get(f, 0)}" for f in result.filters))
+        counts = ", ".join(f"{f} {totals.get(f, 0)}" for f in result.filters)
+        print(f"filters dropped {sum(totals.values())} rounds: {counts}")
     if result.card:
         print(f"dataset card: {result.card}")
     if result.pushed:

@@ -19,6 +19,8 @@ def register(sub) -> None:
     add_backend_option(p, "passed to the backend's constructor (repeatable; VALUE parsed as YAML)")
     p.add_argument("--force", action="store_true", help="continue a run directory even if its settings changed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the number of prompts, requests and generated tokens (at most); write nothing")
     p.set_defaults(func=cmd_generate)
 
 
@@ -43,6 +45,11 @@ def cmd_generate(a: argparse.Namespace) -> int:
               "so `export --format dpo` will have no rows and `--format sft` only helpfulness answers", file=sys.stderr)
     print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
+    if a.dry_run:
+        from charter.workload import dry_run
+
+        print(f"dry run: {dry_run(cfg).line()}; nothing written")
+        return 0
     summary = generate(cfg, force=a.force, progress=not a.quiet)
     print(redact(summary.line()))  # it quotes records' errors
     print(cost_line(cfg))
@@ -51,7 +58,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cost_line(cfg: GenerateConfig) -> str:
     """What the whole run cost so far (every session's records) and what 10,000 such prompts would."""
-    from charter.cost import engine_gpus, run_cost
-    from charter.store import load_run
+    from dataclasses import asdict
 
-    return run_cost(load_run(cfg.out), engine_gpus(cfg.to_dict())).line()
+    from charter.cost import RunCost, engine_gpus, run_cost
+    from charter.store import cached, iter_run
+
+    gpus = engine_gpus(cfg.to_dict())
+    return RunCost(**cached(cfg.out, f"cost_gpus{gpus}", lambda: asdict(run_cost(iter_run(cfg.out), gpus)))).line()

@@ -20,7 +20,8 @@ from charter import files
 from charter.errors import InputError
 from charter.jsonl import atomic_write, loads, read_error
 from charter.report import assets
-from charter.store import load_run, load_run_config
+from charter.report.digest import Digest, digest, words
+from charter.store import iter_run, load_run_config
 from charter.types import Record
 
 GENERATOR = '<meta name="generator" content="charter report">'  # what marks a file as ours to overwrite
@@ -34,18 +35,22 @@ def esc(value: object) -> str:
 class RunData:
     name: str
     path: Path
-    records: list[Record]
+    records: list[Record]  # the chains shown: the first CHAINS records (all of a small run)
     config: dict
     evaluation: dict | None
+    digest: Digest  # the numbers over every record (one streamed pass)
 
 
 def load_report_run(path: str | Path) -> RunData:
+    from charter.cost import engine_gpus
+
     p = Path(path)
-    records = load_run(p)
     folder = p if p.is_dir() else p.parent
+    config = load_run_config(folder)
+    d = digest(iter_run(p), config, engine_gpus(config))
     eval_path = folder / "eval.json"
     evaluation = _read_evaluation(eval_path) if eval_path.exists() else None
-    return RunData(folder.name or str(folder), folder, records, load_run_config(folder), evaluation)
+    return RunData(folder.name or str(folder), folder, d.sample, config, evaluation, d)
 
 
 def _read_evaluation(path: Path) -> dict:
@@ -84,26 +89,19 @@ def card(value: object, label: str) -> str:
     return f'<div class="card"><b>{esc(str(value))}</b><span>{esc(label)}</span></div>'
 
 
-def words(text: str | None) -> int:
-    return len((text or "").split())
-
-
 # ---- sections ----------------------------------------------------------------------------------
 
 
 def summary_section(run: RunData) -> str:
-    recs, cfg = run.records, run.config
-    ok = [r for r in recs if r.error is None]
-    kinds = Counter(r.kind for r in recs)
-    tokens = sum(r.tokens.get("completion", 0) for r in recs), sum(r.tokens.get("prompt", 0) for r in recs)
-    first = recs[0] if recs else None
-    cards = "".join([card(len(recs), "records"), card(kinds.get("red_team", 0), "red-team"),
-                     card(kinds.get("helpful", 0), "helpfulness"), card(len(recs) - len(ok), "failures"),
-                     card(f"{tokens[0]:,}", "tokens generated"), card(f"{tokens[1]:,}", "prompt tokens")])
+    d, cfg = run.digest, run.config
+    first = d.first
+    cards = "".join([card(d.records, "records"), card(d.kinds.get("red_team", 0), "red-team"),
+                     card(d.kinds.get("helpful", 0), "helpfulness"), card(d.failures, "failures"),
+                     card(f"{d.tokens_out:,}", "tokens generated"), card(f"{d.tokens_in:,}", "prompt tokens")])
     settings = [("model", first.model if first else cfg.get("model", "")),
                 ("backend", first.backend if first else cfg.get("backend", "")),
                 ("format", cfg.get("format", first.format if first else "")),
-                ("rounds", cfg.get("rounds", max((len(r.rounds) for r in recs), default=0))),
+                ("rounds", cfg.get("rounds", d.max_rounds)),
                 ("critique", cfg.get("critique", "")),
                 ("sampling", json.dumps(first.sampling) if first else ""),
                 ("constitution", cfg.get("constitution", "")), ("prompts", cfg.get("prompts", ""))]
@@ -112,7 +110,7 @@ def summary_section(run: RunData) -> str:
 
 
 def principle_counts(runs: Sequence[RunData]) -> Counter:
-    return Counter(x.principle for run in runs for r in run.records for x in r.rounds)
+    return sum((run.digest.principles for run in runs), Counter())
 
 
 def principles_section(runs: Sequence[RunData]) -> str:
@@ -127,12 +125,11 @@ def principles_section(runs: Sequence[RunData]) -> str:
 
 def filters_section(runs: Sequence[RunData]) -> str:
     """Rounds `charter export --filter all` would drop, per principle (the same function: clean.filter_counts)."""
-    from charter.clean import FILTERS, filter_counts
+    from charter.clean import FILTERS
 
     rows = []
     for run in runs:
-        dropped = filter_counts(run.records, run.config)
-        total = Counter(x.principle for r in run.records if r.error is None for x in r.rounds)
+        dropped, total = run.digest.dropped, run.digest.principles_ok
         rows += [(run.name, p, n, *[dropped.get(p, Counter()).get(f, 0) for f in FILTERS]) for p, n in sorted(total.items())]
     note = '<p class="muted">Rounds <code>charter export --filter</code> drops (default clean patterns).</p>'
     return note + table(["run", "principle", "rounds", *FILTERS], rows) if rows else '<p class="muted">No rounds.</p>'
@@ -140,11 +137,7 @@ def filters_section(runs: Sequence[RunData]) -> str:
 
 def length_series(run: RunData) -> list[float]:
     """Mean words of the answer after each round (0 = initial), red-team records only."""
-    red = [r for r in run.records if r.kind == "red_team" and r.error is None and r.initial is not None]
-    depth = max((len(r.rounds) for r in red), default=0)
-    cols = [[words(r.initial) for r in red]] + [[words(r.rounds[k].revision) for r in red if len(r.rounds) > k]
-                                                 for k in range(depth)]
-    return [sum(c) / len(c) for c in cols if c]
+    return run.digest.length_series()
 
 
 def lengths_section(runs: Sequence[RunData]) -> str:
@@ -161,9 +154,9 @@ def lengths_section(runs: Sequence[RunData]) -> str:
 
 def cost_section(runs: Sequence[RunData]) -> str:
     """What each run cost (charter.cost): tokens, engine seconds, throughput, projected time and GPU-hours."""
-    from charter.cost import PROJECTIONS, engine_gpus, format_duration, run_cost
+    from charter.cost import PROJECTIONS, format_duration
 
-    costs = [(run.name, run_cost(run.records, engine_gpus(run.config))) for run in runs]
+    costs = [(run.name, run.digest.cost) for run in runs]
     rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, _fmt(c.engine_seconds, ".1f") or "–",
              _fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
     proj = [[name, f"{n:,}", format_duration(t) if (t := c.projected_seconds(n)) is not None else "–",
@@ -176,8 +169,11 @@ def cost_section(runs: Sequence[RunData]) -> str:
 
 
 def failures_section(runs: Sequence[RunData]) -> str:
-    rows = [(run.name, r.id, r.kind, r.error or "") for run in runs for r in run.records if r.error]
-    return table(["run", "record", "kind", "error"], rows) if rows else '<p class="muted">No failures.</p>'
+    rows = [(run.name, rid, kind, error) for run in runs for rid, kind, error in run.digest.failed]
+    more = sum(run.digest.failures for run in runs) - len(rows)
+    note = (f'<p class="muted">and {more:,} more failed records: <code>charter export RUN --format trace</code> '
+            "lists them all (their <code>error</code> field)</p>") if more > 0 else ""
+    return table(["run", "record", "kind", "error"], rows) + note if rows else '<p class="muted">No failures.</p>'
 
 
 def evaluation_section(runs: Sequence[RunData]) -> str:
@@ -346,12 +342,22 @@ def _select(id_: str, label: str, values: Sequence[str]) -> str:
 def chains_section(runs: Sequence[RunData]) -> str:
     controls = ['<input id="search" type="search" placeholder="search prompts, answers, critiques…">',
                 _select("principle", "principle", sorted(principle_counts(runs))),
-                _select("kind", "kind", sorted({r.kind for run in runs for r in run.records}))]
+                _select("kind", "kind", sorted({k for run in runs for k in run.digest.kinds}))]
     if len(runs) > 1:
         controls.append(_select("run", "run", [run.name for run in runs]))
     many = len(runs) > 1
     body = "".join(chain(run, r, many) for run in runs for r in sorted(run.records, key=lambda r: r.kind != "red_team"))
-    return f'<div class="controls">{"".join(controls)}<span id="shown" class="muted"></span></div>{body}'
+    return f'<div class="controls">{"".join(controls)}<span id="shown" class="muted"></span></div>{sampled(runs)}{body}'
+
+
+def sampled(runs: Sequence[RunData]) -> str:
+    """A note when the page shows only some chains (a big run), and how to see every one."""
+    cut = [(run, run.digest.records) for run in runs if run.digest.records > len(run.records)]
+    if not cut:
+        return ""
+    counts = "; ".join(f"{esc(run.name)}: the first {len(run.records):,} of {n:,}" for run, n in cut)
+    return (f'<p class="muted">Chains shown ({counts}); search and filters apply to these. Every chain: '
+            f"<code>charter export RUN --format trace --out trace.jsonl</code>.</p>")
 
 
 SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("filters", "Round filters"),

@@ -101,8 +101,12 @@ def sft_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     check_turns(msgs, "messages", where)
     if isinstance(msgs, str) or len(msgs) < 2 or msgs[-1]["role"] != "assistant":
         raise InputError("'messages' must hold a prompt and end with an assistant turn", where)
-    msgs = clean_messages(msgs)
-    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+    return to_prompt_completion(clean_messages(msgs))
+
+
+def to_prompt_completion(messages: list[dict[str, str]]) -> dict[str, list]:
+    """TRL's conversational prompt/completion: the loss covers the last (assistant) message only."""
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def check_preference(row: dict[str, Any], where: str, prompt: bool = True) -> float | None:

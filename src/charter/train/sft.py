@@ -14,7 +14,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.train import common
-from charter.train.rows import read_rows, sft_row, to_dataset
+from charter.train.rows import read_rows, sft_row, to_dataset, to_prompt_completion
 
 # The paper's recipe (§3.1): one epoch at a constant learning rate. Sizes keep a small run to minutes on 2 cores.
 TRAINER_DEFAULTS = common.TRAINER_DEFAULTS  # SFT adds nothing to the shared shape
@@ -34,10 +34,6 @@ class SFTConfig(common.TrainConfig):
 
 def load_sft_config(path: str | None = None, **overrides: Any) -> SFTConfig:
     return SFTConfig.load(path, overrides)
-
-
-def to_prompt_completion(messages: list[dict[str, str]]) -> dict[str, list]:
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def sft_dataset(cfg: SFTConfig):

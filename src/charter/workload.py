@@ -1,0 +1,107 @@
+"""What a generate run asks of the engine: its prompts as a stream, counted before it starts.
+
+A counting pass reads the prompt sources once (and so checks them before anything is written),
+keeping 8 bytes per prompt, never the prompts: the number of prompts, of requests (steps), and
+an upper bound on generated tokens. `charter generate --dry-run` prints it; a real run logs it,
+then a projected time once the first steps have set the rate.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from charter.idset import IdSet, key
+from charter.pipeline import Settings, plan
+from charter.types import PromptItem
+
+log = logging.getLogger("charter.workload")
+
+
+def iter_items(cfg) -> Iterator[PromptItem]:
+    """The run's prompts, streamed: red-team, then helpfulness (each answered helpful_samples times)."""
+    from charter.prompts import iter_prompts
+
+    yield from iter_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)
+    if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
+        yield from iter_prompts(cfg.helpful_prompts, "helpful", cfg.prompt_field, cfg.limit, cfg.helpful_samples)
+
+
+@dataclass
+class Projection:
+    prompts: int = 0  # prompts to run (x samples for helpfulness prompts)
+    requests: int = 0  # engine requests (steps) for them, every round run
+    max_tokens: int = 0
+    skipped: int = 0  # prompts already done in the run directory
+    keys: dict[int, array] = field(default_factory=dict, repr=False)  # steps per prompt -> its prompts' id keys
+
+    @property
+    def tokens(self) -> int:
+        """Generated tokens at most (a request may stop before max_tokens)."""
+        return self.requests * self.max_tokens
+
+    def line(self) -> str:
+        done = f" ({self.skipped:,} already done)" if self.skipped else ""
+        return (f"{self.prompts:,} prompts to run{done}: {self.requests:,} requests, at most {self.tokens:,} generated "
+                f"tokens ({self.max_tokens} per request)")
+
+    def resume(self, done: IdSet) -> None:
+        """Take out the prompts the run has already done."""
+        for steps, keys in self.keys.items():
+            hit = sum(1 for k in keys if done.has_key(k))
+            self.skipped, self.prompts, self.requests = self.skipped + hit, self.prompts - hit, self.requests - hit * steps
+
+
+def project(cfg, settings: Settings) -> Projection:
+    """Count the run by reading its prompt sources once (an InputError names a bad line)."""
+    proj = Projection(max_tokens=cfg.max_tokens)
+    for item in iter_items(cfg):
+        steps = len(plan(item, settings))
+        proj.prompts, proj.requests = proj.prompts + 1, proj.requests + steps
+        proj.keys.setdefault(steps, array("Q")).append(key(item.id))
+    return proj
+
+
+def dry_run(cfg) -> Projection:
+    """What `charter generate` would do with this config, minus what its run directory already
+    holds; reads the prompts and the records, writes nothing."""
+    from pathlib import Path
+
+    from charter.backends import check_backend_name
+    from charter.generate import settings_from
+    from charter.store import RECORDS, RunStore
+
+    cfg.validate()
+    check_backend_name(cfg.backend)
+    proj = project(cfg, settings_from(cfg))
+    if (Path(cfg.out) / RECORDS).is_file():
+        proj.resume(RunStore(cfg.out).done_ids())  # read-only: an unopened store moves nothing
+    return proj
+
+
+class RateLog:
+    """Once the first steps have run (`after` seconds), one log line: the measured rate and the
+    projected time for the rest."""
+
+    def __init__(self, total: int, after: float = 10.0):
+        self.total, self.after, self.steps, self.t0, self.said = total, after, 0, time.monotonic(), False
+
+    def step(self, n: int = 1) -> None:
+        self.steps += n
+        if self.said:
+            return
+        elapsed = time.monotonic() - self.t0
+        if elapsed >= self.after or self.steps >= self.total:
+            self.said = True
+            rate = self.steps / max(elapsed, 1e-9)
+            left = max(self.total - self.steps, 0) / rate
+            log.info("projection: %d of %d requests in %.1f s (%.1f requests/s): about %s to go",
+                     self.steps, self.total, elapsed, rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    from charter.cost import format_duration
+
+    return format_duration(seconds)
