@@ -10,8 +10,11 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.config import GenerateConfig
+from charter.constitution import load_constitution
 from charter.generate import Interrupted, generate
+from charter.pipeline import Runner, Settings
 from charter.store import RunStore, load_run
+from charter.types import PromptItem
 
 KEY = "sk-live-0123456789abcdef"
 
@@ -73,13 +76,9 @@ def test_the_interrupt_count_is_what_the_file_holds(tmp_path, monkeypatch):
     assert lines == 3 and str(info.value).startswith("interrupted: 3 records saved")
 
 
-def test_streaming_interrupt_waits_for_the_record_being_written(tmp_path):
+def test_streaming_interrupt_waits_for_the_record_being_written(monkeypatch):
     """The streaming scheduler stops with a record half-written by a worker: that record is
     finished (and counted) before the job reports, and nothing is written after."""
-    from charter.pipeline import Runner, Settings
-    from charter.constitution import load_constitution
-    from charter.types import PromptItem
-
     writing, release, written = threading.Event(), threading.Event(), []
 
     def on_record(rec):
@@ -91,7 +90,8 @@ def test_streaming_interrupt_waits_for_the_record_being_written(tmp_path):
         concurrency = 2
 
     runner = Runner(Streaming(), load_constitution(), Settings(rounds=0), on_record)
-    items = [PromptItem(id=f"p{i}", kind="red_team", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(6)]
+    items = [PromptItem(id=f"p{i}", kind="red_team", messages=[{"role": "user", "content": f"q{i}"}])
+             for i in range(6)]
     timer = threading.Timer(0.3, release.set)
 
     def interrupt():
@@ -99,20 +99,14 @@ def test_streaming_interrupt_waits_for_the_record_being_written(tmp_path):
         timer.start()
         raise KeyboardInterrupt
 
-    import charter.pipeline as pipeline
-
-    real_thread = pipeline.threading.Thread
-
-    class Joiner(real_thread):
+    class Joiner(threading.Thread):
         def join(self, timeout=None):
             interrupt()
 
-    pipeline.threading.Thread = Joiner
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            runner.run_streaming(items, 2)
-    finally:
-        pipeline.threading.Thread = real_thread
+    monkeypatch.setattr(threading, "Thread", Joiner)  # Ctrl-C reaches the main thread in join()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_streaming(items, 2)
+    monkeypatch.undo()
     count = len(written)
     assert count >= 1, "the record being written when the interrupt came is complete"
     release.set()

@@ -109,7 +109,7 @@ def test_scoped_env_restores_the_environment(monkeypatch):
 
 def test_the_backend_leaves_the_environment_as_it_was(backend):
     """The engine's processes got the profile's environment while they started; this one did not keep it."""
-    for key in ("VLLM_USE_AOT_COMPILE", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_LOGGING_LEVEL"):
+    for key in ("VLLM_USE_AOT_COMPILE", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_LOGGING_LEVEL", "PYTHONPATH"):
         assert os.environ.get(key) == ENV_BEFORE.get(key), key
 
 

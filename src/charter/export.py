@@ -98,7 +98,9 @@ def dpo_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in records]
+    from charter.redact import redact
+
+    return [{**r.to_dict(), "error": redact(r.error)} for r in records]  # runs written before redaction
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:

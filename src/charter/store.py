@@ -320,14 +320,16 @@ def load_run_config(run: str | Path, strict: bool = True) -> dict[str, Any]:
     path = Path(run) / CONFIG
     if not path.exists():
         return {}
+    from charter.config import parse_yaml, strip_lines  # the one YAML reader: alias bombs refused
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        data = strip_lines(parse_yaml(path.read_text(encoding="utf-8"), str(path))) or {}
+    except (OSError, ValueError, InputError) as exc:
         if not strict:
             return {}
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"damaged run config ({type(exc).__name__}); restore it or re-run generate with --force",
-                         str(path), mark.line + 1 if mark else None) from exc
+        why = exc.args[0].split(": ", 1)[-1] if isinstance(exc, InputError) else type(exc).__name__
+        raise InputError(f"damaged run config ({why}); restore it or re-run generate with --force",
+                         str(path), getattr(exc, "line", None)) from exc
     if not isinstance(data, dict):
         if not strict:
             return {}

@@ -64,18 +64,17 @@ def project(cfg, settings: Settings) -> Projection:
     return proj
 
 
-def dry_run(cfg) -> Projection:
-    """What `charter generate` would do with this config, minus what its run directory already
-    holds; reads the prompts and the records, writes nothing."""
+def dry_run(cfg, settings: Settings) -> Projection:
+    """What `charter generate` would do with this config (`settings`: generate.settings_from(cfg)),
+    minus what its run directory already holds; reads the prompts and the records, writes nothing."""
     from pathlib import Path
 
     from charter.backends import check_backend_name
-    from charter.generate import settings_from
     from charter.store import RECORDS, RunStore
 
     cfg.validate()
     check_backend_name(cfg.backend)
-    proj = project(cfg, settings_from(cfg))
+    proj = project(cfg, settings)
     if (Path(cfg.out) / RECORDS).is_file():
         proj.resume(RunStore(cfg.out).done_ids())  # read-only: an unopened store moves nothing
     return proj

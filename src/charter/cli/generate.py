@@ -46,9 +46,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     print(f"charter generate: model={cfg.model} backend={cfg.backend} format={cfg.format} rounds={cfg.rounds} "
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
     if a.dry_run:
+        from charter.generate import settings_from
         from charter.workload import dry_run
 
-        print(f"dry run: {dry_run(cfg).line()}; nothing written")
+        print(f"dry run: {dry_run(cfg, settings_from(cfg)).line()}; nothing written")
         return 0
     summary = generate(cfg, force=a.force, progress=not a.quiet)
     print(redact(summary.line()))  # it quotes records' errors

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from charter import files
 from charter.errors import InputError
+from charter.redact import redact
 from charter.jsonl import atomic_write, loads, read_error
 from charter.report import assets
 from charter.report.digest import Digest, digest, words
@@ -329,7 +330,7 @@ def chain(run: RunData, r: Record, show_run: bool = False) -> str:
     badges += "".join(f'<span class="badge">{esc(p)}</span>' for p in dict.fromkeys(x.principle for x in r.rounds))
     if r.error:
         badges += '<span class="badge err">failed</span>'
-        turns.append(f'<div class="turn failure">{esc(r.error)}</div>')
+        turns.append(f'<div class="turn failure">{esc(redact(r.error))}</div>')
     return (f'<details class="chain" data-principles="{esc(pids)}" data-run="{esc(run.name)}" data-kind="{esc(r.kind)}">'
             f"<summary>{esc(_first_user(r.prompt)[:140])} {badges}</summary>{''.join(turns)}</details>")
 
