@@ -41,6 +41,16 @@ Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backen
     COMPILE_MIN_STEPS = 2,000. VLLM_USE_AOT_COMPILE=0: vLLM's AOT cache did not load back with this
     torch ("'function' object has no attribute 'finalize_loading'"), so every compiled start took
     ~120 s; the inductor cache loads back (~63 s).
+  * start-up (issue 22; timestamps and vLLM's INFO log around AsyncLLM's start, one run while
+    other jobs held the 2 cores, ~10 runnable processes): `import vllm` 25 s, config 0 s, the
+    EngineCore process starting (a fresh interpreter importing vLLM and torch) 31 s, the model
+    runner's process started by it (on CPU vLLM forces its "mp" executor: a third import) 60 s,
+    loading the weights 2 s, KV cache and profiling 10 s; 158 s in all. The converted embedded
+    checkpoint is cached (~/.cache/charter), so there is no GGUF conversion after the first run.
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 runs the model inside EngineCore (no third process): 93 s to
+    the engine, but generation on the same 32 prompts x 96 tokens fell from 16.3 to 9.8 tok/s
+    (12.3 with OMP_NUM_THREADS=2), so it is not the default; the imports are the start-up, and
+    `auto` gives runs too short to earn them back to transformers (AUTO_SHORT_RUN_TOKENS).
   * one tokenizer call at a time in the driver: vLLM's tokenizer deep-copies itself per concurrent
     caller (driver CPU 13.2 -> 2.6 s a run, a tenth of the driver's CPU).
 """

@@ -103,13 +103,18 @@ def test_close_stops_the_engine_but_not_other_children():
         _cleanup(engine_tree | {bystander})
 
 
-def test_orphans_finds_an_engine_whose_parent_is_gone():
+def test_an_orphaned_engine_is_named_at_the_next_start(caplog):
+    from charter.backends.vllm_backend import warn_orphans
+
     # A process titled like vLLM's engine, orphaned (its parent exits at once): re-parented to PID 1.
     subprocess.run(["bash", "-c", "(exec -a VLLM::EngineCore sleep 60 &)"], check=True)
     time.sleep(0.3)
     found = [(pid, title) for pid, title, _ in watchdog.orphans()]
     try:
         assert any(title == "VLLM::EngineCore" for _, title in found), found
+        with caplog.at_level("WARNING", logger="charter"):
+            warn_orphans()
+        assert "left by an earlier run still hold" in caplog.text and str(found[0][0]) in caplog.text
     finally:
         _cleanup([pid for pid, _ in found if watchdog.cmdline(pid) == "VLLM::EngineCore 60"])
 
@@ -177,3 +182,16 @@ def test_sigkill_of_charter_takes_the_vllm_engine_down(tmp_path):
         proc.kill()  # SIGKILL (or the OOM killer): no code of Charter's runs
         proc.wait()
         assert _wait_gone(tree, 10) == set(), _vllm_left(tree)
+
+
+def test_engine_processes_drop_vllms_import_notices_and_keep_a_sitecustomize(tmp_path, monkeypatch):
+    from charter.backends.vllm_backend import engine_site_env
+
+    (tmp_path / "sitecustomize.py").write_text("import sys; sys.stderr.write('the user hook ran\\n')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the hook goes first, the user's path stays
+    env = {**os.environ, **engine_site_env()}
+    code = ("import logging; logging.getLogger('vllm.triton_utils.importing').warning("
+            "\"Triton is installed, but doesn't include CPU backend. Disabling Triton.\"); "
+            "logging.getLogger('vllm.other').warning('a real warning')")
+    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stderr
+    assert "CPU backend" not in err and "a real warning" in err and "the user hook ran" in err, err

@@ -111,6 +111,12 @@ def test_resume_reads_ids_only_and_a_changed_file_is_checked_again(tmp_path, mon
     assert (tmp_path / "run" / "records.bad.jsonl").read_bytes() == b'{"id": "x", "kind": 1}\n'
 
 
+def test_record_lines_start_with_the_id_and_end_with_the_error():
+    """What the store reads from its own lines without parsing them (store._FAST_ID, the error)."""
+    keys = list(Record(id="a", kind="red_team", prompt=[]).to_dict())
+    assert keys[0] == "id" and keys[-1] == "error"
+
+
 def test_lines_after_the_checkpoint_are_checked(tmp_path):
     """A killed run never saved its last checkpoint: what it appended since is checked line by line."""
     store = RunStore(tmp_path / "r")

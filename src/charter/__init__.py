@@ -21,6 +21,7 @@ EXPORTS = {
     "load_backend": "charter.api:load_backend",
     "critique_revise": "charter.api:critique_revise",
     "answer": "charter.api:answer",
+    "run_cost": "charter.cost:run_cost",
     "generate": "charter.generate:generate",
     "GenerateConfig": "charter.config:GenerateConfig",
     "Sampling": "charter.types:Sampling",

@@ -205,10 +205,8 @@ class RunStore:
         return changes or ["the constitution or few-shot content changed"]
 
     def set_aside_damaged(self, checkpoint: dict | None = None) -> list[int]:
-        """Move damaged lines and a torn tail to records.bad.jsonl (kept for the user); their
-        records are then missing, so generate makes them again. Also collects the done ids
-        (`self.done`). Streamed; the file is rewritten only when a line moves. Returns the moved
-        line numbers."""
+        """Move damaged lines and a torn tail to records.bad.jsonl (kept; their records are made
+        again) and collect `self.done`, in one streamed pass. Returns the moved line numbers."""
         aside = self.dir / SET_ASIDE
         bad = self._scan(checkpoint)
         if bad is None:  # the file changed under the checkpoint: check every line
@@ -221,6 +219,8 @@ class RunStore:
                         self.records_path, n, why, aside)
         if bad:
             self._size, self._crc = _crc_of(self.records_path)
+        if self._meta:  # opened: a kill before the first append's checkpoint must not mean a full check
+            self._save_checkpoint()
         return [n for n, _, _ in bad]
 
     def _scan(self, checkpoint: dict | None) -> list | None:
@@ -272,11 +272,6 @@ class RunStore:
         self._meta["checkpoint"] = {"bytes": self._size, "crc": self._crc}
         atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
         self._saved = time.monotonic()
-
-    def load(self) -> dict[str, Record]:
-        if not self.records_path.exists():
-            return {}
-        return {r.id: r for r in read_records(self.records_path)}
 
     def done_ids(self) -> IdSet:
         """Ids finished without error (last line of an id wins): collected when the store opened."""

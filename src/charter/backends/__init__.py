@@ -48,10 +48,9 @@ def vllm_imports() -> bool:
 
 
 # `auto` on a short run: a run that can generate at most this many tokens (requests x max_tokens)
-# finishes first on transformers, which starts in ~9 s, than on vLLM, which starts in ~25 s and
-# then generates ~9x faster (bench/engine.py on the 2-core CPU: 132.6 vs 14.2 tok/s). Break-even:
-# ~16 s / (1/14.2 - 1/132.6 s per token) ~ 250 tokens generated; the budget counts every request
-# at max_tokens while answers often stop earlier, hence twice that.
+# finishes first on transformers, whose one-record run takes ~9 s, than on vLLM, whose takes ~39 s
+# and which then generates ~9x faster (bench/engine.py, 2-core CPU: 132.6 vs 14.2 tok/s).
+# Break-even: 30 s / (1/14.2 - 1/132.6 s per token) ~ 480 tokens.
 AUTO_SHORT_RUN_TOKENS = 512
 
 

@@ -66,10 +66,9 @@ PROFILES: dict[str, Profile] = {
         },
         # vLLM's AOT compile cache does not load back with this torch, so every compiled start
         # would compile again; the older inductor cache does load back.
-        # VLLM_ENABLE_V1_MULTIPROCESSING=0: on CPU vLLM otherwise runs the model in a third
-        # process (its "mp" executor) that imports vLLM and torch all over again; with it the
-        # model runs inside the EngineCore process (bench/engine.py: start-up).
-        env={"VLLM_USE_AOT_COMPILE": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        # Not VLLM_ENABLE_V1_MULTIPROCESSING=0: it saves the third process's start (~30% of the
+        # start-up) but generated slower (bench/engine.py's notes: start-up).
+        env={"VLLM_USE_AOT_COMPILE": "0"},
         seed_safe=True,
         compile_min_steps=COMPILE_MIN_STEPS,
         all_cores_below=8,
