@@ -102,13 +102,11 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="charter-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for n in sizes:
-        rows.append(one_size(n, args, work))
-        print(f"done {n:,} prompts", file=sys.stderr, flush=True)
     print("| " + " | ".join(name for name, _ in COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for r in rows:
-        print("| " + " | ".join(cells(r)) + " |")
+    print("|" + "---|" * len(COLUMNS), flush=True)
+    for n in sizes:  # a row as each size finishes: a long run shows its first sizes early
+        rows.append(one_size(n, args, work))
+        print("| " + " | ".join(cells(rows[-1])) + " |", flush=True)
     print()
     for what, value, ok in targets(rows):
         print(f"- {what}: {value} ({'met' if ok else 'missed'})")

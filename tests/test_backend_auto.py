@@ -132,3 +132,15 @@ def test_auto_gives_a_short_run_to_the_engine_that_starts_fastest(tmp_path, capl
                  progress=False)
     assert made == ["transformers"]
     assert "backend auto -> transformers (a short run: at most 32 tokens" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_one_record_run_under_auto_runs_on_transformers(tmp_path):
+    """End to end on the embedded model: a 1-request run starts the fast engine, not vLLM."""
+    from charter.generate import generate
+    from charter.store import load_run
+
+    s = generate(GenerateConfig(limit=1, rounds=0, helpful_prompts="none", max_tokens=8, seed=0,
+                                out=str(tmp_path / "r")), progress=False)
+    (rec,) = load_run(tmp_path / "r")
+    assert s.records == 1 and rec.backend == "transformers" and rec.initial

@@ -32,8 +32,8 @@ PARENT = textwrap.dedent("""
     dog = Watchdog(grace_s=1.0)
     dog.adopt()
     engine = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+    dog.hold()  # at once (as start_server does): the engine is adopted all the same
     time.sleep(1.5)  # the engine starts its worker
-    dog.hold()
     print(bystander.pid, engine.pid, flush=True)
     if sys.argv[2] == "close":
         dog.close()

@@ -58,8 +58,7 @@ def test_parquet_prompts_stream_by_batches_with_the_same_ids(tmp_path, monkeypat
     assert [it.id for it in got] == [it.id for it in want]
 
 
-def test_idset_keeps_hashes_across_merges(monkeypatch):
-    monkeypatch.setattr(idset, "_MERGE", 4)
+def test_idset_add_discard_contains():
     s = idset.IdSet()
     for i in range(20):
         s.add(f"id-{i}")

@@ -72,6 +72,7 @@ def start_server(model: str, log, port: int | None = None, name: str | None = No
     url, deadline = f"http://127.0.0.1:{port}", time.time() + wait_s
     while True:
         if proc.poll() is not None:
+            stop_server(proc, grace_s=0)  # its engine processes, and the watchdog
             raise BackendError(f"the vLLM server exited with code {proc.returncode}; see {log.name}")
         try:
             urllib.request.urlopen(url + "/v1/models", timeout=2)

@@ -167,7 +167,8 @@ class _Tracker:
         word, *pids = line.split()
         if word == "adopt":
             self.adopting, self.spared = True, self.spared | {int(p) for p in pids}
-        elif word == "hold":
+        elif word == "hold":  # what was started up to now is the engine's, even if not yet seen
+            self.scan()
             self.adopting = False
 
     def scan(self) -> dict[int, tuple[int, int]]:
@@ -187,6 +188,7 @@ class _Tracker:
 
     def stop(self, grace_s: float) -> None:
         """SIGTERM everything tracked, SIGKILL what is left after `grace_s`."""
+        self.scan()  # adopting still if the engine's start was cut short: what it had started
         self.adopting = False
         deadline = time.time() + grace_s
         for sig in (signal.SIGTERM, signal.SIGKILL):
