@@ -233,8 +233,12 @@ def read_hub(spec: str, field: str | None) -> Iterator[list[Message]]:
 
 
 def prompt_id(kind: str, messages: list[Message], sample: int) -> str:
+    return f"{_digest(kind, messages)}-{sample}"
+
+
+def _digest(kind: str, messages: list[Message]) -> str:
     blob = json.dumps([kind, messages], sort_keys=True, ensure_ascii=False)
-    return f"{hashlib.sha1(blob.encode()).hexdigest()[:12]}-{sample}"
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def load_prompts(source: str, kind: Kind, field: str | None = None, limit: int | None = None, samples: int = 1) -> list[PromptItem]:
@@ -258,12 +262,12 @@ def iter_prompts(source: str, kind: Kind, field: str | None = None, limit: int |
         convos, label = iter_file(Path(source), field), source
     seen, distinct = IdSet(), 0
     for msgs in convos if limit is None or limit > 0 else ():
-        key = json.dumps(msgs, sort_keys=True)
-        if key in seen:
+        digest = _digest(kind, msgs)  # the same messages, the same digest: it is the duplicate test too
+        if digest in seen:
             continue
-        seen.add(key)
+        seen.add(digest)
         distinct += 1
-        yield from (PromptItem(prompt_id(kind, msgs, s), kind, tuple(msgs), s, label) for s in range(samples))
+        yield from (PromptItem(f"{digest}-{s}", kind, tuple(msgs), s, label) for s in range(samples))
         if limit is not None and distinct >= limit:
             break  # before reading another line
     if not distinct:
