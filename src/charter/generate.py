@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 from charter.backends.base import Backend
@@ -85,7 +86,8 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     check_backend_name(cfg.backend)  # before anything is written (config.py does not know the backends)
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     settings = settings_from(cfg)
-    projection = project(cfg, settings)  # reads (and so checks) the prompts before anything is written
+    resuming = (Path(cfg.out) / "records.jsonl").is_file()  # only then are done prompts counted out
+    projection = project(cfg, settings, keys=resuming)  # reads (and checks) the prompts before anything is written
     parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
     with RunStore(cfg.out) as store:  # holds the run's lock until the job ends
         store.open(stored_config(cfg), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,

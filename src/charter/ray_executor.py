@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import threading
 from collections import deque
 from typing import Callable, Iterable, Iterator
@@ -65,16 +66,22 @@ class _Worker:
 
 
 def _init_ray(cfg):
+    """Ray, started here unless the caller already did (then the second value is True: ours to shut down)."""
     try:
         import ray
     except ImportError as exc:
         raise BackendError("--executor ray needs Ray; pip install 'charter[ray]'") from exc
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        # a local instance gets a small object store: records are small, the machine may be too
-        kwargs = {} if address else {"object_store_memory": 256 * 1024 * 1024}
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
-    return ray
+    if ray.is_initialized():
+        return ray, False
+    address = os.environ.get("RAY_ADDRESS")
+    # a local instance gets a small object store: records are small, the machine may be too
+    kwargs = {} if address else {"object_store_memory": 256 * 1024 * 1024}
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
+    if previous is not None:  # ray.init installs a SIGTERM handler that exits at once: keep the job's own
+        signal.signal(signal.SIGTERM, previous)
+    return ray, True
 
 
 def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
@@ -123,14 +130,18 @@ class _Pool:
 def run_on_ray(cfg, constitution: Constitution, settings, todo: Iterable[PromptItem],
                on_record: Callable[[Record], None], workload: int | None = None) -> None:
     """The pipeline over `todo` (any iterable, consumed lazily) on Ray workers."""
-    ray = _init_ray(cfg)
-    pool = _Pool(ray, cfg, constitution, settings, workload)
+    ray, ours = _init_ray(cfg)
     try:
-        size = max(1, cfg.batch_size, ray.get(pool.workers[0].capacity.remote()))
-        log.info("ray: %d workers, chunks of %d prompts, %d in flight per worker", pool.n, size, IN_FLIGHT)
-        _drive(ray, pool, _chunks(todo, size), on_record)
+        pool = _Pool(ray, cfg, constitution, settings, workload)
+        try:
+            size = max(1, cfg.batch_size, ray.get(pool.workers[0].capacity.remote()))
+            log.info("ray: %d workers, chunks of %d prompts, %d in flight per worker", pool.n, size, IN_FLIGHT)
+            _drive(ray, pool, _chunks(todo, size), on_record)
+        finally:
+            pool.close()
     finally:
-        pool.close()
+        if ours:  # a local Ray started for this run must not outlive it
+            ray.shutdown()
 
 
 def _drive(ray, pool: _Pool, chunks: Iterator[list[PromptItem]], on_record: Callable[[Record], None]) -> None:

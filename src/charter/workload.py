@@ -54,13 +54,15 @@ class Projection:
             self.skipped, self.prompts, self.requests = self.skipped + hit, self.prompts - hit, self.requests - hit * steps
 
 
-def project(cfg, settings: Settings) -> Projection:
-    """Count the run by reading its prompt sources once (an InputError names a bad line)."""
-    proj = Projection(max_tokens=cfg.max_tokens)
+def project(cfg, settings: Settings, keys: bool = True) -> Projection:
+    """Count the run by reading its prompt sources once (an InputError names a bad line); `keys`:
+    keep each prompt's id key (8 bytes), which `resume` needs and a new run does not."""
+    proj, per_kind = Projection(max_tokens=cfg.max_tokens), {}
     for item in iter_items(cfg):
-        steps = len(plan(item, settings))
+        steps = per_kind.get(item.kind) or per_kind.setdefault(item.kind, len(plan(item, settings)))
         proj.prompts, proj.requests = proj.prompts + 1, proj.requests + steps
-        proj.keys.setdefault(steps, array("Q")).append(key(item.id))
+        if keys:
+            proj.keys.setdefault(steps, array("Q")).append(key(item.id))
     return proj
 
 
