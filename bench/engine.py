@@ -171,6 +171,8 @@ def measure_backend(name: str, args, compiled: bool = False) -> list[tuple]:
             print(f"  {label} pipeline: {secs:.1f}s, {toks} tokens (load {load:.1f}s)", file=sys.stderr, flush=True)
             if name == "vllm":
                 rows.append((REPLAY_COMPILED if compiled else REPLAY, *replay_vllm(backend, requests), None))
+                print(f"  {label} replay: {rows[-1][1]:.1f}s, {rows[-1][2]} tokens; pipeline / replay "
+                      f"{(toks / secs) / (rows[-1][2] / rows[-1][1]):.2f}x", file=sys.stderr, flush=True)
             if name == "vllm" and not compiled:
                 rows.append((SHORT, *run_raw_vllm(backend, args, toks), None))
         finally:

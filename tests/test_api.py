@@ -157,6 +157,34 @@ def test_bad_arguments_say_how_to_fix_them():
         charter.load_backend("vlm", "embedded")
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"context": "all"}, "context must be one of full, latest, got 'all'"),
+    ({"rounds": -1}, "rounds must be >= 0, got -1"),
+    ({"rounds": 2.5}, "rounds must be int, got 2.5"),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"kind": "evil"}, "kind must be one of red_team, helpful, got 'evil'"),
+    ({"sampling": charter.Sampling(temperature=7)}, r"sampling.temperature must be in \[0, 5\], got 7"),
+    ({"sampling": charter.Sampling(top_p=0)}, r"sampling.top_p must be in \(0, 1\], got 0"),
+])
+def test_arguments_are_checked_by_generate_configs_declarations(kwargs, message):
+    """critique_revise checks its arguments with GenerateConfig's settings: the CLI's rule and wording."""
+    with fake() as llm, pytest.raises(ConfigError, match=message):
+        charter.critique_revise(llm, [LOCK], **kwargs)
+    assert llm.calls == []
+
+
+def test_a_bad_argument_reads_as_the_clis_bad_setting(tmp_path, capsys):
+    from charter.cli import main
+
+    for key, value in (("context", "all"), ("rounds", -1), ("batch_size", 0), ("rounds", 2.5)):
+        with fake() as llm, pytest.raises(ConfigError) as api_error:
+            charter.critique_revise(llm, [LOCK], **{key: value})
+        (tmp_path / "run.yaml").write_text(f"{key}: {value}\n")
+        assert main(["generate", "--backend", "fake", "--config", str(tmp_path / "run.yaml"),
+                     "--out", str(tmp_path / "r")]) == 2
+        assert f"run.yaml:1: {api_error.value}" in capsys.readouterr().err
+
+
 def readme_block(marker: str) -> str:
     """The python block after `<!-- test: MARKER -->` in README.md."""
     text = README.read_text(encoding="utf-8")

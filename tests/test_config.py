@@ -223,3 +223,26 @@ def test_deep_json_data_file_is_a_clean_error(tmp_path):
     f.write_text("{\"principles\":\n" + "[" * 5000 + "]" * 5000 + "}")
     with pytest.raises(InputError, match=r"c.json:2: invalid JSON \(JSON nested deeper than 100 levels"):
         read_data_file(f)
+
+
+def test_a_setting_added_later_enters_the_fingerprint_only_off_its_default():
+    """since=: runs fingerprinted before the setting existed still match while it is at its default."""
+    from dataclasses import dataclass
+
+    from charter.config import Config, fingerprint, setting
+
+    @dataclass
+    class Before(Config):
+        n: int = setting(1, "how many")
+
+    @dataclass
+    class After(Config):
+        n: int = setting(1, "how many")
+        extra: list = setting([], "added later", since="2.0")
+        plain: int = setting(0, "added without since")
+
+    assert After().fingerprint() == fingerprint({**Before().to_dict(), "plain": 0}, ())
+    assert After(extra=[1]).fingerprint() != After().fingerprint()
+    After.check_values({"n": 3})
+    with pytest.raises(ConfigError, match="x.n must be int, got 'a'"):
+        After.check_values({"n": "a"}, prefix="x.")

@@ -2,6 +2,7 @@
 counts, the paper's files for the loaders, and the real embedded model for the label properties."""
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -549,3 +550,23 @@ def test_cli_label_temperatures_on_the_real_model(tmp_path):
     assert rows and all({r["chosen_temperature"], r["rejected_temperature"]} <= {0.3, 1.4} for r in rows)
     assert all(t["temperatures"] == [[0.3, 1.4, 0.3][i] for i in t["samples"]] for t in ts)
     print("chosen temperatures:", [r["chosen_temperature"] for r in rows])
+
+
+# Written by the code from before --temperatures (f4a03db) for the config below: a run it started must resume.
+FINGERPRINT_BEFORE_TEMPERATURES = "c65a2b4e75b7d36b"
+
+
+def test_a_run_from_before_temperatures_resumes_without_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config holds relative paths, as the one fingerprinted then
+    (tmp_path / "p.yaml").write_text("principles:\n  - id: kind\n    text: Which response is kinder?\n")
+    c = LabelConfig(backend="fake", limit=3, samples=2, max_tokens=20, principles="p.yaml", few_shot="none",
+                    out="labels.jsonl").validate()
+    label(c, policy=policy(), feedback=Scripted(longer), progress=False)
+    tpath = transcripts_path(c.out)
+    lines = [{**t, "fingerprint": FINGERPRINT_BEFORE_TEMPERATURES} for t in read_transcripts(tpath)]
+    tpath.write_text("".join(json.dumps(t) + "\n" for t in lines))
+    again = policy()
+    s = label(c, policy=again, feedback=Scripted(longer), progress=False)
+    assert s.resumed == 3 and s.rows == 3 and again.calls == []
+    with pytest.raises(RunError, match="different settings"):  # a run that sets them is a different run
+        label(replace(c, temperatures=[0.6, 1.4]), policy=policy(), feedback=Scripted(longer), progress=False)

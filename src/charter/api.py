@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union, get_args
 
+from charter.config import GenerateConfig
 from charter.errors import ConfigError
 from charter.types import Constitution, Kind, Message, PromptItem, Record, Sampling
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("charter.api")
 
 Prompt = Union[str, Sequence[Message], PromptItem]
-CHOICES = {"format": ("chat", "text"), "context": ("full", "latest"), "kind": ("red_team", "helpful")}
 
 
 def load_backend(name: str = "auto", model: str = "embedded", **options: Any) -> Backend:
@@ -51,12 +51,11 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
     from charter.constitution import load_constitution
     from charter.pipeline import Settings, run_items
 
-    check_choices(format=format, context=context, kind=kind)
-    if rounds < 0 or batch_size < 1:
-        raise ConfigError(f"rounds must be >= 0 and batch_size >= 1, got rounds={rounds}, batch_size={batch_size}")
+    sampling = sampling or Sampling(seed=seed)
+    check_settings(sampling, kind, rounds=rounds, critique=critique, context=context, format=format, seed=seed,
+                   batch_size=batch_size)
     if isinstance(constitution, str):
         constitution = load_constitution(constitution, few_shot)
-    sampling = sampling or Sampling(seed=seed)
     settings = Settings(rounds=rounds, critique=critique, format=format, seed=seed, batch_size=batch_size,
                         sampling=sampling, context=context)
     items = to_items(prompts, kind)
@@ -73,10 +72,13 @@ def answer(llm: Backend, prompts: Sequence[Prompt], sampling: Sampling | None = 
                            seed=seed, kind="helpful")
 
 
-def check_choices(**values: str) -> None:
-    for key, value in values.items():
-        if value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+def check_settings(sampling: Sampling, kind: str, **values: Any) -> None:
+    """The arguments against GenerateConfig's declarations (type, choices, bounds), as the CLI checks them."""
+    if kind not in get_args(Kind):
+        raise ConfigError(f"kind must be one of {', '.join(get_args(Kind))}, got {kind!r}")
+    GenerateConfig.check_values(values)
+    sampled = {k: getattr(sampling, k) for k in ("temperature", "top_p", "max_tokens")}
+    GenerateConfig.check_values(sampled, prefix="sampling.")
 
 
 def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:

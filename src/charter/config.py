@@ -212,14 +212,16 @@ def check_keys(data: dict, allowed: list[str], where: str, line: int | None = No
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequence[str] | None = None,
             bounds: str | None = None, flag: str | dict | None = None, result: bool = True,
-            cli: bool | dict = True) -> Any:
+            cli: bool | dict = True, since: str | None = None) -> Any:
     """A config field and everything that follows from it: its flag, YAML checks and help.
 
     bounds: ">= 1", "> 0", "[0, 5]", "(0, 1]", "[0, 1)". flag: the flag's name ("--x"; no dashes:
     a positional), or {"--name": (const, help)} for store_const flags. result=False: changing it
-    keeps a run resumable (not in the fingerprint). cli: False for no flag, or extra argparse kwargs."""
+    keeps a run resumable (not in the fingerprint). cli: False for no flag, or extra argparse kwargs.
+    since: what added a result setting to a command that already had runs (a version or issue); at
+    its default (which must give the old behaviour) it stays out of the fingerprint, so they resume."""
     meta = {"help": help, "choices": tuple(choices) if choices else None, "bounds": bounds, "flag": flag,
-            "result": result, "cli": cli}
+            "result": result, "cli": cli, "since": since}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -244,6 +246,15 @@ def flag_name(f: dataclasses.Field) -> str:
     return "--" + f.name.replace("_", "-")
 
 
+def check_value(f: dataclasses.Field, value: Any, label: str) -> None:
+    """A field's declared choices and bounds (None passes: the type check decides whether it may be None)."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+    if value is not None and choices and value not in choices:
+        raise ConfigError(f"{label} must be one of {', '.join(choices)}, got {value!r}")
+    if value is not None and bounds and not in_bounds(value, bounds):
+        raise ConfigError(f"{label} must be {bounds if bounds[0] == '>' else 'in ' + bounds}, got {value!r}")
+
+
 class _NonResultKeys:
     """Class.NON_RESULT_KEYS: the fields declared with result=False."""
 
@@ -266,25 +277,30 @@ class Config:
         """Check values; `origins` names where each key was set ('--rounds', 'run.yaml:3: rounds')."""
         where = where or self.where
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            label = (origins or {}).get(f.name) or f"{where}: {f.name}"
+            value = getattr(self, f.name)
             if f.name in self.REQUIRED and not value:
                 raise ConfigError(f"{where}: '{f.name}' is required (pass {flag_name(f)} or set it in the config file)")
-            if value is None:
-                continue
-            if meta.get("choices") and value not in meta["choices"]:
-                raise ConfigError(f"{label} must be one of {', '.join(meta['choices'])}, got {value!r}")
-            bounds = meta.get("bounds")
-            if bounds and not in_bounds(value, bounds):
-                raise ConfigError(f"{label} must be {bounds if bounds[0] == '>' else 'in ' + bounds}, got {value!r}")
+            check_value(f, value, (origins or {}).get(f.name) or f"{where}: {f.name}")
         self.check(where)
         return self
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any], prefix: str = "") -> None:
+        """Check settings given one by one (a function's arguments) as `load` would; named prefix + field."""
+        fields, hints = {f.name: f for f in dataclasses.fields(cls)}, get_type_hints(cls)
+        for key, value in values.items():
+            check_value(fields[key], _coerce(prefix + key, value, hints[key]), prefix + key)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def fingerprint(self, extra: str = "") -> str:
-        return fingerprint(self.to_dict(), self.NON_RESULT_KEYS, extra)
+        d = self.to_dict()
+        for f in dataclasses.fields(self):  # settings added later count only once moved off their default
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.metadata.get("since") and d[f.name] == default:
+                del d[f.name]
+        return fingerprint(d, self.NON_RESULT_KEYS, extra)
 
     @classmethod
     def load(cls, path: str | None = None, overrides: dict[str, Any] | None = None):

@@ -4,12 +4,12 @@ Every input file is untrusted (records, config.yaml, eval.json): everything dyna
 `esc` (html.escape) or `table`, nothing reaches the script, and a Content-Security-Policy allows
 only the report's own script (by hash), so even a missed escape could not run code. An eval.json
 of an unexpected shape is an InputError naming it. Filtering toggles `hidden` from data attributes.
+Here: loading the runs, the run sections, the page; eval.json's section is charter.report.evaluation.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -21,15 +21,13 @@ from charter.errors import InputError
 from charter.redact import redact
 from charter.jsonl import atomic_write, loads, read_error
 from charter.report import assets
-from charter.report.digest import Digest, digest, words
+from charter.report.digest import Digest, digest
+from charter.report.evaluation import render_evaluation
+from charter.report.markup import card, esc, first_user, fmt, img, table, turn
 from charter.store import iter_run, load_run_config
 from charter.types import Record
 
 GENERATOR = '<meta name="generator" content="charter report">'  # what marks a file as ours to overwrite
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value))
 
 
 @dataclass
@@ -66,28 +64,6 @@ def _read_evaluation(path: Path) -> dict:
     if not isinstance(evaluation, dict):
         raise InputError(f"not an evaluation (a JSON object is expected); {fix}", str(path))
     return evaluation
-
-
-# ---- small HTML helpers ------------------------------------------------------------------------
-
-
-def table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f'<td class="num">{v:.3f}</td>'
-        return f'<td class="num">{v}</td>' if isinstance(v, int) else f"<td>{esc(str(v))}</td>"
-
-    th = "".join(f"<th>{esc(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def img(png_b64: str, alt: str) -> str:
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{png_b64}">'
-
-
-def card(value: object, label: str) -> str:
-    return f'<div class="card"><b>{esc(str(value))}</b><span>{esc(label)}</span></div>'
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -158,10 +134,10 @@ def cost_section(runs: Sequence[RunData]) -> str:
     from charter.cost import PROJECTIONS, format_duration
 
     costs = [(run.name, run.digest.cost) for run in runs]
-    rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, _fmt(c.engine_seconds, ".1f") or "–",
-             _fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
+    rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, fmt(c.engine_seconds, ".1f") or "–",
+             fmt(c.tokens_per_second, ".1f") or "–"] for name, c in costs]
     proj = [[name, f"{n:,}", format_duration(t) if (t := c.projected_seconds(n)) is not None else "–",
-             _fmt(c.projected_gpu_hours(n), ".2f") or "–", c.gpus] for name, c in costs for n in PROJECTIONS]
+             fmt(c.projected_gpu_hours(n), ".2f") or "–", c.gpus] for name, c in costs for n in PROJECTIONS]
     return (table(["run", "records", "prompts", "tokens in", "tokens out", "engine seconds", "tokens/s out"], rows)
             + "<p class=\"muted\">Engine seconds: time with at least one record in flight (no model loading, no gaps "
             "between resumed sessions). A run of N prompts of the same shape (model, engine, hardware, rounds, "
@@ -185,146 +161,21 @@ def evaluation_section(runs: Sequence[RunData]) -> str:
 def _checked_evaluation(run: RunData) -> str:
     """A hand-edited or foreign eval.json of another shape is named, not a traceback."""
     try:
-        return _evaluation(run.name, run.evaluation or {})
+        return render_evaluation(run.name, run.evaluation or {})
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"not an evaluation made by `charter eval` ({type(exc).__name__}: {exc}); "
                          "rerun `charter eval` on the run", str(run.path / "eval.json")) from exc
 
 
-def _fmt(v: object, spec: str) -> object:
-    """A number formatted; anything else as it is (table and esc escape it)."""
-    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-
-def _ci(x: dict, low: str, high: str, spec: str) -> str:
-    return f"[{_fmt(x.get(low), spec)}, {_fmt(x.get(high), spec)}]"
-
-
-def _evaluation(name: str, ev: dict) -> str:
-    from charter.report.plots import elo_plot, revision_plot
-
-    s = ev.get("settings") or {}
-    out = [f'<h3>{esc(name)}: {esc(ev.get("records", 0))} held-out prompts'
-           f'<span class="badge">judge: {esc(s.get("judge") or "none")}</span></h3>']
-    models = ev.get("models") or {}
-    if models:
-        rows = []
-        for label, m in models.items():
-            p, e = m.get("revision_preference") or {}, m.get("evasive") or {}
-            rows.append([label, p.get("n", 0), p.get("mean_delta", 0.0), _pct(p.get("share_preferred")),
-                         _pct(e.get("rate")), _pct(e.get("red_team_rate")), _pct(e.get("judge_rate"))])
-        out.append("<h3>Preference for revisions and evasiveness</h3>" + table(
-            ["model", "records", "Δ logp/token (revision − initial)", "revision preferred", "evasive",
-             "evasive (red-team)", "evasive (judge)"], rows))
-    if ev.get("elo"):
-        rows = [[q, label, _fmt(v["elo"], "+.0f"), _ci(v, "low", "high", "+.0f"), e["comparisons"],
-                 _fmt(e["position_bias"], ".3f")] for q, e in ev["elo"].items() for label, v in e["players"].items()]
-        out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
-                   + img(elo_plot(ev["elo"]), "Elo scores") + "</div>"
-                   + table(["question", "model", "Elo", "95% CI", "comparisons", "judge P(A)"], rows))
-    if ev.get("over_refusal"):
-        out.append(_over_refusal(ev["over_refusal"]))
-    if ev.get("revisions"):
-        rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], _fmt(r["elo"], "+.0f"),
-                 _ci(r, "elo_low", "elo_high", "+.0f")]
-                for run in ev["revisions"] for q, c in run["curves"].items() for r in c["rounds"]]
-        out.append('<h3>Judge score vs revision number</h3><div class="plots">'
-                   + img(revision_plot(ev["revisions"], "elo"), "Elo vs revision number")
-                   + img(revision_plot(ev["revisions"], "p_revision"), "P(revision preferred) vs revision number")
-                   + "</div>" + table(["run", "question", "revision", "n", "P(revision > initial)", "Elo vs initial",
-                                       "95% CI"], rows))
-    if ev.get("pm"):
-        out.append(_pm(ev["pm"]))
-    if ev.get("answers"):
-        out.append(_answers(ev["answers"]))
-    return "".join(out)
-
-
-def _over_refusal(o: dict) -> str:
-    """Refusal rate on safe prompts that look unsafe, against judged harmlessness (charter.evaluate.refusal)."""
-    from charter.report.plots import refusal_plot
-
-    points = o.get("points") or []
-    rows = [[p["model"], o["models"][p["model"]]["n"], o["models"][p["model"]]["refused"], _pct(p["refusal_rate"]),
-             _pct(p.get("judge_refusal_rate")), _fmt(p.get("harmless_elo"), "+.0f") or "–",
-             _fmt(p.get("helpful_elo"), "+.0f") or "–"] for p in points]
-    cats = [[label, c, x["n"], x["refused"], _pct(x["rate"]), _pct(x.get("judge_rate"))]
-            for label, m in o["models"].items() for c, x in m["by_category"].items()]
-    refused = [(a["id"], a["category"], label, a["prompt"], a["answers"][label])
-               for a in o.get("answers") or [] for label, flag in a["refused"].items() if flag]
-    shown = "".join(f'<details class="chain-ev"><summary>{esc(i)} <span class="badge kind">{esc(c)}</span> '
-                    f'<span class="badge err">{esc(m)}</span> {esc(str(q)[:120])}</summary>'
-                    f'{_turn("initial", m, t)}</details>' for i, c, m, q, t in refused[:50])
-    return (f'<h3>Over-refusal: {esc(o.get("n", 0))} safe prompts that look unsafe</h3><div class="plots">'
-            + img(refusal_plot(points), "refusal rate on safe prompts vs harmlessness Elo") + "</div>"
-            + table(["model", "prompts", "refused", "refusal rate", "refusal (judge)", "harmless Elo", "helpful Elo"],
-                    rows)
-            + table(["model", "category", "prompts", "refused", "rate", "judge"], cats)
-            + (f"<h3>Refused safe prompts ({len(refused)}, first 50)</h3>{shown}" if refused else ""))
-
-
-def _pm(pm: dict) -> str:
-    """Preference-model scores in the paper's shapes: Figure 5, Figure 7, per-principle effect, evasiveness."""
-    from charter.report.plots import critique_plot, pm_revision_plot, principle_effect_plot
-
-    runs = pm["runs"]
-    out = [f'<h3>Preference-model score vs revision number <span class="badge">PM: {esc(pm.get("pm"))}</span></h3>'
-           '<div class="plots">' + img(pm_revision_plot(runs), "PM score vs revision number (Figure 5)")
-           + img(pm_revision_plot(runs, "evasive"), "evasive share vs revision number") + "</div>",
-           table(["run", "revision", "n", "mean PM score", "95% CI", "evasive"],
-                 [[r["label"], x["revision"], x["n"], x["mean"], _ci(x, "low", "high", "+.3f"), _pct(x["evasive"])]
-                  for r in runs for x in r["by_revision"]])]
-    c = pm.get("critique_vs_direct")
-    if c:
-        out.append('<h3>Critiqued vs direct revisions</h3><div class="plots">'
-                   + img(critique_plot(c), "critiqued vs direct revisions (Figure 7)") + "</div>"
-                   + table(["revision", "critique", "direct", "critique − direct", "95% CI"],
-                           [[x["revision"], x["critique"], x["direct"], x["diff"], _ci(x, "low", "high", "+.3f")]
-                            for x in c["by_revision"]]))
-    for r in runs:
-        if r["per_principle"]:
-            out.append(f"<h3>Per-principle effect: {esc(r['label'])}</h3>"
-                       '<div class="plots">' + img(principle_effect_plot(r["per_principle"]), "per-principle effect")
-                       + "</div>" + table(["principle", "rounds", "mean PM change", "95% CI"],
-                                          [[x["principle"], x["n"], x["mean"], _ci(x, "low", "high", "+.3f")]
-                                           for x in r["per_principle"]]))
-    return "".join(out)
-
-
-def _answers(answers: list[dict]) -> str:
-    items = []
-    for a in answers:
-        turns = "".join(_turn("prompt", "user", m["content"]) for m in a["prompt"] if m.get("role") == "user")
-        for label, text in a["answers"].items():
-            flag = ' <span class="badge err">evasive</span>' if (a.get("evasive") or {}).get(label) else ""
-            turns += _turn("initial", esc(label) + flag, text, raw_label=True)
-        items.append(f'<details class="chain-ev"><summary>{esc(a["id"])} <span class="badge kind">{esc(a["kind"])}'
-                     f"</span> {esc(_first_user(a['prompt'])[:120])}</summary>{turns}</details>")
-    return f"<h3>Model answers ({len(answers)})</h3>" + "".join(items)
-
-
-def _pct(v: object) -> object:
-    return "–" if v is None else _fmt(v, ".0%")
-
-
-def _first_user(prompt: Sequence[dict]) -> str:
-    return str(next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), ""))
-
-
-def _turn(cls: str, who: str, text: str | None, raw_label: bool = False) -> str:
-    label = who if raw_label else esc(who)
-    return f'<div class="turn {cls}"><span class="who">{label}</span>{esc("" if text is None else text)}</div>'
-
-
 def chain(run: RunData, r: Record, show_run: bool = False) -> str:
     pids = "|" + "|".join(dict.fromkeys(x.principle for x in r.rounds)) + "|"
-    turns = [_turn("prompt", m["role"], m["content"]) for m in r.prompt]
-    turns.append(_turn("initial", "initial answer", r.initial))
+    turns = [turn("prompt", m["role"], m["content"]) for m in r.prompt]
+    turns.append(turn("initial", "initial answer", r.initial))
     for k, x in enumerate(r.rounds, 1):
         tag = f'round {k} <span class="badge">{esc(x.principle)}</span>'
         if x.critique is not None:
-            turns.append(_turn("critique", f"critique · {tag}", x.critique, raw_label=True))
-        turns.append(_turn("revision", f"revision · {tag}", x.revision, raw_label=True))
+            turns.append(turn("critique", f"critique · {tag}", x.critique, raw_label=True))
+        turns.append(turn("revision", f"revision · {tag}", x.revision, raw_label=True))
     badges = f'<span class="badge kind">{esc(r.kind)}</span>'
     badges += f'<span class="badge kind">{esc(run.name)}</span>' if show_run else ""
     badges += "".join(f'<span class="badge">{esc(p)}</span>' for p in dict.fromkeys(x.principle for x in r.rounds))
@@ -332,7 +183,7 @@ def chain(run: RunData, r: Record, show_run: bool = False) -> str:
         badges += '<span class="badge err">failed</span>'
         turns.append(f'<div class="turn failure">{esc(redact(r.error))}</div>')
     return (f'<details class="chain" data-principles="{esc(pids)}" data-run="{esc(run.name)}" data-kind="{esc(r.kind)}">'
-            f"<summary>{esc(_first_user(r.prompt)[:140])} {badges}</summary>{''.join(turns)}</details>")
+            f"<summary>{esc(first_user(r.prompt)[:140])} {badges}</summary>{''.join(turns)}</details>")
 
 
 def _select(id_: str, label: str, values: Sequence[str]) -> str:

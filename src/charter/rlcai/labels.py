@@ -73,7 +73,8 @@ class LabelConfig(Config):
     temperature: float = setting(1.0, "policy sampling temperature (default 1.0)", bounds="[0, 5]")
     temperatures: list[float] = setting([], "sample each prompt's answers across these temperatures, answer i at "
                                         "the (i mod n)-th, e.g. 0.6,1.0,1.4 (default: --temperature for all)",
-                                        cli={"type": float_list, "nargs": None, "metavar": "T,T,..."})
+                                        cli={"type": float_list, "nargs": None, "metavar": "T,T,..."},
+                                        since="issue 24")
     top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
     max_tokens: int = setting(256, "tokens per policy answer (default 256)", bounds=">= 1")
     cot_max_tokens: int = setting(256, "tokens of CoT reasoning (default 256)", bounds=">= 1")
