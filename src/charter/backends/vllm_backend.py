@@ -301,6 +301,10 @@ class VLLMBackend(HFTokenizerPrompts):
             if handler is not None:  # first, or it logs the engine's exit as an error
                 self._loop.call_soon_threadsafe(handler.cancel)
             engine.shutdown(timeout=2)
+            # An import inside vLLM keeps a frame chain (and so this engine) alive until exit, when
+            # AsyncLLM.__del__ would shut it down again with its module's globals gone and print a
+            # TypeError: once is enough.
+            engine.shutdown = lambda *args, **kwargs: None
         self._stop_loop()
         self._watchdog.close()  # stops what shutdown left running
 
