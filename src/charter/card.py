@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 import yaml
 
@@ -51,6 +53,35 @@ def check_card(folder: Path, run: str | Path) -> Path | None:
         return None
 
 
+@dataclass
+class RunSummary:
+    """What the card says about a run's records, counted as they stream past (none is kept)."""
+
+    records: int = 0
+    kinds: Counter = field(default_factory=Counter)
+    failed: int = 0
+    rounds: int = 0  # the most rounds of any record
+    drawn: set[str] = field(default_factory=set)  # principles drawn (a constitution's worth at most)
+    first_ok: Record | None = None  # model, backend and sampling come from it
+
+    def add(self, rec: Record) -> Record:
+        self.records += 1
+        self.kinds[rec.kind] += 1
+        self.failed += rec.error is not None
+        self.rounds = max(self.rounds, len(rec.rounds))
+        self.drawn.update(x.principle for x in rec.rounds)
+        if self.first_ok is None and rec.error is None:
+            self.first_ok = Record(rec.id, rec.kind, [], model=rec.model, backend=rec.backend, sampling=rec.sampling)
+        return rec
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> "RunSummary":
+        summary = cls()
+        for r in records:
+            summary.add(r)
+        return summary
+
+
 def size_category(n: int) -> str:
     return next((name for limit, name in SIZES if n < limit), "n>100M")
 
@@ -63,14 +94,14 @@ def _meta(folder: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def constitution_info(run_config: dict, meta: dict, records: Sequence[Record]) -> dict[str, Any]:
+def constitution_info(run_config: dict, meta: dict, summary: RunSummary) -> dict[str, Any]:
     """Name, principle ids and digest of the run's constitution; the ids drawn in the records
     stand in when the file is gone or changed since the run (its digest is the run's meta.json's)."""
     from charter.constitution import load_constitution
     from charter.errors import CharterError
 
     source = str(run_config.get("constitution") or "default")
-    drawn = sorted({x.principle for r in records for x in r.rounds})
+    drawn = sorted(summary.drawn)
     recorded = (meta.get("parts") or {}).get("constitution")
     try:
         c = load_constitution(source, "none")
@@ -95,12 +126,12 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def provenance(cfg: ExportConfig, result: ExportResult, records: Sequence[Record], run_config: dict,
+def provenance(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_config: dict,
                folder: Path) -> list[tuple[str, object]]:
-    meta, ok = _meta(folder), next((r for r in records if r.error is None), None)
-    c = constitution_info(run_config, meta, records)
+    meta, ok = _meta(folder), summary.first_ok
+    c = constitution_info(run_config, meta, summary)
     s = ok.sampling if ok else {}
-    kinds = [r.kind for r in records]
+    kinds = summary.kinds
     dropped = result.dropped_totals()
     export = {k: getattr(cfg, k) for k in ("revision", "upto", "helpful_ratio", "seed", "test_share")
               if getattr(cfg, k) is not None}
@@ -113,7 +144,7 @@ def provenance(cfg: ExportConfig, result: ExportResult, records: Sequence[Record
                        f"context: {run_config.get('context', '?')}, format: {run_config.get('format', '?')})"),
             ("prompts", f"red-team {run_config.get('prompts', '?')}, "
                         f"helpfulness {run_config.get('helpful_prompts', '?')}"),
-            ("records", f"{len(records)} ({kinds.count('red_team')} red-team, {kinds.count('helpful')} helpfulness, "
+            ("records", f"{summary.records} ({kinds['red_team']} red-team, {kinds['helpful']} helpfulness, "
                         f"{result.failed} failed and skipped)"),
             ("export", f"format {cfg.format}" + "".join(f", {k} {v}" for k, v in export.items())),
             ("cleaning", "none" if cfg.format == "trace" else f"patterns: {cfg.clean_patterns}"),
@@ -128,10 +159,10 @@ def _version() -> str:
     return __version__
 
 
-def card_text(cfg: ExportConfig, result: ExportResult, records: Sequence[Record], run_config: dict,
+def card_text(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_config: dict,
               folder: Path, hub: bool = False) -> str:
     head = yaml.safe_dump(header(cfg, result, hub), sort_keys=False, allow_unicode=True)
-    table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in provenance(cfg, result, records, run_config, folder))
+    table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in provenance(cfg, result, summary, run_config, folder))
     splits = "\n".join(f"| {s} | `{'data/' + s + '-*' if hub else p.name}` | {result.rows[s]} |"
                        for s, p in result.files.items())
     data_files = {s: p.name for s, p in result.files.items()}
@@ -153,16 +184,23 @@ def write_card(path: Path, text: str) -> Path:
     return atomic_write(path, text)
 
 
-def push(splits: dict[str, list[dict[str, Any]]], cfg: ExportConfig, card: str) -> None:
-    """The rows through `datasets`' own upload (DatasetDict.push_to_hub: Parquet shards under data/),
-    then the card as the repo's README.md. Any failure is a RunError; the local files stay."""
+def push(files: dict[str, Path], cfg: ExportConfig, card: str) -> None:
+    """The written files through `datasets`' own upload (DatasetDict.push_to_hub: Parquet shards under
+    data/), then the card as the repo's README.md. Any failure is a RunError; the local files stay.
+    The files are loaded memory-mapped (an Arrow cache in a temporary folder beside them), not as lists."""
+    import tempfile
+
     import datasets
     from huggingface_hub import HfApi
 
     repo = cfg.push_to_hub
+    kind = "parquet" if Path(cfg.out).suffix.lower() == ".parquet" else "json"
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the library prints nothing (its "Generating train split" bar)
     try:
-        dd = datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in splits.items()})
-        dd.push_to_hub(repo, private=True if cfg.private else None)
+        with tempfile.TemporaryDirectory(prefix=".charter-hub-", dir=Path(cfg.out).parent) as cache:
+            dd = datasets.load_dataset(kind, data_files={s: str(p) for s, p in files.items()}, cache_dir=cache)
+            dd.push_to_hub(repo, private=True if cfg.private else None)
         HfApi().upload_file(path_or_fileobj=card.encode(), path_in_repo=CARD, repo_id=repo, repo_type="dataset",
                             commit_message="Dataset card from charter export")
     except Exception as exc:  # network, auth, repo name: all end the same way for the user
@@ -170,3 +208,6 @@ def push(splits: dict[str, list[dict[str, Any]]], cfg: ExportConfig, card: str) 
         raise RunError(f"--push-to-hub {repo} failed ({type(exc).__name__}: {why}); the local files are written. "
                        "Log in (`hf auth login` or HF_TOKEN), check the repo name (ORG/NAME) and the network, "
                        "then export again") from exc
+    finally:
+        if bars:
+            datasets.enable_progress_bars()

@@ -162,15 +162,29 @@ def clean_records(records: Sequence[Record], patterns: str | Sequence[re.Pattern
 
     `principles` (the run's constitution) adds its requests to the patterns and is what
     request-copy compares against; `upto` keeps rounds 1..upto only (SL-CAI-n), before filtering."""
-    by_id = dict(principles) if isinstance(principles, Mapping) else {p.id: p for p in principles}
-    if "request-copy" in filters and not by_id:
-        raise ConfigError("--filter request-copy needs the run's constitution (its request texts), and it could "
-                          "not be loaded; restore the constitution file named in the run's config.yaml")
-    compiled = load_patterns(patterns) if isinstance(patterns, str) else list(patterns)
-    clean = Cleaner(compiled + (request_patterns(by_id.values()) if compiled else []))
-    dropped: dict[str, Counter] = {}
-    out = [clean_record(r, clean, filters, by_id, upto, dropped) for r in records]
-    return Cleaned(out, dropped)
+    cleaner = RecordCleaner(patterns, filters, principles, upto)
+    return Cleaned([cleaner(r) for r in records], cleaner.dropped)
+
+
+class RecordCleaner:
+    """clean_records one record at a time (export streams a run through it); `dropped` adds up."""
+
+    def __init__(self, patterns: str | Sequence[re.Pattern] = "default", filters: Sequence[str] = (),
+                 principles: Sequence[Principle] | Mapping[str, Principle] = (), upto: int | None = None):
+        by_id = dict(principles) if isinstance(principles, Mapping) else {p.id: p for p in principles}
+        if "request-copy" in filters and not by_id:
+            raise ConfigError("--filter request-copy needs the run's constitution (its request texts), and it could "
+                              "not be loaded; restore the constitution file named in the run's config.yaml")
+        compiled = load_patterns(patterns) if isinstance(patterns, str) else list(patterns)
+        self.clean = Cleaner(compiled + (request_patterns(by_id.values()) if compiled else []))
+        self.filters, self.principles, self.upto = filters, by_id, upto
+        self.dropped: dict[str, Counter] = {}
+
+    def __call__(self, rec: Record) -> Record:
+        return clean_record(rec, self.clean, self.filters, self.principles, self.upto, self.dropped)
+
+    def totals(self) -> Counter:
+        return sum(self.dropped.values(), Counter())
 
 
 def run_principles(config: Mapping) -> dict[str, Principle]:

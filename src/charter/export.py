@@ -11,13 +11,13 @@ card beside the rows (charter.card) and can push both to the Hub.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, MutableSequence, Sequence
 
 from charter.config import Config, setting
 from charter.errors import ConfigError, RunError
@@ -72,35 +72,52 @@ def revisions(rec: Record, revision: str, upto: int | None) -> list[str]:
     return [r.revision for r in rounds] if revision == "all" else [rounds[-1].revision]
 
 
-def sft_rows(records: Sequence[Record], revision: str = "final", upto: int | None = None,
-             helpful_ratio: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Red-team revisions plus helpfulness answers; `helpful_ratio` = share of helpful rows."""
-    ok = [r for r in records if r.error is None]
-    red = [{"messages": r.prompt + [_assistant(t)], "kind": "red_team", "id": r.id}
-           for r in ok if r.kind == "red_team" for t in revisions(r, revision, upto) if t]
-    helpful = [{"messages": r.prompt + [_assistant(r.initial)], "kind": "helpful", "id": r.id}
-               for r in ok if r.kind == "helpful" and r.initial]
-    check_sft_options(revision, upto, helpful_ratio, seed)
+def record_rows(rec: Record, fmt: str, revision: str = "final", upto: int | None = None) -> list[dict[str, Any]]:
+    """The rows one record gives in a format (sft, dpo) before any mixing; a failed record gives none."""
+    if fmt == "trace":
+        from charter.redact import redact
+
+        return [{**rec.to_dict(), "error": redact(rec.error)}]  # runs written before redaction
+    if rec.error is not None:
+        return []
+    if fmt == "dpo":
+        return [{"prompt": rec.prompt, "chosen": [_assistant(rec.final)], "rejected": [_assistant(rec.initial)],
+                 "id": rec.id}] if rec.kind == "red_team" and rec.final and rec.initial and rec.final != rec.initial else []
+    if rec.kind == "red_team":
+        return [{"messages": rec.prompt + [_assistant(t)], "kind": "red_team", "id": rec.id}
+                for t in revisions(rec, revision, upto) if t]
+    return [{"messages": rec.prompt + [_assistant(rec.initial)], "kind": "helpful", "id": rec.id}] if rec.initial else []
+
+
+def mix(red: MutableSequence, helpful: Sequence, helpful_ratio: float | None = None, seed: int = 0) -> MutableSequence:
+    """Red-team plus helpfulness rows (or row indices), a seeded sample of the helpfulness ones when
+    `helpful_ratio` is their share, shuffled: the same draws for rows and for their indices."""
     rng = random.Random(seed)
     if helpful_ratio is not None:
         want = round(len(red) * helpful_ratio / (1 - helpful_ratio))
         helpful = rng.sample(helpful, min(want, len(helpful)))
-    rows = red + helpful
+    rows = red[:]
+    rows.extend(helpful)
     rng.shuffle(rows)
     return rows
 
 
+def sft_rows(records: Sequence[Record], revision: str = "final", upto: int | None = None,
+             helpful_ratio: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Red-team revisions plus helpfulness answers; `helpful_ratio` = share of helpful rows."""
+    check_sft_options(revision, upto, helpful_ratio, seed)
+    rows = [row for r in records for row in record_rows(r, "sft", revision, upto)]
+    return mix([r for r in rows if r["kind"] == "red_team"], [r for r in rows if r["kind"] == "helpful"],
+               helpful_ratio, seed)
+
+
 def dpo_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Final revision preferred over the initial answer (pairs that differ only)."""
-    return [{"prompt": r.prompt, "chosen": [_assistant(r.final)], "rejected": [_assistant(r.initial)], "id": r.id}
-            for r in records
-            if r.error is None and r.kind == "red_team" and r.final and r.initial and r.final != r.initial]
+    return [row for r in records for row in record_rows(r, "dpo")]
 
 
 def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    from charter.redact import redact
-
-    return [{**r.to_dict(), "error": redact(r.error)} for r in records]  # runs written before redaction
+    return [row for r in records for row in record_rows(r, "trace")]
 
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
@@ -223,65 +240,81 @@ def split_files(out: str | Path, test_share: float | None) -> dict[str, Path]:
     return {s: path.with_name(f"{path.stem}-{s}{path.suffix}") for s in ("train", "test")}
 
 
-def _prompt_key(row: dict[str, Any]) -> str:
-    prompt = row["prompt"] if "prompt" in row else row["messages"][:-1]
-    return json.dumps(prompt, sort_keys=True)
+def split_by_prompt(keys: Sequence[int], order: Sequence[int] | None, test_share: float, seed: int = 0) -> dict[str, Any]:
+    """Train/test by prompt (all rows of a prompt land in one split, so none leaks): row indices in
+    `order` (all rows if None) per split, from each row's prompt key; the test prompts are a seeded
+    draw of round(share x prompts) keys (at least 1, never all), 8 bytes per row in memory."""
+    import numpy as np
 
-
-def split_rows(rows: list[dict[str, Any]], test_share: float, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Train/test by prompt (all rows of a prompt land in one split, so none leaks), seeded."""
-    keys = sorted({_prompt_key(r) for r in rows})
-    if len(keys) < 2:
-        raise RunError(f"--test-share needs rows of at least 2 prompts, the export has {len(keys)}; "
+    rows = np.arange(len(keys)) if order is None else np.asarray(order, dtype=np.int64)
+    row_keys = np.asarray(keys, dtype=np.int64)[rows]
+    distinct = array("q", np.unique(row_keys).tobytes())
+    if len(distinct) < 2:
+        raise RunError(f"--test-share needs rows of at least 2 prompts, the export has {len(distinct)}; "
                        "export without --test-share")
-    random.Random(seed).shuffle(keys)
-    test = set(keys[:min(len(keys) - 1, max(1, round(len(keys) * test_share)))])
-    return {"train": [r for r in rows if _prompt_key(r) not in test],
-            "test": [r for r in rows if _prompt_key(r) in test]}
+    random.Random(seed).shuffle(distinct)
+    test = np.frombuffer(distinct, dtype=np.int64)[:min(len(distinct) - 1, max(1, round(len(distinct) * test_share)))]
+    held = np.isin(row_keys, test)
+    return {"train": rows[~held], "test": rows[held]}
 
 
-def build_rows(cfg: ExportConfig, records: Sequence[Record], run_config: dict) -> tuple[list[dict[str, Any]], Any]:
-    """Cleaned, filtered rows of the run (trace: the raw records) and charter.clean's result."""
-    from charter.clean import Cleaned, clean_records, parse_filters, run_principles
+def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, staged: Any, summary: Any) -> tuple:
+    """One pass over the run: each record counted (the card), cleaned and filtered, its rows staged.
+    Returns the cleaner (what it dropped) and the sft order (mixed and shuffled row indices; None
+    for dpo and trace, whose rows keep the run's order)."""
+    from charter.clean import RecordCleaner, parse_filters, run_principles
 
-    if cfg.format == "trace":
-        return rows_for(records, "trace"), Cleaned(list(records))
-    filters = parse_filters(cfg.filter)
-    principles = run_principles(run_config) if cfg.clean_patterns != "none" or "request-copy" in filters else {}
-    cleaned = clean_records(records, cfg.clean_patterns, filters, principles, cfg.upto if cfg.format == "sft" else None)
-    options = {k: getattr(cfg, k) for k in SFT_OPTIONS if getattr(cfg, k) is not None and k != "upto"}
-    try:
-        return rows_for(cleaned.records, cfg.format, **(options if cfg.format == "sft" else {})), cleaned
-    except RunError as exc:
-        gone = sum(cleaned.totals().values())
-        raise RunError(f"{exc} (the filters dropped {gone} rounds)" if gone else str(exc)) from exc
+    clean = None
+    if cfg.format != "trace":
+        filters = parse_filters(cfg.filter)
+        principles = run_principles(run_config) if cfg.clean_patterns != "none" or "request-copy" in filters else {}
+        clean = RecordCleaner(cfg.clean_patterns, filters, principles, cfg.upto if cfg.format == "sft" else None)
+    kinds = {"red_team": array("q"), "helpful": array("q")}
+    for rec in records:
+        summary.add(rec)
+        for row in record_rows(clean(rec) if clean else rec, cfg.format, cfg.revision or "final"):
+            i = staged.add(row, row["prompt"] if "prompt" in row else row["messages"][:-1])
+            if cfg.format == "sft":
+                kinds[row["kind"]].append(i)
+    staged.finish()
+    order = mix(kinds["red_team"], kinds["helpful"], cfg.helpful_ratio, cfg.seed or 0) if cfg.format == "sft" else None
+    return clean, order
 
 
 def export_run(cfg: ExportConfig) -> ExportResult:
     """`charter export`: the run's rows, cleaned and filtered, in one file (or a train/test pair),
-    a dataset card beside them, and optionally the same pushed to the Hub."""
+    a dataset card beside them, and optionally the same pushed to the Hub. The run is streamed
+    (charter.store.iter_run): memory stays flat with the number of records (charter.staging)."""
     from charter import card
     from charter.clean import parse_filters
-    from charter.store import load_run, load_run_config
+    from charter.staging import Staging
+    from charter.store import iter_run, load_run_config, records_file
 
     files = {s: check_out(p, cfg.run) for s, p in split_files(cfg.out, cfg.test_share).items()}
     card_path = card.check_card(Path(cfg.out).parent, cfg.run) if cfg.card else None
-    records = load_run(cfg.run)
-    rounds = max((len(r.rounds) for r in records), default=0)
-    if cfg.upto and cfg.upto > rounds:
-        log.warning("warning: --upto %d is more than the run's %d rounds; all rounds are used", cfg.upto, rounds)
+    records_file(cfg.run)  # no run: say so before any file is made
     folder = Path(cfg.run) if Path(cfg.run).is_dir() else Path(cfg.run).parent
     run_config = load_run_config(folder, strict=False)
-    rows, cleaned = build_rows(cfg, records, run_config)
-    splits = split_rows(rows, cfg.test_share, cfg.seed or 0) if cfg.test_share else {"train": rows}
-    for s, path in files.items():
-        write_rows(splits[s], path)
-    failed = sum(r.error is not None for r in records) if cfg.format != "trace" else 0  # trace keeps them
-    result = ExportResult(cfg.format, files, {s: len(r) for s, r in splits.items()}, cleaned.dropped,
-                          parse_filters(cfg.filter), failed)
+    if cfg.format == "sft":
+        check_sft_options(**{k: getattr(cfg, k) for k in SFT_OPTIONS if getattr(cfg, k) is not None})
+    summary = card.RunSummary()
+    with Staging(files["train"], parquet=Path(cfg.out).suffix.lower() == ".parquet") as staged:
+        clean, order = stage_rows(cfg, iter_run(cfg.run), run_config, staged, summary)
+        if cfg.upto and cfg.upto > summary.rounds:
+            log.warning("warning: --upto %d is more than the run's %d rounds; all rounds are used", cfg.upto, summary.rounds)
+        if not (len(order) if order is not None else len(staged)):
+            gone = sum(clean.totals().values()) if clean else 0
+            raise RunError(f"no {cfg.format} rows to write: {WHY_EMPTY[cfg.format]}; nothing written"
+                           + (f" (the filters dropped {gone} rounds)" if gone else ""))
+        splits = split_by_prompt(staged.keys, order, cfg.test_share, cfg.seed or 0) if cfg.test_share else {"train": order}
+        for s, path in files.items():
+            staged.write(path, splits[s])
+    rows = {s: len(o) if o is not None else len(staged) for s, o in splits.items()}
+    result = ExportResult(cfg.format, files, rows, clean.dropped if clean else {}, parse_filters(cfg.filter),
+                          summary.failed if cfg.format != "trace" else 0)  # trace keeps the failed records
     if card_path:
-        result.card = card.write_card(card_path, card.card_text(cfg, result, records, run_config, folder))
+        result.card = card.write_card(card_path, card.card_text(cfg, result, summary, run_config, folder))
     if cfg.push_to_hub:
-        card.push(splits, cfg, card.card_text(cfg, result, records, run_config, folder, hub=True))
+        card.push(files, cfg, card.card_text(cfg, result, summary, run_config, folder, hub=True))
         result.pushed = cfg.push_to_hub
     return result

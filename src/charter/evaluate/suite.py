@@ -32,9 +32,9 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from charter.config import Config, setting
 from charter.evaluate.curves import revision_curves
@@ -44,11 +44,12 @@ from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
 from charter.evaluate.refusal import answer_safe, over_refusal_result
 from charter.jsonl import write_json
-from charter.types import Record, Sampling
+from charter.types import Record, Round, Sampling
 
 SCHEMA = "charter.eval/1"
 _log = logging.getLogger("charter.eval")
 EVAL_FILE = "eval.json"
+KINDS = ("red_team", "helpful")
 
 
 @dataclass
@@ -88,13 +89,14 @@ class EvalConfig(Config):
 
 
 def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) -> dict:
-    """Every evaluation `cfg` asks for; eval.json (cfg.out, default RUN/eval.json) is written as it goes."""
-    from charter.store import load_run
-
+    """Every evaluation `cfg` asks for; eval.json (cfg.out, default RUN/eval.json) is written as it goes.
+    The runs are streamed (charter.store.iter_run): only their held-out prompts are kept."""
     cfg.validate()  # a config made in Python has not been checked yet
     sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-    return evaluate_records(cfg.run, load_run(cfg.run), cfg.models, cfg.judge, [(r, load_run(r)) for r in cfg.runs],
-                            cfg.limit, sampling, cfg.seed, cfg.bootstrap, cfg.judge_evasive,
+    prompts = run_held_out(cfg.run, cfg.limit, skip_failed=True)
+    return evaluate_records(cfg.run, prompts, cfg.models, cfg.judge,
+                            [(r, run_held_out(r, cfg.limit)) for r in cfg.runs], cfg.limit, sampling, cfg.seed,
+                            cfg.bootstrap, cfg.judge_evasive,
                             factory=factory or (lambda spec: open_backend(spec, cfg.backend)), out=cfg.out, pm=cfg.pm,
                             over_refusal=(cfg.over_refusal_limit or True) if cfg.over_refusal else False)
 
@@ -109,17 +111,45 @@ def open_backend(spec: str, default_backend: str = "transformers"):
     return create_backend(default_backend, spec)
 
 
-def held_out(records: Sequence[Record], limit: int | None) -> list[Record]:
-    """One record per distinct prompt (helpfulness samples share a prompt), up to `limit` per kind."""
-    seen, out, counts = set(), [], {}
+def held_out(records: Iterable[Record], limit: int | None, kinds: Sequence[str] = KINDS) -> list[Record]:
+    """One record per distinct prompt (helpfulness samples share a prompt), up to `limit` per kind.
+
+    Streams: the prompts seen are 8-byte keys (charter.idset), the records kept lose what no
+    evaluation reads (critique texts, token counts, timings), and reading stops once each of
+    `kinds` has `limit` prompts."""
+    from charter.idset import IdSet
+
+    seen, out, counts = IdSet(), [], dict.fromkeys(KINDS, 0)
     for r in records:
         key = json.dumps(r.prompt, sort_keys=True)
         if key in seen or (limit is not None and counts.get(r.kind, 0) >= limit):
             continue
         seen.add(key)
         counts[r.kind] = counts.get(r.kind, 0) + 1
-        out.append(r)
+        out.append(_slim(r))
+        if limit is not None and all(counts.get(k, 0) >= limit for k in kinds):
+            break
     return out
+
+
+def _slim(r: Record) -> Record:
+    """What evaluation reads of a record: prompt, answer, revisions; a critique only as there or not
+    (a --no-critique run is told by its missing critiques)."""
+    rounds = [Round(x.principle, None if x.critique is None else "", x.revision) for x in r.rounds]
+    return replace(r, rounds=rounds, tokens={}, timings={})
+
+
+def run_held_out(run: str | Path, limit: int | None, skip_failed: bool = False) -> list[Record]:
+    """held_out of a run streamed from disk; reading stops at `limit` for the kinds its config says
+    it holds (no helpfulness records when it was made with --helpful-prompts none)."""
+    from charter.store import iter_run, load_run_config
+
+    config = load_run_config(Path(run) if Path(run).is_dir() else Path(run).parent, strict=False)
+    helpful = config.get("helpful_prompts", "default") != "none" and config.get("helpful_samples", 1) != 0
+    records = iter_run(run)
+    if skip_failed:
+        records = (r for r in records if r.error is None)
+    return held_out(records, limit, KINDS if helpful else ("red_team",))
 
 
 def answer_all(backend, prompts: Sequence[Record], sampling: Sampling) -> list[str]:
@@ -167,8 +197,8 @@ def model_labels(specs: Sequence[str]) -> list[str]:
     return list(specs)
 
 
-def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequence[str] = (),
-                     judge: str | None = None, extra_runs: Sequence[tuple[str, Sequence[Record]]] = (),
+def evaluate_records(run: str | Path, records: Iterable[Record], models: Sequence[str] = (),
+                     judge: str | None = None, extra_runs: Sequence[tuple[str, Iterable[Record]]] = (),
                      limit: int | None = None, sampling: Sampling | None = None, seed: int = 0, bootstrap: int = 200,
                      judge_evasiveness: bool = False, factory: Callable[[str], object] = open_backend,
                      out: str | Path | None = None, log: Callable[[str], None] = _log.info,
@@ -188,6 +218,12 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
     path = check_eval_out(out, run, [r for r, _ in extra_runs])
     save = lambda: write_json(path, result)  # noqa: E731 - partial results survive a crash
     opened: dict[str, object] = {}
+    others: list = []
+
+    def extra() -> list:  # the other runs' held-out prompts, taken once (a stream is read once)
+        if len(others) != len(extra_runs):
+            others[:] = [(r, held_out(recs, limit)) for r, recs in extra_runs]
+        return list(others)
 
     def get(spec: str):  # the judge may also be one of the models: load it once
         if spec not in opened:
@@ -226,11 +262,10 @@ def evaluate_records(run: str | Path, records: Sequence[Record], models: Sequenc
             save()
         if jb is not None:
             log(f"eval: judge {judge}: revisions vs initial answers for {1 + len(extra_runs)} run(s)")
-            result["revisions"] = revision_curves(jb, [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs],
-                                                  seed=seed, bootstrap=bootstrap)
+            result["revisions"] = revision_curves(jb, [(str(run), prompts)] + extra(), seed=seed, bootstrap=bootstrap)
         save()
         if pm:
-            runs = [(str(run), prompts)] + [(r, held_out(recs, limit)) for r, recs in extra_runs]
+            runs = [(str(run), prompts)] + extra()
             log(f"eval: preference model {pm}: scores of every revision of {len(runs)} run(s)")
             result["pm"] = score_with_pm(pm, runs, bootstrap, seed)
             save()
@@ -267,7 +302,18 @@ def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], boo
 
     pm = load_pm(pm_dir)
     try:
-        return pm_scores(pm, runs, bootstrap, seed)
+        return pm_scores(InChunks(pm), runs, bootstrap, seed)
     finally:
         pm.close()
+
+
+class InChunks:
+    """A PM given `size` conversations at a time: a scorer tokenises all it is given before its
+    first batch, which for every revision of a whole run would grow with the run."""
+
+    def __init__(self, pm, size: int = 256):
+        self.pm, self.size, self.path = pm, size, getattr(pm, "path", "?")
+
+    def score(self, conversations: Sequence) -> list[float]:
+        return [s for i in range(0, len(conversations), self.size) for s in self.pm.score(conversations[i:i + self.size])]
 
