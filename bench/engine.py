@@ -51,6 +51,11 @@ Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backen
     the engine, but generation on the same 32 prompts x 96 tokens fell from 16.3 to 9.8 tok/s
     (12.3 with OMP_NUM_THREADS=2), so it is not the default; the imports are the start-up, and
     `auto` gives runs too short to earn them back to transformers (AUTO_SHORT_RUN_TOKENS).
+    Re-measured (session of 2026-12-03, one other job on the cores): the engine config made with
+    multiprocessing off (so vLLM keeps its "uni" executor) and AsyncLLM.from_vllm_config (EngineCore
+    still its own process, the model inside it: 2 processes, not 3): engine ready 29.1 s vs 35.9 s,
+    but the first 64-token request done at 88.3 s vs 50.2 s and 64 prompts x 64 tokens at once
+    52.3 vs 100.7 tok/s (vLLM-CPU's note: OMP needs the mp executor). Not worth 7 s.
   * one tokenizer call at a time in the driver: vLLM's tokenizer deep-copies itself per concurrent
     caller (driver CPU 13.2 -> 2.6 s a run, a tenth of the driver's CPU).
 """

@@ -6,7 +6,10 @@ The fake backend answers instantly, so what is left is the driver: reading promp
 appending records, resuming, exporting and reporting. Each command runs in its own process (its
 peak RSS is read from the kernel, ru_maxrss). Prints one table, then the targets, met or missed:
 peak RSS at the largest size within 1.5x of the smallest; resume of a finished run of the largest
-size under 10 s; driver overhead per step under 0.5 ms.
+size under 10 s; driver overhead per step under 0.5 ms. "95%-done dry run": the run cut back to
+95% of its records, as Ctrl-C leaves it, then `generate --dry-run`: the prompt pass and the records
+scan that a resume does before its first request (a finished run skips both: meta.json marks it
+complete).
 """
 from __future__ import annotations
 
@@ -21,19 +24,34 @@ import time
 from pathlib import Path
 
 CHARTER = [sys.executable, "-m", "charter.cli"]
+# The command reports its own peak (VmHWM) at exit. The kernel's ru_maxrss of a child is no less
+# than this process's peak when it was started (Popen's vfork shares our memory until exec), so it
+# would measure the bench, not the command.
+_HWM = ("import atexit, runpy, sys\n"
+        "out = sys.argv.pop(1)\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f, open(out, 'w') as o:\n"
+        "        o.write(next((line.split()[1] for line in f if line.startswith('VmHWM:')), ''))\n"
+        "atexit.register(hwm)\n"
+        "runpy.run_module('charter.cli', run_name='__main__', alter_sys=True)\n")
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one command in a child process; its failure stops the bench."""
+    fd, hwm = tempfile.mkstemp(prefix="charter-hwm-")
+    os.close(fd)
+    argv = [sys.executable, "-c", _HWM, hwm] + cmd[len(CHARTER):] if cmd[:len(CHARTER)] == CHARTER else cmd
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+    kib = Path(hwm).read_text().strip()
+    os.unlink(hwm)
+    return wall, int(kib or usage.ru_maxrss) / 1024  # KiB (Linux); without /proc, the kernel's upper bound
 
 
 def write_prompts(path: Path, n: int) -> None:
@@ -62,20 +80,40 @@ def one_size(n: int, args, work: Path) -> dict:
         row["report"], row["report_rss"] = run(CHARTER + ["report", str(out), "--out", str(html)])
         row["report_mb"] = html.stat().st_size / 1e6
     row["records_mb"] = (out / "records.jsonl").stat().st_size / 1e6
+    cut_to(out, int(0.95 * n))  # what Ctrl-C at 95% leaves; timed as the dry run: a resume's work before its first request
+    row["partial"], _ = run(gen + ["--dry-run"])
     if not args.keep:
         shutil.rmtree(out)
     return row
 
 
+def cut_to(run_dir: Path, lines: int) -> None:
+    """Leave a run as an interrupted one does: its first `lines` records, vouched for by meta.json's
+    checkpoint (bytes and CRC-32), no longer marked complete."""
+    import zlib
+
+    records, meta_path = run_dir / "records.jsonl", run_dir / "meta.json"
+    size = crc = 0
+    with records.open("r+b") as fh:  # streamed: this process's memory would floor the next commands' peaks
+        for _, line in zip(range(lines), fh):
+            size, crc = size + len(line), zlib.crc32(line, crc)
+        fh.truncate(size)
+    meta = json.loads(meta_path.read_text())
+    meta.pop("complete", None)
+    meta["checkpoint"] = {"bytes": size, "crc": crc}
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
 COLUMNS = [("prompts", "{:,}"), ("steps", "{:,}"), ("wall", "{:.1f} s"), ("overhead/step", "{:.3f} ms"),
-           ("peak RSS", "{:.0f} MB"), ("resume", "{:.1f} s"), ("resume RSS", "{:.0f} MB"), ("export", "{:.1f} s"),
+           ("peak RSS", "{:.0f} MB"), ("resume", "{:.1f} s"), ("resume RSS", "{:.0f} MB"),
+           ("95%-done dry run", "{:.1f} s"), ("export", "{:.1f} s"),
            ("export RSS", "{:.0f} MB"), ("report", "{:.1f} s"), ("report RSS", "{:.0f} MB"), ("report size", "{:.2f} MB"),
            ("records.jsonl", "{:.0f} MB")]
 
 
 def cells(r: dict) -> list[str]:
     values = [r["prompts"], r["steps"], r["wall"], 1000 * r["wall"] / r["steps"], r["rss"], r["resume"], r["resume_rss"],
-              r["export"], r["export_rss"], r["report"], r["report_rss"], r["report_mb"], r["records_mb"]]
+              r["partial"], r["export"], r["export_rss"], r["report"], r["report_rss"], r["report_mb"], r["records_mb"]]
     return ["–" if v != v else fmt.format(v) for (_, fmt), v in zip(COLUMNS, values)]  # NaN: not measured
 
 

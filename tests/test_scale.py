@@ -58,6 +58,42 @@ def test_parquet_prompts_stream_by_batches_with_the_same_ids(tmp_path, monkeypat
     assert [it.id for it in got] == [it.id for it in want]
 
 
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi"}],
+    [{"role": "system", "content": 'a "q" \\ \n\t\x00\x1f é 中 \u2028 😀'}, {"role": "user", "content": ""}],
+    [{"role": "user", "content": "x", "name": "extra"}], [{"content": "c", "role": "user"}], []])
+def test_prompt_digest_is_the_json_one(messages):
+    """Ids must not change: the hand-written encoding equals json.dumps(sort_keys, ensure_ascii=False)."""
+    import hashlib
+
+    from charter.prompts import _digest
+
+    for kind in ("red_team", "helpful"):
+        blob = json.dumps([kind, messages], sort_keys=True, ensure_ascii=False)
+        assert _digest(kind, messages) == hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def test_engine_seconds_union_in_flat_memory():
+    import random
+
+    from charter.cost import Union, busy_seconds
+
+    rng = random.Random(0)
+    for _ in range(200):
+        spans = [(a, a + rng.uniform(0, 5)) for a in (rng.uniform(0, 100) for _ in range(rng.randint(0, 40)))]
+        merged = []
+        for a, b in sorted(spans):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        assert busy_seconds(spans) == pytest.approx(sum(b - a for a, b in merged))
+    union = Union()
+    for i in range(1000):  # overlapping spans in finish order, as a run appends them: one interval kept
+        union.add(i * 0.5, i * 0.5 + 2)
+    assert len(union.starts) == 1 and union.length() == pytest.approx(501.5)
+
+
 def test_idset_add_discard_contains():
     s = idset.IdSet()
     for i in range(20):
@@ -153,6 +189,85 @@ def test_iter_run_streams_in_load_order_with_the_last_line_of_an_id(tmp_path):
     assert run_cost(iter(got)) == run_cost(got)
 
 
+# ---- a finished run resumes without reading prompts or records ---------------------------------
+
+
+def full_path(monkeypatch):
+    """Counts the full resume path: the prompt pass (project) and the store's line scan."""
+    import importlib
+
+    gen_mod = importlib.import_module("charter.generate")  # `charter.generate` is the function
+    calls = {"project": 0, "scan": 0}
+    project, scan = gen_mod.project, RunStore._scan
+    monkeypatch.setattr(gen_mod, "project", lambda *a, **k: calls.__setitem__("project", calls["project"] + 1) or project(*a, **k))
+    monkeypatch.setattr(RunStore, "_scan", lambda self, c: calls.__setitem__("scan", calls["scan"] + 1) or scan(self, c))
+    return calls
+
+
+def meta(tmp_path):
+    return json.loads((tmp_path / "run" / "meta.json").read_text())
+
+
+def test_a_finished_run_is_marked_and_resumes_at_once(tmp_path, monkeypatch, caplog, fake):
+    c = cfg(tmp_path, prompt_file(tmp_path, 5))
+    assert generate(c, backend=fake, progress=False).records == 5
+    assert meta(tmp_path)["complete"]["prompts"] == 5
+    calls = full_path(monkeypatch)
+    again = FakeBackend()
+    with caplog.at_level("INFO", logger="charter.generate"):
+        s = generate(c, backend=again, progress=False)
+    assert (s.records, s.skipped, again.calls) == (0, 5, []) and calls == {"project": 0, "scan": 0}
+    assert "nothing to do: all 5 prompts done" in caplog.text
+    assert "0 records written (0 failed), 5 already done" in s.line()
+
+
+def test_the_mark_is_ignored_when_a_prompt_file_changes(tmp_path, monkeypatch, fake):
+    path = prompt_file(tmp_path, 4)
+    generate(cfg(tmp_path, path), backend=fake, progress=False)
+    calls = full_path(monkeypatch)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: the same content, re-read
+    assert generate(cfg(tmp_path, path), backend=FakeBackend(), progress=False).skipped == 4
+    assert calls == {"project": 1, "scan": 1}
+    with path.open("a") as fh:  # a new prompt: run, not skipped
+        fh.write(json.dumps({"prompt": "one more?"}) + "\n")
+    s = generate(cfg(tmp_path, path), backend=FakeBackend(), progress=False)
+    assert (s.records, s.skipped) == (1, 4)
+    assert generate(cfg(tmp_path, path), backend=FakeBackend(), progress=False).skipped == 5
+    assert calls == {"project": 2, "scan": 2}  # marked again after each full pass
+
+
+@pytest.mark.parametrize("change", ["append-failed", "edit", "force", "limit"])
+def test_the_mark_is_ignored_when_the_records_or_settings_change(tmp_path, monkeypatch, fake, change):
+    c = cfg(tmp_path, prompt_file(tmp_path, 4))
+    generate(c, backend=fake, progress=False)
+    records = tmp_path / "run" / "records.jsonl"
+    first = json.loads(records.read_text().splitlines()[0])
+    calls, force = full_path(monkeypatch), change == "force"
+    if change == "append-failed":  # another writer failed the first prompt: it must be retried
+        with records.open("a") as fh:
+            fh.write(json.dumps({**first, "final": None, "error": "boom"}) + "\n")
+    elif change == "edit":  # the same size, one byte changed
+        data = records.read_bytes()
+        at = data.index(first["final"].encode())
+        records.write_bytes(data[:at] + b"X" + data[at + 1:])
+    elif change == "limit":
+        c = cfg(tmp_path, c.prompts, limit=2)
+    s = generate(c, backend=FakeBackend(), force=force, progress=False)
+    assert calls["project"] == 1 and calls["scan"] >= 1  # an edit under the checkpoint: a second, full check
+    assert (s.records, s.skipped) == ((1, 3) if change == "append-failed" else (0, 2) if change == "limit" else (0, 4))
+
+
+def test_a_run_with_a_failed_record_is_not_marked(tmp_path, monkeypatch):
+    c = cfg(tmp_path, prompt_file(tmp_path, 3), batch_size=1)  # the failure fails one record, not a batch
+    s = generate(c, backend=FakeBackend(fail_on="question 1?"), progress=False)
+    assert s.failures == 1 and "complete" not in meta(tmp_path)
+    calls = full_path(monkeypatch)
+    s = generate(c, backend=FakeBackend(), progress=False)
+    assert (s.records, s.failures, s.skipped) == (1, 0, 2) and calls == {"project": 1, "scan": 1}
+    assert meta(tmp_path)["complete"]["prompts"] == 3
+
+
 # ---- dry run, cost cache, report sample ---------------------------------------------------------------
 
 
@@ -166,6 +281,17 @@ def test_dry_run_counts_and_writes_nothing(tmp_path, capsys, fake):
     generate(cfg(tmp_path, path, limit=3, rounds=2, max_tokens=10), backend=fake, progress=False)
     assert main(args) == 0
     assert "1 prompts to run (3 already done): 5 requests" in capsys.readouterr().out
+
+
+def test_dry_run_reads_the_checkpointed_records_by_id(tmp_path, monkeypatch, fake):
+    from charter.generate import settings_from
+    from charter.workload import dry_run
+
+    c = cfg(tmp_path, prompt_file(tmp_path, 4), limit=3)
+    generate(c, backend=fake, progress=False)
+    monkeypatch.setattr(store_mod, "parse_record", lambda raw: pytest.fail("a checkpointed line parsed"))
+    c = cfg(tmp_path, c.prompts)
+    assert (dry_run(c, settings_from(c)).skipped, dry_run(c, settings_from(c)).prompts) == (3, 1)
 
 
 def test_cost_line_is_cached_until_the_records_change(tmp_path, monkeypatch, fake):
@@ -202,7 +328,8 @@ def test_streamed_run_resumes_on_the_embedded_model(tmp_path, capsys):
     assert "2 prompts to run: 6 requests, at most 48 generated tokens" in capsys.readouterr().out
     assert main(base) == 0
     assert "2 records written (0 failed)" in capsys.readouterr().out
-    assert main(base) == 0
-    assert "0 records written (0 failed), 2 already done" in capsys.readouterr().out
+    assert main(base) == 0  # marked complete: neither prompts nor records read again
+    out = capsys.readouterr()
+    assert "0 records written (0 failed), 2 already done" in out.out and "nothing to do: all 2 prompts done" in out.err
     recs = load_run(tmp_path / "run")
     assert len(recs) == 2 and all(r.error is None and r.final for r in recs)

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from charter.backends.base import Backend
 from charter.errors import CharterError
 from charter.pipeline import Settings, plan, run_items
-from charter.workload import RateLog, iter_items, project
+from charter.workload import RateLog, completion_key, iter_items, project
 from charter.types import Constitution, PromptItem, Record, Sampling
 
 log = logging.getLogger("charter.generate")
@@ -87,11 +87,16 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     settings = settings_from(cfg)
     resuming = (Path(cfg.out) / "records.jsonl").is_file()  # only then are done prompts counted out
-    projection = project(cfg, settings, keys=resuming)  # reads (and checks) the prompts before anything is written
     parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
+    fingerprint = cfg.fingerprint(json.dumps(list(parts.values())))
+    key = completion_key(cfg, fingerprint)
     with RunStore(cfg.out) as store:  # holds the run's lock until the job ends
-        store.open(stored_config(cfg), cfg.fingerprint(json.dumps(list(parts.values()))), force, parts=parts,
-                   ignore=cfg.NON_RESULT_KEYS)
+        finished = store.finished(key) if resuming and key and not force else None
+        if finished is not None:  # marked complete, nothing changed since: neither prompts nor records read
+            log.info("nothing to do: all %s prompts done", f"{finished:,}")
+            return Summary(skipped=finished)
+        projection = project(cfg, settings, keys=resuming)  # reads (and checks) the prompts before anything is written
+        store.open(stored_config(cfg), fingerprint, force, parts=parts, ignore=cfg.NON_RESULT_KEYS)
         done = store.done_ids()
         projection.resume(done)
         log.info("%s", projection.line())
@@ -99,6 +104,8 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
         if projection.prompts:
             todo = (it for it in iter_items(cfg) if it.id not in done)  # streamed: memory is what is in flight
             run_job(cfg, backend, constitution, todo, store, summary, progress, projection.requests)
+        if key and not summary.failures and summary.records == projection.prompts:
+            store.mark_complete(key, projection.skipped + projection.prompts)
     return summary
 
 

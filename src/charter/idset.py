@@ -23,13 +23,16 @@ class IdSet:
         self._buckets = [array("Q") for _ in range(1 << (64 - _SHIFT))]
         self._n = 0
 
-    def add(self, text: str) -> None:
-        k = key(text)
+    def add(self, text: str) -> bool:
+        """Add `text`; True if it was not a member (one lookup where `in` then `add` take two)."""
+        k = hash(text) & 0xFFFF_FFFF_FFFF_FFFF  # key(), inlined: this runs once per prompt and per record
         bucket = self._buckets[k >> _SHIFT]
         i = bisect_left(bucket, k)
         if i == len(bucket) or bucket[i] != k:
             bucket.insert(i, k)
             self._n += 1
+            return True
+        return False
 
     def discard(self, text: str) -> None:
         k = key(text)

@@ -35,7 +35,7 @@ MAX_FILE = 4 << 30  # bytes of a .json list (read whole; the other types are str
 
 def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
     if isinstance(value, str):
-        if looks_like_transcript(value):
+        if "Human:" in value and looks_like_transcript(value):  # a substring test spares most prompts the regex
             msgs = parse_transcript(value)
         else:
             msgs = [{"role": "user", "content": value.strip()}]
@@ -232,12 +232,36 @@ def read_hub(spec: str, field: str | None) -> Iterator[list[Message]]:
     return (to_messages(pick_field(r, field, spec, None), spec, None) for r in rows)
 
 
+def source_files(source: str, kind: Kind) -> list[Path] | None:
+    """The files a prompt source is read from (for a cheap "unchanged since" test: their size and
+    mtime); None for a hub dataset, whose rows cannot be vouched for without reading them."""
+    if source == "default":
+        return [DEFAULT_SETS[kind]]
+    if source.startswith("hf:"):
+        return None
+    if source in NAMED_SETS:
+        path = package_file(source)
+        return sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    return [Path(source)]
+
+
 def prompt_id(kind: str, messages: list[Message], sample: int) -> str:
     return f"{_digest(kind, messages)}-{sample}"
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # built once: json.dumps makes one per call
+_quote = json.encoder.encode_basestring  # a str as JSON text, the way _ENCODE writes it (C)
+
+
 def _digest(kind: str, messages: list[Message]) -> str:
-    blob = json.dumps([kind, messages], sort_keys=True, ensure_ascii=False)
+    """The id's hash of json.dumps([kind, messages], sort_keys=True, ensure_ascii=False), once per
+    prompt on every run and resume: written out by hand for the usual {role, content} messages (2x
+    faster), by the encoder otherwise; the same text either way (tests/test_scale.py checks)."""
+    if all(len(m) == 2 and type(m.get("content")) is str and type(m.get("role")) is str for m in messages):
+        body = ", ".join(f'{{"content": {_quote(m["content"])}, "role": {_quote(m["role"])}}}' for m in messages)
+        blob = f"[{_quote(kind)}, [{body}]]"
+    else:
+        blob = _ENCODE([kind, messages])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -263,9 +287,8 @@ def iter_prompts(source: str, kind: Kind, field: str | None = None, limit: int |
     seen, distinct = IdSet(), 0
     for msgs in convos if limit is None or limit > 0 else ():
         digest = _digest(kind, msgs)  # the same messages, the same digest: it is the duplicate test too
-        if digest in seen:
+        if not seen.add(digest):
             continue
-        seen.add(digest)
         distinct += 1
         yield from (PromptItem(f"{digest}-{s}", kind, tuple(msgs), s, label) for s in range(samples))
         if limit is not None and distinct >= limit:

@@ -228,40 +228,60 @@ class RunStore:
         no longer matches it (the caller checks everything then)."""
         limit, want = (checkpoint.get("bytes"), checkpoint.get("crc")) if checkpoint else (0, None)
         if not (isinstance(limit, int) and isinstance(want, int)):
-            limit, want = 0, None
-        self.done, bad, size, crc = IdSet(), [], 0, 0
+            limit, want = 0, 0
+        self.done, bad, size, crc = IdSet(), [], limit, want
         try:
             with self.records_path.open("rb") as fh:
-                for n, raw in enumerate(fh, 1):
+                n = self._trusted(fh, limit, want, bad)
+                if n is None:
+                    return None
+                for n, raw in enumerate(fh, n + 1):  # after the checkpoint: every line checked
                     size, crc = size + len(raw), zlib.crc32(raw, crc)
-                    if size == limit and crc != want or size - len(raw) < limit < size:
-                        return None
                     if raw.strip():
-                        self._take(n, raw, size <= limit, bad)
+                        self._take(n, raw, bad)
         except FileNotFoundError:
-            pass
+            if limit:
+                return None
         except OSError as exc:
             raise InputError(f"cannot read ({exc.strerror}); check the path and its permissions", str(self.records_path)) from exc
-        if size < limit:
-            return None
         self._size, self._crc = size, crc
         return bad
 
-    def _take(self, n: int, raw: bytes, trusted: bool, bad: list) -> None:
-        """One line into the done ids (a trusted line by its id alone), or into `bad`."""
+    def _trusted(self, fh, limit: int, want: int, bad: list) -> int | None:
+        """The first `limit` bytes (the checkpoint's), read in large chunks: ids only. Their line
+        count, or None when they are not (or no longer) what the store wrote."""
+        n, crc, tail = 0, 0, b""
+        while limit > 0:
+            chunk = fh.read(min(1 << 18, limit))  # small: large buffers come back to glibc as heap that RSS keeps
+            if not chunk:
+                return None  # shorter than the checkpoint
+            limit, crc = limit - len(chunk), zlib.crc32(chunk, crc)
+            buf, start = tail + chunk, 0
+            while (end := buf.find(b"\n", start)) >= 0:  # lines located, never copied: ~1 KB each
+                n += 1
+                m = _FAST_ID.match(buf, start, end)
+                if m is None:
+                    if buf[start:end].strip():
+                        self._take(n, buf[start:end + 1], bad)
+                elif buf.endswith(b'"error": null}', start, end):
+                    self.done.add(m.group(1).decode("utf-8", "replace"))
+                else:
+                    self.done.discard(m.group(1).decode("utf-8", "replace"))
+                start = end + 1
+            tail = buf[start:]
+        return None if tail or crc != want else n
+
+    def _take(self, n: int, raw: bytes, bad: list) -> None:
+        """One line into the done ids, or into `bad`."""
         if not raw.endswith(b"\n"):
             bad.append((n, raw, "torn write"))
             return
-        m = _FAST_ID.match(raw) if trusted else None
-        if m:
-            rid, ok = m.group(1).decode("utf-8", "replace"), raw.endswith(b'"error": null}\n')
-        else:
-            try:
-                rec = parse_record(raw[:-1])
-            except ValueError as exc:
-                bad.append((n, raw[:-1], _reason(exc)))
-                return
-            rid, ok = rec.id, rec.error is None
+        try:
+            rec = parse_record(raw[:-1])
+        except ValueError as exc:
+            bad.append((n, raw[:-1], _reason(exc)))
+            return
+        rid, ok = rec.id, rec.error is None
         if ok:
             self.done.add(rid)
         else:
@@ -273,10 +293,39 @@ class RunStore:
         atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
         self._saved = time.monotonic()
 
+    def finished(self, key: str) -> int | None:
+        """Fast resume: the prompt count of a run marked complete under `key` (charter.workload.
+        completion_key) whose records are still byte for byte what the store vouched for then (the
+        run's lock taken first); None otherwise: the caller takes the full path (open, every line)."""
+        meta = self._read_meta(strict=False)
+        mark, checkpoint = meta.get("complete"), meta.get("checkpoint")
+        if not (isinstance(mark, dict) and mark.get("key") == key and mark.get("checkpoint") == checkpoint
+                and isinstance(mark.get("prompts"), int) and isinstance(checkpoint, dict)):
+            return None
+        if self._lock is None:
+            self._lock = lock.acquire(self.dir / LOCK)
+        try:
+            stamp = _crc_of(self.records_path)
+        except OSError:
+            return None
+        return mark["prompts"] if stamp == (checkpoint.get("bytes"), checkpoint.get("crc")) else None
+
+    def mark_complete(self, key: str, prompts: int) -> None:
+        """Every one of the run's `prompts` is done without error: say so in meta.json, with the
+        checkpoint it holds for, so the next resume (`finished`) reads neither prompts nor records.
+        `open` drops the mark; an append after it moves the checkpoint past it."""
+        if self._appender is not None:
+            self._appender.sync()
+        self._meta["complete"] = {"key": key, "prompts": prompts, "checkpoint": {"bytes": self._size, "crc": self._crc}}
+        self._save_checkpoint()
+
     def done_ids(self) -> IdSet:
-        """Ids finished without error (last line of an id wins): collected when the store opened."""
+        """Ids finished without error (last line of an id wins): collected when the store opened,
+        or now (read-only: the checkpoint's lines by id, the rest parsed, nothing moved)."""
         if self.done is None:
-            self._scan(None)
+            checkpoint = self._read_meta(strict=False).get("checkpoint")
+            if not isinstance(checkpoint, dict) or self._scan(checkpoint) is None:
+                self._scan(None)
         return self.done
 
     def append(self, record: Record) -> None:

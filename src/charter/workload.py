@@ -29,6 +29,35 @@ def iter_items(cfg) -> Iterator[PromptItem]:
         yield from iter_prompts(cfg.helpful_prompts, "helpful", cfg.prompt_field, cfg.limit, cfg.helpful_samples)
 
 
+def completion_key(cfg, fingerprint: str) -> str | None:
+    """What decides that a finished run is still finished (RunStore.mark_complete / finished):
+    the results' fingerprint, every setting (the prompt selection among them), Charter's version
+    (its default prompt sets) and each prompt file's path, size and mtime_ns. None when a source
+    cannot be vouched for that cheaply (a hub dataset, a missing file): such runs always count."""
+    import hashlib
+    import json
+    import os
+
+    from charter import __version__
+    from charter.errors import InputError
+    from charter.prompts import source_files
+
+    sources = [(cfg.prompts, "red_team")]
+    if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
+        sources.append((cfg.helpful_prompts, "helpful"))
+    stamps = []
+    try:
+        for source, kind in sources:
+            files = source_files(source, kind)
+            if files is None:
+                return None
+            stamps += [(os.path.abspath(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]]
+    except (OSError, InputError):
+        return None
+    blob = json.dumps([fingerprint, cfg.to_dict(), __version__, stamps], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 @dataclass
 class Projection:
     prompts: int = 0  # prompts to run (x samples for helpfulness prompts)
