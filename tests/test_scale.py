@@ -333,3 +333,20 @@ def test_streamed_run_resumes_on_the_embedded_model(tmp_path, capsys):
     assert "0 records written (0 failed), 2 already done" in out.out and "nothing to do: all 2 prompts done" in out.err
     recs = load_run(tmp_path / "run")
     assert len(recs) == 2 and all(r.error is None and r.final for r in recs)
+
+
+def test_projection_is_logged_only_while_requests_remain(caplog):
+    """A run done before the rate is measured says nothing; one under way projects the rest."""
+    import logging
+
+    from charter.workload import RateLog
+
+    with caplog.at_level(logging.INFO, logger="charter.workload"):
+        done = RateLog(3, after=10.0)
+        for _ in range(3):
+            done.step()
+        assert "projection" not in caplog.text
+        going = RateLog(3, after=0.0)
+        going.step()
+        going.step()
+    assert caplog.text.count("projection: 1 of 3 requests") == 1

@@ -123,7 +123,9 @@ class RateLog:
         if self.said:
             return
         elapsed = time.monotonic() - self.t0
-        if elapsed >= self.after or self.steps >= self.total:
+        if self.steps >= self.total:  # done before the rate was worth saying: nothing to project
+            self.said = True
+        elif elapsed >= self.after:
             self.said = True
             rate = self.steps / max(elapsed, 1e-9)
             left = max(self.total - self.steps, 0) / rate
