@@ -112,25 +112,30 @@ def dry_run(cfg, settings: Settings) -> Projection:
 
 
 class RateLog:
-    """Once the first steps have run (`after` seconds), one log line: the measured rate and the
-    projected time for the rest."""
+    """Once steps have run for `after` seconds, one log line: the measured rate and the projected
+    time for the rest. The clock starts at the first finished step: that one also waited for the
+    engine to start, which would make the rate (and the projection) wrong by minutes."""
 
     def __init__(self, total: int, after: float = 10.0):
-        self.total, self.after, self.steps, self.t0, self.said = total, after, 0, time.monotonic(), False
+        self.total, self.after, self.steps, self.said = total, after, 0, False
+        self.t0: float | None = None  # when the first step finished
+        self.first = 0  # steps finished by then (not counted in the rate)
 
     def step(self, n: int = 1) -> None:
-        self.steps += n
+        now, self.steps = time.monotonic(), self.steps + n
+        if self.t0 is None:
+            self.t0, self.first = now, self.steps
         if self.said:
             return
-        elapsed = time.monotonic() - self.t0
+        elapsed = now - self.t0
         if self.steps >= self.total:  # done before the rate was worth saying: nothing to project
             self.said = True
-        elif elapsed >= self.after:
+        elif elapsed >= self.after and self.steps > self.first:
             self.said = True
-            rate = self.steps / max(elapsed, 1e-9)
-            left = max(self.total - self.steps, 0) / rate
-            log.info("projection: %d of %d requests in %.1f s (%.1f requests/s): about %s to go",
-                     self.steps, self.total, elapsed, rate, _duration(left))
+            rate = (self.steps - self.first) / elapsed
+            left = (self.total - self.steps) / rate
+            log.info("projection: %d of %d requests done, %.1f requests/s since the first: about %s to go",
+                     self.steps, self.total, rate, _duration(left))
 
 
 def _duration(seconds: float) -> str:
