@@ -289,6 +289,24 @@ class VLLMBackend(HFTokenizerPrompts):
             scores.append(Score(float(sum(picked)), n))
         return scores
 
+    def _drain(self) -> None:
+        """Cancel what still runs on the engine's loop (vLLM's output tasks, after its shutdown)
+        and let it finish: a task still pending when the loop is collected makes asyncio print
+        "Task was destroyed but it is pending"."""
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=2)
+
+        if not (self._thread.is_alive() and self._loop.is_running()):
+            return
+        try:
+            self._run(drain()).result(timeout=3)
+        except Exception:  # a task would not end: nothing more to do
+            pass
+
     def _stop_loop(self) -> None:
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -305,6 +323,7 @@ class VLLMBackend(HFTokenizerPrompts):
             # AsyncLLM.__del__ would shut it down again with its module's globals gone and print a
             # TypeError: once is enough.
             engine.shutdown = lambda *args, **kwargs: None
+            self._drain()
         self._stop_loop()
         self._watchdog.close()  # stops what shutdown left running
 
