@@ -30,10 +30,9 @@ class PMScorer:
         import torch
 
         out: list[float] = []
-        ids = [self.tok.apply_chat_template(list(c), tokenize=True, return_dict=True)["input_ids"][-self.max_length:]
-               for c in conversations]
-        for b in range(0, len(ids), self.batch_size):
-            chunk = ids[b:b + self.batch_size]
+        for b in range(0, len(conversations), self.batch_size):  # tokenised a batch at a time: memory stays flat
+            chunk = [self.tok.apply_chat_template(list(c), tokenize=True, return_dict=True)["input_ids"][-self.max_length:]
+                     for c in conversations[b:b + self.batch_size]]
             width = max(len(x) for x in chunk)
             pad = self.tok.pad_token_id
             input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in chunk])
