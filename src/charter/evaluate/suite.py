@@ -208,7 +208,7 @@ def evaluate_records(run: str | Path, records: Iterable[Record], models: Sequenc
     from charter import __version__
 
     sampling = sampling or Sampling(max_tokens=128, temperature=0.7, seed=seed)
-    prompts = held_out([r for r in records if r.error is None], limit)
+    prompts = held_out((r for r in records if r.error is None), limit)
     labels = model_labels(models)
     result: dict = {"schema": SCHEMA, "run": str(run), "records": len(prompts), "charter_version": __version__,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -218,12 +218,7 @@ def evaluate_records(run: str | Path, records: Iterable[Record], models: Sequenc
     path = check_eval_out(out, run, [r for r, _ in extra_runs])
     save = lambda: write_json(path, result)  # noqa: E731 - partial results survive a crash
     opened: dict[str, object] = {}
-    others: list = []
-
-    def extra() -> list:  # the other runs' held-out prompts, taken once (a stream is read once)
-        if len(others) != len(extra_runs):
-            others[:] = [(r, held_out(recs, limit)) for r, recs in extra_runs]
-        return list(others)
+    others = [(r, held_out(recs, limit)) for r, recs in extra_runs]  # once: a stream is read once
 
     def get(spec: str):  # the judge may also be one of the models: load it once
         if spec not in opened:
@@ -262,10 +257,10 @@ def evaluate_records(run: str | Path, records: Iterable[Record], models: Sequenc
             save()
         if jb is not None:
             log(f"eval: judge {judge}: revisions vs initial answers for {1 + len(extra_runs)} run(s)")
-            result["revisions"] = revision_curves(jb, [(str(run), prompts)] + extra(), seed=seed, bootstrap=bootstrap)
+            result["revisions"] = revision_curves(jb, [(str(run), prompts)] + others, seed=seed, bootstrap=bootstrap)
         save()
         if pm:
-            runs = [(str(run), prompts)] + extra()
+            runs = [(str(run), prompts)] + others
             log(f"eval: preference model {pm}: scores of every revision of {len(runs)} run(s)")
             result["pm"] = score_with_pm(pm, runs, bootstrap, seed)
             save()
@@ -302,18 +297,7 @@ def score_with_pm(pm_dir: str, runs: Sequence[tuple[str, Sequence[Record]]], boo
 
     pm = load_pm(pm_dir)
     try:
-        return pm_scores(InChunks(pm), runs, bootstrap, seed)
+        return pm_scores(pm, runs, bootstrap, seed)
     finally:
         pm.close()
-
-
-class InChunks:
-    """A PM given `size` conversations at a time: a scorer tokenises all it is given before its
-    first batch, which for every revision of a whole run would grow with the run."""
-
-    def __init__(self, pm, size: int = 256):
-        self.pm, self.size, self.path = pm, size, getattr(pm, "path", "?")
-
-    def score(self, conversations: Sequence) -> list[float]:
-        return [s for i in range(0, len(conversations), self.size) for s in self.pm.score(conversations[i:i + self.size])]
 
