@@ -48,6 +48,15 @@ class Backend(abc.ABC):
         applied); a string context scores raw text appended to it.
         """
 
+    def choose(self, contexts: Sequence[Request], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """For each context, the log-probability of each of its options as the continuation (a
+        multiple-choice question: feedback labels, judges). Engines with a cheaper way than scoring
+        every option in full (a one-token step read off the options' first tokens) override it."""
+        flat_ctx = [c for c, opts in zip(contexts, options) for _ in opts]
+        flat_opt = [o for opts in options for o in opts]
+        scores = iter(self.score(flat_ctx, flat_opt))
+        return [[next(scores).logprob for _ in opts] for opts in options]
+
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
         """Each request as this backend sends it (token ids, for backends that tokenize): an
         opaque value that `chat`/`complete`/`count_tokens` of this backend accept in its place.
