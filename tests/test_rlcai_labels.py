@@ -145,7 +145,7 @@ def test_principle_draws_are_seeded_and_stable(tmp_path):
 
 
 def test_identical_answers_are_skipped(tmp_path):
-    # every pair skipped: no rows is an error that says why, not an empty result (issue 23 #17)
+    # every pair skipped: no rows is an error that says why, not an empty result
     with pytest.raises(RunError, match=r"no preference rows: all 3 comparisons over 3 prompts were skipped, their "
                                        r"answers identical or empty .*higher --temperature"):
         label(cfg(tmp_path), policy=FakeBackend(responder=lambda p: "same"), feedback=Scripted(always_a), progress=False)

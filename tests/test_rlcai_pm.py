@@ -9,8 +9,8 @@ pytest.importorskip("trl")
 
 from charter.cli import main  # noqa: E402
 from charter.errors import ConfigError, InputError  # noqa: E402
-from charter.train.pm import (build_pm_trainer, load_pm_config, mix_rows, parse_mix, preference_pair,  # noqa: E402
-                              soft_loss, split_rows)
+from charter.train.pm import build_pm_trainer, load_pm_config, mix_rows, parse_mix, soft_loss, split_rows  # noqa: E402
+from charter.train.rows import preference_pair  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 TOPICS = ["rain", "cats", "tea", "maps", "bread", "music", "trains", "snow", "books", "clocks", "shoes", "paint",

@@ -1,4 +1,4 @@
-"""Issue 22: streaming from prompt file to records file (flat memory), records that scale, the
+"""Streaming from prompt file to records file (flat memory), records that scale, the
 dry-run projection. bench/scale.py measures the same at 10k-300k prompts."""
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 from charter import idset, store as store_mod
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.cost import run_cost
 from charter.errors import InputError
 from charter.generate import generate

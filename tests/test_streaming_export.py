@@ -1,11 +1,11 @@
-"""`charter export` and `charter eval` stream a run (issue 22): rows staged on disk with flat memory,
+"""`charter export` and `charter eval` stream a run: rows staged on disk with flat memory,
 in the same order and bytes as the in-memory row functions, and eval reading only its held-out prompts."""
 import json
 from pathlib import Path
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.errors import RunError
 from charter.export import ExportConfig, dpo_rows, export, export_run, sft_rows, trace_rows
 from charter.generate import generate
@@ -44,7 +44,7 @@ def test_streamed_rows_equal_the_row_functions(run, tmp_path, monkeypatch, fmt, 
                                      clean_patterns="none", **options))
     assert read_jsonl(tmp_path / "o" / "x.jsonl") == json.loads(json.dumps(expected))  # same rows, same order
     assert result.rows == {"train": len(expected)}
-    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]  # the staged rows are gone
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.endswith(".tmp")]  # the staged rows are gone
 
 
 @pytest.mark.parametrize("fmt", ["sft", "trace"])

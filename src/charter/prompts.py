@@ -193,10 +193,6 @@ def iter_file(path: Path, field: str | None) -> Iterator[list[Message]]:
         yield to_messages(value, str(path), line)
 
 
-def read_file(path: Path, field: str | None) -> list[list[Message]]:
-    return list(iter_file(path, field))
-
-
 def package_file(name: str) -> Path:
     package, rel, install = NAMED_SETS[name]
     spec = importlib.util.find_spec(package)  # locates the package without importing it

@@ -130,7 +130,7 @@ def comparisons(row: MCRow, where: str, fs: FeedbackSet, principle: str | None =
 
 def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list, list]]:
     """(line, better conversation, worse conversation) from an MC file or from preference rows."""
-    from charter.train.pm import read_pairs
+    from charter.train.rows import read_pairs
 
     first = _first_row(path) if Path(path).suffix == ".jsonl" else {}
     if (isinstance(first, dict) and "chosen" in first) or Path(path).suffix == ".parquet":

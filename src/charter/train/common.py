@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.config import Config, check_keys, setting, strip_lines
+from charter.config import Config, check_keys, seed_setting, setting, strip_lines
 from charter.errors import BackendError, ConfigError
 
 log = logging.getLogger("charter.train")
@@ -45,18 +45,13 @@ class TrainConfig(Config):
     lora: bool | dict[str, Any] = setting(False, "true, or a dict passed to peft.LoraConfig", flag={
         "--lora": (True, "train a LoRA adapter, then merge it"), "--full": (False, "full fine-tuning (default)")})
     merge: bool = setting(True, "LoRA: also save merged weights, so `--model OUT` works in every backend", cli=False)
-    seed: int = setting(0, "seeds data order, sampling and initialisation")
+    seed: int = seed_setting("data order, sampling and initialisation")
     trainer: dict[str, Any] = setting({}, "passed through to TRL's config class (keys checked against its fields)")
     REQUIRED = ("data", "out")
 
     @property
     def mode(self) -> str:
         return "lora" if self.lora is not False else "full"
-
-
-def load_train_config(cls, path: str | None, overrides: dict[str, Any]):
-    """defaults < YAML < flags; `trainer:` keys merge (flags such as --max-steps land there)."""
-    return cls.load(path, overrides)
 
 
 def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str, lines: dict[str, int] | None = None) -> None:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from charter import transcripts
 from charter.config import read_text
 from charter.errors import InputError
 from charter.jsonl import TooDeep, loads, reason
@@ -136,3 +137,33 @@ def to_dataset(rows: list[dict[str, Any]], path: str):
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise InputError(f"the rows have mixed shapes ({exc}); use one form (text or message lists) in the "
                          "whole file", path) from exc
+
+
+def _messages(value: str | list, role: str) -> list[dict[str, str]]:
+    """A checked conversation (list of messages), an hh-rlhf transcript, or a plain string as one `role` turn."""
+    if isinstance(value, str):
+        return transcripts.parse(value) if transcripts.looks_like(value) else [{"role": role, "content": value}]
+    return clean_messages(value)
+
+
+def preference_pair(row: dict[str, Any], where: str, score: float | None = None) -> dict[str, Any]:
+    """Any preference row -> {prompt, chosen, rejected, score} with conversational messages."""
+    s = check_preference(row, where, prompt=False)
+    chosen = _messages(row["chosen"], "assistant")
+    rejected = _messages(row["rejected"], "assistant")
+    if row.get("prompt") is not None:
+        prompt = _messages(row["prompt"], "user")
+    else:  # implicit prompt (hh-rlhf): the shared leading turns
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+    s = (1.0 if s is None else s) if score is None else score
+    if not prompt or not chosen or not rejected:
+        raise InputError("a preference row needs a prompt and non-empty chosen and rejected answers", where)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "score": float(s)}
+
+
+def read_pairs(path: str, hard: bool = False) -> list[dict[str, Any]]:
+    """Preference rows of a .jsonl/.parquet file (hard: every score 1.0, for mixed-in comparisons)."""
+    return [preference_pair(r, where, 1.0 if hard else None) for where, r in read_rows(path, ("chosen", "rejected"))]
