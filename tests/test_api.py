@@ -221,17 +221,17 @@ def test_readme_config_examples_build_their_configs():
 
 
 @pytest.mark.slow
-def test_readme_example_runs_on_the_embedded_model(tmp_path, monkeypatch):
-    import charter.backends
-
-    monkeypatch.setattr(charter.backends, "vllm_imports", lambda: False)  # `auto` -> transformers: minutes, not more
-    monkeypatch.chdir(tmp_path)
-    scope = {}
-    exec(compile(readme_example(), "README.md", "exec"), scope)
-    recs = scope["records"]
-    assert len(recs) == 2 and all(r.error is None and r.backend == "transformers" for r in recs)
-    assert all(len(r.rounds) == 2 and r.final == r.rounds[-1].revision for r in recs)
-    assert scope["sft"] and all(row["messages"][-1]["role"] == "assistant" for row in scope["sft"])
+def test_readme_example_runs_as_a_script(tmp_path):
+    """The README's first example saved as a file and run with `python`, as a user runs it: on the
+    default backend (vLLM here), whose engine process must not run the script a second time."""
+    script = tmp_path / "example.py"
+    script.write_text(readme_example(), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bootstrapping phase" not in done.stderr
+    printed = re.findall(r"^[0-9a-f]{12}-\d+ \[", done.stdout, re.M)  # `print(r.id, [principles], r.final)`
+    assert len(printed) == 2, done.stdout
 
 
 @pytest.mark.slow

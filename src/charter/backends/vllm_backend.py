@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 
 from charter import models
 from charter.backends import watchdog
-from charter.backends.base import EngineDead, HFTokenizerPrompts, TokenIds
+from charter.backends.base import EngineDead, HFTokenizerPrompts, TokenIds, common_prefix_len
 from charter.backends.engine_site.sitecustomize import quiet_notices
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score
@@ -157,6 +157,26 @@ def scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def main_not_reimported() -> Iterator[None]:
+    """vLLM starts its engine process with `spawn`, whose child runs the user's script again
+    (as __mp_main__) unless told the main module has no file or name: a script that starts the
+    engine at its top level, without `if __name__ == "__main__":`, would start it again in the
+    child and fail. The engine needs nothing from the user's script, so for the start the main
+    module is one the child leaves alone."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    for key in saved:
+        setattr(main, key, None) if key == "__spec__" else delattr(main, key)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
 def _engine_args(path: str, options: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """Our defaults under the user's options (`--backend-option KEY=VALUE` are AsyncEngineArgs)."""
     return {"model": path, "use_tqdm_on_load": False, **engine_defaults(options.get("max_model_len"), profile),
@@ -206,7 +226,8 @@ class VLLMBackend(HFTokenizerPrompts):
         started = None
         try:
             args = AsyncEngineArgs(**engine_args)
-            started = self._run(self._create(AsyncLLM, args)).result()
+            with main_not_reimported():
+                started = self._run(self._create(AsyncLLM, args)).result()
             return started
         except TypeError as exc:  # an option AsyncEngineArgs does not take
             raise BackendError(f"bad vLLM engine option: {exc}; options are vllm.AsyncEngineArgs fields") from exc
@@ -289,6 +310,31 @@ class VLLMBackend(HFTokenizerPrompts):
             scores.append(Score(float(sum(picked)), n))
         return scores
 
+    def choose(self, contexts: Sequence[str | Sequence[Message]], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Log-prob of each option, read off one generated token where the options differ at one
+        (the labeler's "(A)"/"(B)"): the prompt is the context and the options' shared first tokens,
+        and vLLM returns the log-prob of each option's next token (`logprob_token_ids`, before any
+        sampling processors). Unlike `score`'s prompt_logprobs, which makes vLLM skip reading its
+        prefix cache, this keeps the cached few-shot block and conversation. Values are equal to the
+        options' full log-probs up to a term all options of a context share, provided the tokens
+        after the differing one (")") are near-certain; options that do not differ at one token
+        are scored in full."""
+        if len(contexts) != len(options):
+            raise ValueError("choose() needs one list of options per context")
+        plans = [choice_plan([self._score_pair(c, o) for o in opts]) for c, opts in zip(contexts, options)]
+        out: list[list[float] | None] = [None] * len(contexts)
+        fast = [i for i, p in enumerate(plans) if p is not None]
+        if fast:
+            outs = self.submit([plans[i][0] for i in fast], [_choice_params(plans[i][1]) for i in fast])
+            for i, o in zip(fast, outs):
+                got = o.outputs[0].logprobs[0]
+                out[i] = [got[t].logprob for t in plans[i][1]]
+        slow = [i for i, p in enumerate(plans) if p is None]
+        if slow:
+            for i, logps in zip(slow, super().choose([contexts[i] for i in slow], [options[i] for i in slow])):
+                out[i] = logps
+        return out  # type: ignore[return-value]
+
     def _drain(self) -> None:
         """Cancel what still runs on the engine's loop (vLLM's output tasks, after its shutdown)
         and let it finish: a task still pending when the loop is collected makes asyncio print
@@ -326,6 +372,32 @@ class VLLMBackend(HFTokenizerPrompts):
             self._drain()
         self._stop_loop()
         self._watchdog.close()  # stops what shutdown left running
+
+
+def choice_plan(pairs: Sequence[tuple[Sequence[int], int]]) -> tuple[list[int], list[int]] | None:
+    """One multiple-choice question as one next-token step. `pairs`: each option's token ids of
+    context + option and how many trailing ones are the option's (HFTokenizerPrompts._score_pair).
+    Returns the prompt (the context and the tokens every option starts with) and each option's
+    token after it; None when that token does not tell the options apart or the options do not
+    start at the same token (then they are scored in full)."""
+    if len(pairs) < 2 or len({len(ids) - n for ids, n in pairs}) != 1:
+        return None
+    first = list(pairs[0][0])
+    shared = min(common_prefix_len(first, ids) for ids, _ in pairs[1:])
+    if shared < len(first) - pairs[0][1] or any(len(ids) <= shared for ids, _ in pairs):
+        return None
+    tokens = [ids[shared] for ids, _ in pairs]
+    return (first[:shared], tokens) if len(set(tokens)) == len(tokens) else None
+
+
+def _choice_params(tokens: list[int]):
+    """One greedy token with the log-probs of `tokens` (raw, over the whole vocabulary, unless
+    the engine's logprobs_mode says otherwise: the options' ratios are the same either way)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(tokens), detokenize=False,
+                          output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 def _completion(out) -> Completion:
