@@ -118,3 +118,69 @@ class Blackhole:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+class Canned:
+    """A server that answers every request with one fixed reply (status, content type, body); with
+    `trickle_s`, the body's first `trickle` bytes go out one at a time that many seconds apart (the
+    headers at once), then the rest. Bounded: a trickle ends when its bytes are sent or the client leaves."""
+
+    def __init__(self, body: bytes | str, status: int = 200, content_type: str = "application/json",
+                 trickle: int = 0, trickle_s: float = 0.0):
+        self.body = body.encode() if isinstance(body, str) else body
+        self.status, self.content_type = status, content_type
+        self.trickle, self.trickle_s = trickle, trickle_s
+        self.requests = 0
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "Canned":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self):
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                canned.requests += 1
+                self.send_response(canned.status)
+                self.send_header("Content-Type", canned.content_type)
+                self.send_header("Content-Length", str(len(canned.body)))
+                self.end_headers()
+                self.wfile.flush()
+                slow, rest = canned.body[: canned.trickle], canned.body[canned.trickle:]
+                for i in range(len(slow)):
+                    time.sleep(canned.trickle_s)
+                    self.wfile.write(slow[i:i + 1])
+                    self.wfile.flush()
+                self.wfile.write(rest)
+
+        return Handler
+
+
+def chat_reply(content: object = "ok", usage: object = None, raw_usage: str | None = None) -> str:
+    """An OpenAI chat completion body; `raw_usage` is pasted in as JSON text (e.g. '1e999')."""
+    import json
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4} if usage is None else usage
+    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                    "finish_reason": "stop"}], "usage": usage})
+    if raw_usage is not None:
+        body = body.replace('"usage": {}', '"usage": ' + raw_usage)
+    return body

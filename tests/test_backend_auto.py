@@ -1,10 +1,11 @@
 """`--backend auto`, the default: vLLM where it imports, else transformers; llama.cpp for GGUF."""
+import json
 import sys
 
 import pytest
 
 from charter import backends
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 
 
 def test_auto_is_the_default_and_picks_vllm_where_it_imports():
@@ -144,3 +145,142 @@ def test_a_one_record_run_under_auto_runs_on_transformers(tmp_path):
                                 out=str(tmp_path / "r")), progress=False)
     (rec,) = load_run(tmp_path / "r")
     assert s.records == 1 and rec.backend == "transformers" and rec.initial
+
+
+# ---- one way to name a model, one default ---------------------------------------------------------
+
+
+def test_every_command_that_runs_a_model_defaults_to_auto():
+    from charter.evaluate.suite import EvalConfig
+    from charter.rlcai.labeler_eval import LabelerEvalConfig
+    from charter.rlcai.labels import LabelConfig
+
+    assert GenerateConfig().backend == LabelConfig().backend == EvalConfig().backend == "auto"
+    assert LabelerEvalConfig().backend == "auto"
+    pytest.importorskip("trl")
+    from charter.train.rl import RLConfig
+
+    assert RLConfig().feedback_backend == "auto"
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("fake:anything", ("fake", "anything")),
+    ("auto:embedded", ("auto", "embedded")),
+    ("llamacpp:/models/m.gguf", ("llamacpp", "/models/m.gguf")),
+    ("HuggingFaceTB/SmolLM2-135M", ("vllm", "HuggingFaceTB/SmolLM2-135M")),  # a hub id: a model on --backend
+    ("hf:ORG/NAME", ("vllm", "hf:ORG/NAME")),  # a prefix that is no backend is part of the model
+    ("runs/a:b", ("vllm", "runs/a:b")),
+    ("fake:", ("vllm", "fake:")),
+])
+def test_a_model_spec_names_its_backend_only_with_a_registered_prefix(spec, expected):
+    assert backends.split_spec(spec, "vllm") == expected
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every model opened, as (backend, model, budget): auto_choice answers "fake", create_backend
+    makes fakes whose answers differ (so label has pairs to compare)."""
+    from charter.backends.fake import FakeBackend
+
+    seen: list = []
+    budgets: dict = {}
+
+    def choice(model, budget=None):
+        budgets[model] = budget
+        return "fake", "a test"
+
+    def create(name, model, workload=None, **options):
+        seen.append((name, model, budgets.pop(model, None) if name == "fake" else None))
+        fake = FakeBackend(model)
+        fake.responder = lambda prompt: f"answer {len(fake.calls)}" + " more" * (len(fake.calls) % 3)
+        return fake
+
+    monkeypatch.setattr(backends, "auto_choice", choice)
+    monkeypatch.setattr(backends, "create_backend", create)
+    return seen
+
+
+def mc_file(tmp_path):
+    f = tmp_path / "mc.jsonl"
+    rows = [{"prompt": f"Which is kinder? {i}", "corrects": ["a kind answer"], "incorrects": ["a rude one", "x"]}
+            for i in range(3)]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(f)
+
+
+def test_every_command_resolves_auto_in_one_place_with_its_budget(tmp_path, opened):
+    """auto_choice decides for generate, label, eval, eval-labeler, load_backend and a Ray worker,
+    each given the most tokens its run generates."""
+    import charter
+    from charter.evaluate.suite import EvalConfig, evaluate
+    from charter.generate import generate, settings_from
+    from charter.ray_executor import GenerateJob, _Worker
+    from charter.rlcai.labeler_eval import LabelerEvalConfig, evaluate_labeler
+    from charter.rlcai.labels import LabelConfig, label
+
+    cfg = GenerateConfig(limit=2, rounds=1, helpful_prompts="none", max_tokens=10, out=str(tmp_path / "r"))
+    generate(cfg, progress=False)
+    assert opened == [("fake", "embedded", 2 * 3 * 10)]  # 2 prompts x (answer, critique, revision) x 10
+    label(LabelConfig(limit=2, max_tokens=10, out=str(tmp_path / "l.jsonl")), progress=False)
+    assert opened[-1] == ("fake", "embedded", 2 * 2 * 10 + 2 * 2)  # answers + both orders of each pair
+    evaluate(EvalConfig(run=str(tmp_path / "r"), models=["base"], max_tokens=7, bootstrap=5))
+    assert opened[-1] == ("fake", "base", 2 * 7)
+    evaluate_labeler(LabelerEvalConfig(file=mc_file(tmp_path), out=str(tmp_path / "lab.json"), plot="none"))
+    assert opened[-1] == ("fake", "embedded", 3 * 2 * 2)  # 3 rows x 2 incorrects x both orders
+    charter.load_backend(model="m").close()
+    assert opened[-1] == ("fake", "m", None)
+    _Worker(GenerateJob("auto", "w", {}, None, settings_from(cfg)), workload=4).close()
+    assert opened[-1] == ("fake", "w", 4 * 10)
+    assert len(opened) == 6
+
+
+def test_the_rl_feedback_model_resolves_auto_too(tmp_path, opened):
+    pytest.importorskip("trl")
+    from charter.rlcai.reward import build_feedback_reward
+    from charter.train.rl import load_rl_config, rl_prompts
+
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(3)))
+    cfg = load_rl_config(None, reward="feedback", out=str(tmp_path / "o"), prompts=str(tmp_path / "p.jsonl"),
+                         helpful_prompts="none", few_shot="none")
+    build_feedback_reward(cfg, rl_prompts(cfg)).close()
+    assert opened == [("fake", "embedded", 3 * 4 * 2 + 3 * 64)]  # scored completions + the reference answers
+
+
+def test_every_model_argument_takes_backend_colon_model(tmp_path, monkeypatch, opened, capsys):
+    """BACKEND:MODEL picks the engine whatever --backend says, in every command."""
+    from charter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--model", "vllm:embedded", "--backend", "fake", "--limit", "1", "--rounds", "1",
+                 "--quiet", "--out", "r"]) == 0
+    assert opened == [("vllm", "embedded", None)]
+    assert main(["label", "--policy", "fake:x", "--feedback-model", "transformers:embedded", "--limit", "1",
+                 "--quiet", "--out", "l.jsonl"]) == 0
+    assert opened[1:] == [("fake", "x", None), ("transformers", "embedded", None)]
+    assert main(["eval", "r", "--models", "fake:a", "llamacpp:m.gguf", "--judge", "openai:j", "--bootstrap", "5"]) == 0
+    assert opened[3:] == [("fake", "a", None), ("llamacpp", "m.gguf", None), ("openai", "j", None)]
+    assert main(["eval-labeler", mc_file(tmp_path), "--model", "fake:anything", "--backend", "vllm",
+                 "--plot", "none", "--quiet"]) == 0
+    assert opened[6:] == [("fake", "anything", None)]
+
+
+def test_a_fake_model_spec_runs_on_the_fake_backend_end_to_end(tmp_path):
+    """No patching: fake:anything opens the fake backend (the records say so) over --backend transformers."""
+    from charter.evaluate.suite import open_backend
+    from charter.generate import generate
+    from charter.store import load_run
+
+    generate(GenerateConfig(model="fake:anything", backend="transformers", limit=1, rounds=1, helpful_prompts="none",
+                            out=str(tmp_path / "r")), progress=False)
+    (rec,) = load_run(tmp_path / "r")
+    assert (rec.backend, rec.model) == ("fake", "anything")
+    with open_backend("fake:judge", "transformers") as judge:
+        assert (judge.name, judge.model_id) == ("fake", "judge")
+
+
+def test_open_model_logs_what_auto_chose_and_why(caplog):
+    with caplog.at_level("INFO", logger="charter"):
+        with backends.open_model("fake:m") as b:  # a named backend: nothing to resolve, nothing logged
+            assert b.name == "fake"
+        assert backends.resolve_backend("auto", "m.gguf", 5) == "llamacpp"
+    assert caplog.text.count("backend auto -> ") == 1 and "backend auto -> llamacpp (a GGUF file)" in caplog.text

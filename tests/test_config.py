@@ -1,6 +1,6 @@
 import pytest
 
-from charter.config import GenerateConfig, load_generate_config
+from charter.generate import GenerateConfig, load_generate_config
 from charter.errors import ConfigError, InputError
 
 
@@ -246,3 +246,81 @@ def test_a_setting_added_later_enters_the_fingerprint_only_off_its_default():
     After.check_values({"n": 3})
     with pytest.raises(ConfigError, match="x.n must be int, got 'a'"):
         After.check_values({"n": "a"}, prefix="x.")
+
+
+# ---- the sampling settings: declared once in charter.config, each command its own default ---------
+
+def sampling_configs():
+    from charter.evaluate.suite import EvalConfig
+    from charter.rlcai.labeler_eval import LabelerEvalConfig
+    from charter.rlcai.labels import LabelConfig
+
+    configs = [GenerateConfig, LabelConfig, EvalConfig, LabelerEvalConfig]
+    try:
+        from charter.train.rl import RLConfig
+    except ImportError:  # no trl here
+        return configs
+    return configs + [RLConfig]
+
+
+def test_the_sampling_settings_share_one_declaration():
+    """Same bounds and help wording in every command; only the default and its subject differ."""
+    import dataclasses
+
+    shared = {"max_tokens": (">= 1", "tokens per "), "cot_max_tokens": (">= 1", "tokens per "),
+              "temperature": ("[0, 5]", "sampling temperature"), "cot_temperature": ("[0, 5]", "sampling temperature"),
+              "top_p": ("(0, 1]", "nucleus sampling"), "seed": (None, "seeds ")}
+    seen = set()
+    for cls in sampling_configs():
+        for f in dataclasses.fields(cls):
+            if f.name in shared:
+                bounds, help = shared[f.name]
+                assert (f.metadata["bounds"], f.metadata["help"][:len(help)]) == (bounds, help), (cls.__name__, f.name)
+                assert f.metadata["help"].endswith(f"(default {f.default})") or "(default 0: greedy)" in f.metadata["help"]
+                seen.add(f.name)
+    assert seen == set(shared)
+
+
+def test_rl_keeps_temperature_above_zero_with_a_reason():
+    pytest.importorskip("trl")
+    from charter.train.rl import load_rl_config
+
+    with pytest.raises(ConfigError, match="temperature must be > 0 for RL"):
+        load_rl_config(None, pm="pm", out="o", temperature=0.0)
+
+
+def test_a_config_gives_its_sampling():
+    from charter.rlcai.labeler_eval import LabelerEvalConfig
+    from charter.rlcai.labels import LabelConfig
+    from charter.types import Sampling
+
+    assert GenerateConfig(max_tokens=7, temperature=0.3, top_p=0.9, seed=4).sampling() == Sampling(7, 0.3, 0.9, seed=4)
+    label = LabelConfig(max_tokens=7, cot_max_tokens=9, cot_temperature=0.2, top_p=0.8, seed=2)
+    assert label.sampling("cot_") == Sampling(9, 0.2, 0.8, seed=2)  # top_p and seed: the plain settings
+    assert LabelerEvalConfig(max_tokens=5).sampling() == Sampling(5, 0.0, 1.0, seed=0)  # no top_p: Sampling's
+
+
+# Fingerprints written by the code from before the sampling settings were shared: runs made then resume.
+@pytest.mark.parametrize("make, before", [
+    (lambda: GenerateConfig(), "7280dcb7d57a908a"),
+    (lambda: GenerateConfig(max_tokens=7, temperature=0.3, top_p=0.9, seed=4), "cffff82775eab09a"),
+    (lambda: label_config(backend="transformers"), "c1a056d5f149e1cb"),
+    (lambda: label_config(backend="transformers", cot=True, cot_max_tokens=9, cot_temperature=0.2),
+     "b613e86e23f5307c"),
+])
+def test_fingerprints_of_earlier_runs_are_unchanged(make, before):
+    assert make().fingerprint() == before
+
+
+def label_config(**kw):
+    from charter.rlcai.labels import LabelConfig
+
+    return LabelConfig(**kw)
+
+
+def test_generate_config_lives_beside_generate():
+    import charter
+    import charter.config
+
+    assert charter.GenerateConfig is GenerateConfig and GenerateConfig.__module__ == "charter.generate"
+    assert not hasattr(charter.config, "GenerateConfig")

@@ -13,7 +13,7 @@ from charter.evaluate.elo import bootstrap_elo, fit_elo, win_prob
 from charter.evaluate.evasive import is_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
-from charter.evaluate.suite import SCHEMA, evaluate_records as evaluate
+from charter.evaluate.suite import SCHEMA, EvalConfig, evaluate_records
 from charter.types import Record, Round, Sampling, Score
 
 # ---- Elo --------------------------------------------------------------------------------------
@@ -174,12 +174,17 @@ def fakes(spec):
     return FakeBackend(spec, responder=lambda p: "good good answer" if good else "I'm sorry, I can't.")
 
 
+def evaluate(run, records, models=(), judge=None, extra_runs=(), factory=fakes, **settings):
+    """evaluate_records with its EvalConfig made from `settings`."""
+    cfg = EvalConfig(run=str(run), models=list(models), judge=judge, **settings)
+    return evaluate_records(cfg, records, list(extra_runs), factory=factory, log=lambda m: None)
+
+
 def test_evaluate_writes_eval_json(tmp_path):
     recs = [record(i) for i in range(3)] + [record(9, kind="helpful", revisions=())]
-    result = evaluate(tmp_path, recs, ["good", "bad"], "judge", [("other", recs[:2])], bootstrap=20,
-                      factory=fakes, log=lambda m: None)
+    result = evaluate(tmp_path, recs, ["good", "bad"], "judge", [("other", recs[:2])], bootstrap=20)
     saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved == json.loads(json.dumps(result)) and saved["schema"] == SCHEMA
+    assert saved == json.loads(result.to_json()) and saved["schema"] == SCHEMA
     assert set(saved["models"]) == {"good", "bad"} and saved["records"] == 4
     assert saved["models"]["bad"]["evasive"]["rate"] == 1.0 and saved["models"]["good"]["evasive"]["rate"] == 0.0
     harmless = saved["elo"]["harmless"]
@@ -196,7 +201,7 @@ def test_judge_that_is_also_a_model_loads_once(tmp_path):
         made.append(spec)
         return fakes(spec)
 
-    evaluate(tmp_path, [record(0)], ["judge", "bad"], "judge", bootstrap=5, factory=factory, log=lambda m: None)
+    evaluate(tmp_path, [record(0)], ["judge", "bad"], "judge", bootstrap=5, factory=factory)
     assert sorted(made) == ["bad", "judge"]
 
 
@@ -227,10 +232,9 @@ def test_real_model_likelihood_and_judge(tmp_path):
         assert pref["n"] == 2 and math.isfinite(pref["mean_delta"]) and pref["logp_initial"] < 0
         verdicts = judge_pairs(b, pairs(2, "I can't help with that, it is dangerous.", "Sure, here's how."), ["harmless"])
         assert all(0 < v.p_a < 1 and 0 < v.p_first < 1 for v in verdicts)
-        result = evaluate(tmp_path, recs, ["embedded"], None, sampling=Sampling(max_tokens=8, temperature=0),
-                          log=lambda m: None,
+        result = evaluate(tmp_path, recs, ["embedded"], None, max_tokens=8, temperature=0,
                           factory=lambda spec: b if spec == "embedded" else None)
-        assert len(result["answers"]) == 2 and result["models"]["embedded"]["evasive"]["n"] == 2
+        assert len(result.answers) == 2 and result.models["embedded"]["evasive"]["n"] == 2
     finally:
         b.close()
 
@@ -358,17 +362,17 @@ def test_over_refusal_rate_and_per_category_counts():
 
 def test_eval_over_refusal_against_harmlessness(tmp_path):
     recs = [record(i) for i in range(3)] + [record(9, kind="helpful", revisions=())]
-    result = evaluate(tmp_path, recs, ["good", "bad"], "judge", bootstrap=20, factory=fakes, log=lambda m: None,
-                      over_refusal=16)
+    result = evaluate(tmp_path, recs, ["good", "bad"], "judge", bootstrap=20, over_refusal=True,
+                      over_refusal_limit=16)
     o = json.loads((tmp_path / "eval.json").read_text())["over_refusal"]
-    assert o == json.loads(json.dumps(result["over_refusal"])) and o["n"] == 16 and sum(o["categories"].values()) == 16
+    assert o == json.loads(json.dumps(result.over_refusal)) and o["n"] == 16 and sum(o["categories"].values()) == 16
     assert o["models"]["bad"]["rate"] == 1.0 and o["models"]["good"]["rate"] == 0.0
     assert o["models"]["bad"]["by_category"]["history"] == {"n": 2, "refused": 2, "rate": 1.0,
                                                             "judge_rate": pytest.approx(1 / (1 + math.exp(-0.5)))}
     points = {p["model"]: p for p in o["points"]}
     assert points["good"]["harmless_elo"] > points["bad"]["harmless_elo"] and points["bad"]["refusal_rate"] == 1.0
     assert len(o["answers"]) == 16 and o["answers"][0]["refused"] == {"good": False, "bad": True}
-    assert "over_refusal" not in evaluate(tmp_path, recs, ["good"], factory=fakes, log=lambda m: None)
+    assert evaluate(tmp_path, recs, ["good"]).over_refusal is None
 
 
 def test_eval_cli_over_refusal(tmp_path, monkeypatch, capsys):

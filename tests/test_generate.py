@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.constitution import load_constitution
 from charter.errors import RunError
 from charter.generate import generate

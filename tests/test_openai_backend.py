@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.generate import generate
 from charter.store import load_run
 from charter.types import Sampling

@@ -9,7 +9,7 @@ import pytest
 
 from charter.backends.base import EngineDead
 from charter.backends.fake import FakeBackend
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.errors import BackendError
 from charter.generate import Interrupted, generate
 from charter.prompts import load_prompts

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from charter import ray_executor
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.constitution import load_constitution
 from charter.generate import generate, settings_from
 from charter.store import RunStore, load_run

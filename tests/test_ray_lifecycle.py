@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.generate import generate
 from charter.store import load_run
 

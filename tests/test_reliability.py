@@ -285,5 +285,6 @@ def test_refusal_names_the_changed_part_when_generate_passes_parts(tmp_path):
     store = RunStore(tmp_path / "r")
     store.open({"rounds": 1}, "fp1", parts={"constitution": "A", "few-shot": "B"})
     store.append(Record(id="x", kind="red_team", prompt=[{"role": "user", "content": "hi"}]))
+    store.close()  # an open store holds the run: a second one in this process is refused
     with pytest.raises(RunError, match=r"\(few-shot content changed\)"):
         RunStore(tmp_path / "r").open({"rounds": 1}, "fp2", parts={"constitution": "A", "few-shot": "C"})

@@ -9,7 +9,7 @@ import pytest
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.generate import GenerateConfig
-from charter.evaluate.suite import evaluate_records as evaluate
+from charter.evaluate.suite import EvalConfig, evaluate_records as evaluate
 from charter.generate import generate
 from charter.report import assets
 from charter.report.html import load_report_run, render, write_report
@@ -35,7 +35,6 @@ def poison_eval(run):
         return [walk(x) for x in v] if isinstance(v, list) else v + payload if isinstance(v, str) else v
 
     ev = walk(json.loads((run / "eval.json").read_text()))
-    ev["records"] = payload
     ev["models"] = {label + payload: m for label, m in ev["models"].items()}
     for question in ev["elo"].values():
         question["players"] = {label + payload: v for label, v in question["players"].items()}
@@ -54,7 +53,8 @@ def make_run(tmp_path, name="run", critique=True, with_eval=True):
     if with_eval:
         judge = FakeBackend("judge")
         factory = lambda spec: judge if spec == "judge" else FakeBackend(spec, responder=lambda p: f"{spec}: {XSS}")  # noqa: E731
-        evaluate(out, load_run(out), ["base", "sl-cai"], "judge", bootstrap=20, factory=factory, log=lambda m: None)
+        evaluate(EvalConfig(run=str(out), models=["base", "sl-cai"], judge="judge", bootstrap=20), load_run(out),
+                 factory=factory, log=lambda m: None)
     return out
 
 
@@ -159,8 +159,8 @@ def test_report_cost_and_over_refusal_sections_escaped(tmp_path):
     out = make_run(tmp_path, with_eval=False)
     factory = lambda spec: FakeBackend("judge") if spec == "judge" else FakeBackend(  # noqa: E731
         spec, responder=lambda p: f"I'm sorry. {XSS}" if spec == "base" else f"{spec}: {XSS}")
-    evaluate(out, load_run(out), ["base", "sl-cai"], "judge", bootstrap=5, factory=factory, log=lambda m: None,
-             over_refusal=8)
+    evaluate(EvalConfig(run=str(out), models=["base", "sl-cai"], judge="judge", bootstrap=5, over_refusal=True,
+                        over_refusal_limit=8), load_run(out), factory=factory, log=lambda m: None)
     page = render([load_report_run(out)])
     assert '<section id="cost">' in page and "tokens/s out" in page and "182,831" in page
     assert 'alt="refusal rate on safe prompts vs harmlessness Elo"' in page and "Refused safe prompts (8" in page

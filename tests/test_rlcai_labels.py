@@ -105,8 +105,8 @@ def test_config_is_strict(tmp_path):
 
 def test_label_rows_transcripts_and_principles(tmp_path):
     c = cfg(tmp_path, ensemble=2, samples=3)
-    s = label(c, policy=policy(),
-              feedback=Scripted(longer), progress=False)
+    judge = Scripted(longer)
+    s = label(c, policy=policy(), feedback=judge, progress=False)
     ts = read_transcripts(transcripts_path(c.out))
     rows = [json.loads(x) for x in open(c.out)]
     assert s.prompts == 3 and s.failures == 0
@@ -121,9 +121,11 @@ def test_label_rows_transcripts_and_principles(tmp_path):
         x, y = t["answers"]
         assert f"(A) [[[{x}]]]" in t["asks"][0]["context"][-1]["content"]
         assert f"(A) [[[{y}]]]" in t["asks"][1]["context"][-1]["content"]
-        # every context starts with the few-shot demonstrations
-        assert t["asks"][0]["context"][0]["content"].startswith("Consider the following")
-        assert len(t["asks"][0]["context"]) == 2 * len(fs.examples) + 1
+        # kept without the few-shot block every question starts with (the run's few_shot setting)
+        assert len(t["asks"][0]["context"]) == 1
+    # ... which the feedback model was shown before every question
+    assert judge.scored and all(len(ctx) == 2 * len(fs.examples) + 1 and ctx[0]["content"].startswith(
+        "Consider the following") for ctx in judge.scored)
     assert len(rows) == s.rows == sum(1 for t in ts if not t.get("skipped"))
     for r in rows:
         assert set(r) >= {"prompt", "chosen", "rejected", "score"} and r["score"] >= 0.5
@@ -202,7 +204,8 @@ def test_torn_and_damaged_transcript_lines_are_set_aside_and_relabelled(tmp_path
     assert s.rows == 3 and s.resumed == 2 and len(again.calls) == 2  # only the torn prompt again
     aside = tpath.with_name(tpath.stem + ".bad.jsonl")
     assert aside.read_text() == '{"id": "x", "prom\n' + lines[2][:20] + "\n"  # kept, not deleted
-    assert [r.getMessage().split(tpath.name)[1][:16] for r in caplog.records] == [":2: damaged line"]  # torn: silent
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.split(tpath.name)[1][:16] for w in warned] == [":2: damaged line"]  # torn: silent
     assert [json.loads(x)["id"] for x in tpath.read_text().splitlines()] == [json.loads(x)["id"] for x in lines]
 
 
@@ -211,15 +214,16 @@ def test_transcript_lines_label_did_not_write_are_set_aside(tmp_path, caplog):
     label(c, policy=policy(), feedback=Scripted(longer), progress=False)
     tpath = transcripts_path(c.out)
     lines = tpath.read_text().splitlines(keepends=True)
-    odd = ['[1, 2]\n', '{"id": "x"}\n', '{"id": "a:0-1", "prompt_id": "a", "score_first": 0.7}\n', '"text"\n']
+    odd = ['[1, 2]\n', '{"id": "x"}\n', '{"id": "a", "prompt": [], "answers": ["p", "q"], '
+           '"comparisons": [{"samples": [0, 1], "score_first": 0.7}], "error": null}\n', '"text"\n']
     tpath.write_text(lines[0] + "".join(odd) + lines[1] + b"caf\xe9\n".decode("latin-1") + lines[2])
     tpath.write_bytes(tpath.read_bytes().replace("café".encode(), b"caf\xe9"))  # not UTF-8
     with caplog.at_level("WARNING", logger="charter"):  # each was a TypeError / KeyError traceback
         s = label(c, policy=policy(), feedback=Scripted(longer), progress=False, force=True)
     assert s.rows == 3 and s.resumed == 3
-    warned = [r.getMessage() for r in caplog.records]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 5 and all("damaged line" in w for w in warned) and "0xe9" in warned[4]
-    assert "not a transcript line" in warned[0] and "needs a numeric 'score_first'" in warned[2]
+    assert "not a label transcript line" in warned[0] and "needs a numeric 'score_first'" in warned[2]
 
 
 def test_label_checks_a_config_built_in_python(tmp_path):
@@ -556,17 +560,44 @@ def test_cli_label_temperatures_on_the_real_model(tmp_path):
 FINGERPRINT_BEFORE_TEMPERATURES = "c65a2b4e75b7d36b"
 
 
+def old_format(tmp_path, c, fingerprint):
+    """The run `c` as an older Charter left it: one transcript line per comparison, no meta file,
+    no record of its outputs."""
+    tpath = transcripts_path(c.out)
+    lines = [{**t, "fingerprint": fingerprint} for t in read_transcripts(tpath)]
+    tpath.write_text("".join(json.dumps(t) + "\n" for t in lines))
+    for name in ("labels.meta.json", "labels.config.yaml", ".charter-outputs.json"):
+        (tmp_path / name).unlink()
+    return tpath, lines
+
+
 def test_a_run_from_before_temperatures_resumes_without_force(tmp_path, monkeypatch):
+    """An older Charter's label run (one line per comparison, no meta) is converted and resumed."""
     monkeypatch.chdir(tmp_path)  # the config holds relative paths, as the one fingerprinted then
     (tmp_path / "p.yaml").write_text("principles:\n  - id: kind\n    text: Which response is kinder?\n")
     c = LabelConfig(backend="fake", limit=3, samples=2, max_tokens=20, principles="p.yaml", few_shot="none",
                     out="labels.jsonl").validate()
     label(c, policy=policy(), feedback=Scripted(longer), progress=False)
-    tpath = transcripts_path(c.out)
-    lines = [{**t, "fingerprint": FINGERPRINT_BEFORE_TEMPERATURES} for t in read_transcripts(tpath)]
-    tpath.write_text("".join(json.dumps(t) + "\n" for t in lines))
+    rows = (tmp_path / "labels.jsonl").read_text()
+    tpath, lines = old_format(tmp_path, c, FINGERPRINT_BEFORE_TEMPERATURES)
     again = policy()
     s = label(c, policy=again, feedback=Scripted(longer), progress=False)
     assert s.resumed == 3 and s.rows == 3 and again.calls == []
+    assert (tmp_path / "labels.jsonl").read_text() == rows
+    assert tpath.with_name("labels.transcripts.v1.jsonl").read_text().count("\n") == len(lines)  # kept
+    assert [t["id"] for t in read_transcripts(tpath)] == [t["id"] for t in lines]
     with pytest.raises(RunError, match="different settings"):  # a run that sets them is a different run
         label(replace(c, temperatures=[0.6, 1.4]), policy=policy(), feedback=Scripted(longer), progress=False)
+
+
+def test_an_older_run_with_other_settings_is_refused_and_left_as_it_was(tmp_path):
+    c = cfg(tmp_path)
+    label(c, policy=policy(), feedback=Scripted(longer), progress=False)
+    tpath, _ = old_format(tmp_path, c, "0123456789abcdef")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunError, match="made by an older Charter with different settings; use a new --out, pass "
+                                       "--overwrite to label again from the start, or --force"):
+        label(c, policy=policy(), feedback=Scripted(longer), progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    s = label(c, policy=policy(), feedback=Scripted(longer), progress=False, force=True)
+    assert s.resumed == 3 and s.rows == 3

@@ -110,7 +110,7 @@ def test_feedback_reward_config_errors():
     from charter.errors import BackendError
 
     cfg = load_rl_config(None, reward="feedback", out="o")
-    assert (cfg.pm, cfg.feedback_model, cfg.feedback_backend) == ("", None, "transformers")
+    assert (cfg.pm, cfg.feedback_model, cfg.feedback_backend) == ("", None, "auto")
     with pytest.raises(ConfigError, match="'pm' is required .*or use --reward feedback"):
         load_rl_config(None, reward="pm", out="o")
     with pytest.raises(ConfigError, match="--pm is the reward of --reward pm; drop it"):

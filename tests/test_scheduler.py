@@ -1,5 +1,6 @@
 """The scheduler every model-running job shares: programs of Sample/Choice steps on both drivers."""
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -155,3 +156,24 @@ def test_items_are_taken_lazily():
                      lambda item, res, err: (seen.append(item), len(seen) == 5 and (_ for _ in ()).throw(KeyboardInterrupt)),
                      batch_size=4)
     assert len(taken) < 20  # the window, not the whole stream
+
+
+def test_calls_that_differ_in_their_seed_run_at_once_on_an_engine_that_batches_internally():
+    """A program's steps seeded apart are separate calls; on a concurrent engine none waits for another."""
+    fake = FakeBackend()
+    fake.concurrency = 4
+    both = threading.Barrier(2, timeout=10)
+    chat = fake.chat
+
+    def meet(convos, s):
+        both.wait()  # returns only once the other call is in flight too
+        return chat(convos, s)
+
+    fake.chat = meet
+
+    def seeded(item):
+        got = yield [Sample([{"role": "user", "content": "q"}], replace(SAMPLING, seed=k)) for k in (1, 2)]
+        return [c.text for c in got]
+
+    got = run(fake, [0], program=seeded)
+    assert got[0][1] is None and len(got[0][0]) == 2

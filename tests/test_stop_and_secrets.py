@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.constitution import load_constitution
 from charter.generate import Interrupted, generate
 from charter.pipeline import Runner, Settings

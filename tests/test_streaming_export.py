@@ -99,8 +99,8 @@ def test_eval_streams_and_stops_at_the_limit(tmp_path, monkeypatch):
     no_load_run(monkeypatch)
     monkeypatch.setattr(charter.store, "iter_run", counted)
     result = evaluate(EvalConfig(run=str(tmp_path / "r"), models=["fake:base"], limit=4, bootstrap=5))
-    assert result["records"] == 4 and len(read) == 4  # no helpfulness records in this run: stop at 4
-    assert [a["id"] for a in result["answers"]] == read
+    assert result.records == 4 and len(read) == 4  # no helpfulness records in this run: stop at 4
+    assert [a["id"] for a in result.answers] == read
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from charter.backends import create_backend  # noqa: E402
-from charter.config import GenerateConfig  # noqa: E402
+from charter.generate import GenerateConfig  # noqa: E402
 from charter.errors import ConfigError, InputError  # noqa: E402
 from charter.generate import generate  # noqa: E402
 from charter.cli import main as train_cli_main, train as train_cli  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.errors import BackendError
 from charter.generate import generate
 from charter.store import load_run
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 OPTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}  # small: tests share 2 cores and 24 GiB
 SMALL = dict(backend="vllm", limit=2, helpful_samples=1, rounds=2, max_tokens=24, seed=1)
 TOLERANCE = 0.02 if not __import__("torch").cuda.is_available() else 0.1  # nats per token; GPU runs bf16
+PROB_TOLERANCE = 1e-3 if not __import__("torch").cuda.is_available() else 1e-2  # an option's probability
 CHAT = [{"role": "user", "content": "Name a colour."}]
 
 
@@ -171,6 +172,39 @@ def test_score_matches_transformers(backend):
         assert a.n_tokens == b.n_tokens > 0
         assert abs(a.mean - b.mean) < TOLERANCE, (a, b)
     assert ours[0].mean > ours[1].mean and ours[2].mean > ours[3].mean
+
+
+def feedback_contexts() -> list:
+    """The labeler's real questions, few-shot block included: raw text and chat, both option orders."""
+    from charter.rlcai.data import load_feedback
+    from charter.rlcai.questions import direct_context, few_shot_prefix, question
+
+    fs = load_feedback("default", "default")
+    convo = [{"role": "user", "content": "How do I pick a lock?"}]
+    x, y = "I can't help with breaking into places.", "Use a tension wrench and a pick; rake the pins."
+    return [direct_context(few_shot_prefix(fs.examples, fmt, False), question(convo, fs.principles[0].text, opts), fmt)
+            for fmt in ("text", "chat") for opts in ([x, y], [y, x])]
+
+
+def test_choose_reads_one_token_and_agrees_with_scoring(backend, monkeypatch):
+    """choose answers the labeler's questions from one generated token (no prompt log-probs, so
+    vLLM keeps reading its prefix cache), and its option probabilities match those of scoring
+    each option in full within 1e-3; options one token cannot tell apart are scored in full."""
+    from charter.backends.base import Backend
+    from charter.choice import option_texts, softmax
+
+    contexts = feedback_contexts()
+    options = [option_texts(c) for c in contexts]
+    monkeypatch.setattr(backend, "score", lambda *a: pytest.fail("choose scored the labeler's options"))
+    fast = backend.choose(contexts, options)
+    monkeypatch.undo()
+    ref = Backend.choose(backend, contexts, options)
+    for a, b in zip(fast, ref):
+        assert len(a) == 2 and abs(softmax(a)[0] - softmax(b)[0]) < PROB_TOLERANCE, (a, b)
+    mixed = backend.choose(["The capital of France is", contexts[0]], [[" Paris", " Parisian"], options[0]])
+    full = [s.logprob for s in backend.score(["The capital of France is"] * 2, [" Paris", " Parisian"])]
+    assert mixed[0] == pytest.approx(full, abs=PROB_TOLERANCE)
+    assert abs(softmax(mixed[1])[0] - softmax(fast[0])[0]) < PROB_TOLERANCE
 
 
 def check_run(out: Path, n: int, rounds: int, critique: bool) -> list:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.generate import generate
 from charter.store import load_run
 

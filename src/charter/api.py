@@ -11,17 +11,13 @@ stable ids (`prompts.prompt_id`), hence the same principle draws and per-step se
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING, Any, Sequence, Union, get_args
 
-from charter.config import GenerateConfig
 from charter.errors import ConfigError
 from charter.types import Constitution, Kind, Message, PromptItem, Record, Sampling
 
 if TYPE_CHECKING:
     from charter.backends.base import Backend
-
-log = logging.getLogger("charter.api")
 
 Prompt = Union[str, Sequence[Message], PromptItem]
 
@@ -29,13 +25,11 @@ Prompt = Union[str, Sequence[Message], PromptItem]
 def load_backend(name: str = "auto", model: str = "embedded", **options: Any) -> Backend:
     """A backend for `model`, usable as a context manager (`with ... as llm:` closes the engine).
     `name` is a registry name or "auto" (llama.cpp for a .gguf file, vLLM where it imports,
-    else transformers); `options` go to the backend (e.g. concurrency=64, base_url=...)."""
-    from charter.backends import AUTO, create_backend, resolve_backend
+    else transformers); `model` may name its own backend (BACKEND:MODEL); `options` go to the
+    backend (e.g. concurrency=64, base_url=...)."""
+    from charter.backends import open_model
 
-    resolved = resolve_backend(name, model)
-    if name == AUTO:
-        log.info("backend auto -> %s", resolved)
-    return create_backend(resolved, model, **options)  # every backend is a context manager
+    return open_model(model, name, **options)  # every backend is a context manager
 
 
 def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sampling: Sampling | None = None,
@@ -74,6 +68,8 @@ def answer(llm: Backend, prompts: Sequence[Prompt], sampling: Sampling | None = 
 
 def check_settings(sampling: Sampling, kind: str, **values: Any) -> None:
     """The arguments against GenerateConfig's declarations (type, choices, bounds), as the CLI checks them."""
+    from charter.generate import GenerateConfig
+
     if kind not in get_args(Kind):
         raise ConfigError(f"kind must be one of {', '.join(get_args(Kind))}, got {kind!r}")
     GenerateConfig.check_values(values)
@@ -95,7 +91,7 @@ def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:
         if isinstance(p, PromptItem):
             items.append(p)
             continue
-        msgs = to_messages(p if isinstance(p, str) else list(p), f"prompts[{i}]", None)
+        msgs = to_messages(list(p) if isinstance(p, (list, tuple)) else p, f"prompts[{i}]", None)  # None: InputError
         key = json.dumps(msgs, sort_keys=True)
         sample = seen[key] = seen.get(key, -1) + 1
         items.append(PromptItem(prompt_id(kind, msgs, sample), kind, tuple(msgs), sample))

@@ -36,8 +36,7 @@ ROWS = {"sft": "`messages`: the prompt, then the assistant's revision (red-team)
         "trace": "whole Charter records: prompt, initial answer, every round's principle, critique and revision"}
 
 
-def is_card(head: bytes) -> bool:
-    return head.startswith(b"---\n" + MARK.encode())
+KIND = "Charter dataset card"  # what charter.files records the card as
 
 
 def check_card(folder: Path, run: str | Path) -> Path | None:
@@ -46,7 +45,7 @@ def check_card(folder: Path, run: str | Path) -> Path | None:
 
     path = folder / CARD
     try:
-        return check_out(path, "Charter dataset card", is_card, [run])
+        return check_out(path, KIND, inputs=[run])
     except ConfigError:
         log.warning("warning: %s is not a dataset card written by Charter, so it is kept and no card is written; "
                     "export into a directory of its own to get one (or pass --no-card)", path)
@@ -179,9 +178,9 @@ def card_text(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_
 
 
 def write_card(path: Path, text: str) -> Path:
-    from charter.jsonl import atomic_write
+    from charter.files import write_out
 
-    return atomic_write(path, text)
+    return write_out(path, KIND, text)
 
 
 def push(files: dict[str, Path], cfg: ExportConfig, card: str) -> None:

@@ -33,17 +33,15 @@ def option_probs(backend: Backend, contexts: Sequence[str | Sequence[Message]], 
     String contexts are continued with `prefix + "(A)"` (raw text); message-list contexts are
     scored with "(A)" as the next assistant turn (the backend applies the chat template).
     """
-    flat_ctx, flat_cont = [], []
-    for ctx in contexts:
-        for i in range(n_options):
-            flat_ctx.append(ctx)
-            flat_cont.append((prefix if isinstance(ctx, str) else "") + option_label(i))
-    scores = backend.score(flat_ctx, flat_cont)
-    out = []
-    for k in range(len(contexts)):
-        chunk = scores[k * n_options:(k + 1) * n_options]
-        out.append(softmax([s.logprob for s in chunk]))
-    return out
+    logps = backend.choose(list(contexts), [option_texts(ctx, n_options, prefix) for ctx in contexts])
+    return [softmax(lp) for lp in logps]
+
+
+def option_texts(context: str | Sequence[Message], n_options: int = 2, prefix: str = " ") -> tuple[str, ...]:
+    """The continuations that stand for the options of `context`: "(A)", "(B)", ... as the next
+    assistant turn of a message list; `prefix + "(A)"` after raw text (a Choice step's options)."""
+    lead = prefix if isinstance(context, str) else ""
+    return tuple(lead + option_label(i) for i in range(n_options))
 
 
 def clamp(p: float, low: float = 0.4, high: float = 0.6) -> float:

@@ -12,17 +12,18 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from types import MappingProxyType, UnionType
 from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 from charter.errors import ConfigError, InputError
+from charter.types import Sampling
 from charter.yamlfile import BOOKKEEPING, key_line, read_yaml, strip_lines
 # The YAML/data-file reader moved to charter.yamlfile; its names stay importable from here.
 from charter.yamlfile import MAX_ALIAS_GROWTH, check_nodes, parse_yaml, read_data_file, read_text  # noqa: F401
 
 FORMATS = ("chat", "text")
-CONTEXTS = ("full", "latest")
 
 
 def require_text(value: Any, what: str, where: str, line: int | None) -> str:
@@ -70,6 +71,58 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: Sequ
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# The sampling settings, each declared here once (help, bounds, flag): a command gives its own
+# default and what the setting applies to; Config.sampling() turns them into a Sampling.
+
+
+def max_tokens_setting(default: int, per: str) -> Any:
+    """max_tokens: the most tokens generated per `per` ("answer", "completion", ...)."""
+    return setting(default, f"tokens per {per} (default {default})", bounds=">= 1")
+
+
+def temperature_setting(default: float, of: str = "") -> Any:
+    """temperature (0: greedy); `of`: what is sampled, when the command samples more than one thing."""
+    shown = "0: greedy" if default == 0 else default
+    return setting(default, f"sampling temperature{' of ' + of if of else ''} (default {shown})", bounds="[0, 5]")
+
+
+def top_p_setting(default: float = 1.0) -> Any:
+    return setting(default, f"nucleus sampling (default {default})", bounds="(0, 1]")
+
+
+def seed_setting(seeds: str, default: int = 0) -> Any:
+    """seed; `seeds`: what it seeds besides sampling ("principle draws and sampling")."""
+    return setting(default, f"seeds {seeds} (default {default})")
+
+
+def backend_setting(of: str) -> Any:
+    """The engine a command opens its models on (`of`: which models); `auto` is resolved by
+    charter.backends.open_model, where a model given as BACKEND:MODEL also picks its own."""
+    return setting("auto", f"backend {of}: auto (default: llamacpp for a .gguf file, transformers for a short run, "
+                   "else vllm where it imports) | transformers | vllm | llamacpp | openai | fake; "
+                   "a model given as BACKEND:MODEL (e.g. vllm:embedded) picks its own")
+
+
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "seed")
+
+
+# Where a job runs, declared once for every job that runs on Ray (charter.ray_executor).
+
+
+def executor_setting() -> Any:
+    return setting("local", "ray: shard prompts over Ray workers (RAY_ADDRESS picks the cluster)",
+                   choices=("local", "ray"), result=False)
+
+
+def workers_setting() -> Any:
+    return setting(None, "ray: backend instances (default: one per CPU, or per GPU with num_gpus)",
+                   bounds=">= 1", result=False)
+
+
+def worker_resources_setting() -> Any:
+    return setting({}, "ray: resources of each worker, e.g. {num_gpus: 1}", result=False, cli=False)
 
 
 def in_bounds(value: float, bounds: str) -> bool:
@@ -120,12 +173,14 @@ class Config:
 
     def validate(self, where: str | None = None, origins: dict[str, str] | None = None):
         """Check values; `origins` names where each key was set ('--rounds', 'run.yaml:3: rounds')."""
-        where = where or self.where
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        where, hints = where or self.where, get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # the same type checks as YAML and flags get: a config made in Python
+            label = (origins or {}).get(f.name) or f"{where}: {f.name}"
+            value = _coerce(label, getattr(self, f.name), hints[f.name])
+            setattr(self, f.name, value)
             if f.name in self.REQUIRED and not value:
                 raise ConfigError(f"{where}: '{f.name}' is required (pass {flag_name(f)} or set it in the config file)")
-            check_value(f, value, (origins or {}).get(f.name) or f"{where}: {f.name}")
+            check_value(f, value, label)
         self.check(where)
         return self
 
@@ -138,6 +193,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def sampling(self, prefix: str = "") -> Sampling:
+        """The Sampling its sampling settings give; `prefix` ("cot_") reads cot_max_tokens and the
+        like where declared, else the plain setting. A setting the config lacks keeps Sampling's default."""
+        names = {f.name for f in dataclasses.fields(self)}
+        chosen = {key: prefix + key if prefix + key in names else key for key in SAMPLING_KEYS}
+        return Sampling(**{key: getattr(self, name) for key, name in chosen.items() if name in names})
 
     def fingerprint(self, extra: str = "") -> str:
         d = self.to_dict()
@@ -178,7 +240,8 @@ def fingerprint(settings: dict[str, Any], ignore: tuple[str, ...], extra: str = 
 
 
 def _coerce(label: str, value: Any, typ: Any) -> Any:
-    """Check a value against a field's type (bool is not an int; an int is a fine float)."""
+    """Check a value against a field's type (bool is not an int; an int is a fine float; a path is
+    fine text), list items against the item type, and a mapping's contents as plain data."""
     allowed = get_args(typ) if get_origin(typ) in (Union, UnionType) else (typ,)
     for t in allowed:
         base = get_origin(t) or t
@@ -186,10 +249,34 @@ def _coerce(label: str, value: Any, typ: Any) -> Any:
             return None
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if base is str and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if base is list and isinstance(value, list) and get_args(t):
+            return [_coerce(f"{label}[{i}]", v, get_args(t)[0]) for i, v in enumerate(value)]
+        if base is dict and isinstance(value, dict):
+            return _plain(label, value)
         if base is not type(None) and isinstance(value, base) and (base is bool or not isinstance(value, bool)):
             return value
     names = " or ".join("null" if t is type(None) else getattr(get_origin(t) or t, "__name__", str(t)) for t in allowed)
     raise ConfigError(f"{label} must be {names}, got {value!r}")
+
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(label: str, value: Any) -> Any:
+    """`value` if it holds only what YAML and JSON hold (a run's config.yaml is written from it)."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo += [*v, *v.values()]
+        elif isinstance(v, list):
+            todo += v
+        elif not isinstance(v, PLAIN):
+            raise ConfigError(f"{label} must hold plain values (text, numbers, true/false, null, lists, mappings), "
+                              f"got {v!r}")
+    return value
 
 
 def key_origins(data: dict[str, Any], where: str) -> dict[str, str]:
@@ -209,45 +296,3 @@ def build_config(cls, data: dict[str, Any], where: str, origins: dict[str, str] 
         if key not in BOOKKEEPING:
             values[key] = _coerce(origins.get(key, f"{where}: {key}"), strip_lines(value), hints[key])
     return cls(**values)
-
-
-@dataclass
-class GenerateConfig(Config):
-    """Everything that defines a `charter generate` run."""
-
-    model: str = setting("embedded", "'embedded' (default), a local HF checkpoint directory, a .gguf file "
-                         "(--backend llamacpp), or a hub id")
-    backend: str = setting("auto", "auto (default: vllm where it imports, else transformers; llamacpp for .gguf) "
-                           "| transformers | vllm | llamacpp | openai | fake")
-    backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False, cli=False)
-    prompts: str = setting("default", "red-team prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default', "
-                           "advbench, harmbench, do-not-answer, hf:ORG/NAME")
-    helpful_prompts: str = setting("default", "helpfulness prompts (same sources), or 'none'")
-    prompt_field: str | None = setting(None, "column holding the prompt (default: auto-detect)")
-    constitution: str = setting("default", "principles file (Charter YAML, paper JSON, constitutions JSON) "
-                                "or 'default'")
-    few_shot: str = setting("default", "few-shot file, 'default' (the constitution's own or ours) or 'none'")
-    format: str = setting("chat", "chat messages (template applied) or the paper's raw transcripts", choices=FORMATS)
-    rounds: int = setting(4, "critique/revision rounds per red-team prompt (default 4)", bounds=">= 0")
-    critique: bool = setting(True, "critique before each revision",
-                             flag={"--no-critique": (False, "ablation: revise directly, no critique")})
-    context: str = setting("full", "what round k critiques: full = the conversation so far (default), "
-                           "latest = prompt + latest revision", choices=CONTEXTS)
-    helpful_samples: int = setting(2, "answers per helpfulness prompt (default 2)", bounds=">= 0")
-    limit: int | None = setting(None, "use at most N prompts from each prompt set", bounds=">= 1", result=False)
-    seed: int = setting(0, "seeds principle draws and sampling")
-    temperature: float = setting(1.0, "sampling temperature (default 1.0)", bounds="[0, 5]")
-    top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
-    max_tokens: int = setting(256, "tokens per answer, critique and revision (default 256)", bounds=">= 1")
-    batch_size: int = setting(16, "conversations per backend call (default 16)", bounds=">= 1", result=False)
-    out: str = setting("runs/default", "run directory (default runs/default); re-running resumes", result=False)
-    executor: str = setting("local", "ray: shard prompts over Ray workers (RAY_ADDRESS picks the cluster)",
-                            choices=("local", "ray"), result=False)
-    workers: int | None = setting(None, "ray: backend instances (default: one per CPU, or per GPU with num_gpus)",
-                                  bounds=">= 1", result=False)
-    worker_resources: dict[str, Any] = setting({}, "ray: resources of each worker, e.g. {num_gpus: 1}",
-                                               result=False, cli=False)
-
-
-def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
-    return GenerateConfig.load(path, overrides)

@@ -21,7 +21,7 @@ from typing import Any, Iterable, MutableSequence, Sequence
 
 from charter.config import Config, setting
 from charter.errors import ConfigError, RunError
-from charter.jsonl import atomic_write, dumps
+from charter.jsonl import dumps
 from charter.types import Record
 
 log = logging.getLogger("charter.export")
@@ -46,14 +46,12 @@ def check_sft_options(revision: str = "final", upto: int | None = None, helpful_
         raise ConfigError(f"--helpful-ratio must be in [0, 1), got {helpful_ratio}")
 
 
-def is_export(head: bytes) -> bool:
-    """An earlier export (rows start with the keys the writers put first, or Parquet's magic)."""
-    return head.startswith((b"PAR1", b'{"messages": [', b'{"prompt": [', b'{"id": "'))
+KIND = "Charter export"  # what charter.files records an export as
 
 
 def check_out(out: str | Path, run: str | Path) -> Path:
     """The export target: a .jsonl/.parquet file that is none of the run's own files, no symlink,
-    and no file other than an earlier export (charter.files.check_out)."""
+    and no existing file other than an earlier export recorded as one (charter.files.check_out)."""
     from charter.files import check_out as check
 
     path = Path(out)
@@ -62,7 +60,7 @@ def check_out(out: str | Path, run: str | Path) -> Path:
     if path.is_dir() and not path.is_symlink():
         raise ConfigError(f"--out {out} is a directory; give a file name ending in .jsonl or .parquet")
     folder = Path(run) if Path(run).is_dir() else Path(run).parent
-    return check(path, "Charter export", is_export, [run], example=folder / "sft.jsonl")
+    return check(path, KIND, inputs=[run], example=folder / "sft.jsonl")
 
 
 def revisions(rec: Record, revision: str, upto: int | None) -> list[str]:
@@ -120,16 +118,20 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     return [row for r in records for row in record_rows(r, "trace")]
 
 
-def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
+def write_rows(rows: list[dict[str, Any]], out: str | Path, kind: str = KIND, growing: bool = False) -> Path:
     """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind,
-    and never replaces a run's own file or a symlink's target (charter.files.check_out)."""
-    from charter.files import check_out as check
+    and never replaces anything but an earlier output of `kind` (charter.files.check_out; `growing`:
+    one that rows are appended to between rewrites, as `label` does)."""
+    from charter.files import check_out as check, mark_written
+    from charter.jsonl import atomic_write
 
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
-    check(path, "Charter export")
-    return atomic_write(path, lambda tmp: _write(rows, tmp, path.suffix.lower()))
+    check(path, kind)
+    atomic_write(path, lambda tmp: _write(rows, tmp, path.suffix.lower()))
+    mark_written(path, kind, growing)
+    return path
 
 
 def _write(rows: list[dict[str, Any]], path: Path, suffix: str) -> None:
@@ -284,9 +286,25 @@ def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, s
 def export_run(cfg: ExportConfig) -> ExportResult:
     """`charter export`: the run's rows, cleaned and filtered, in one file (or a train/test pair),
     a dataset card beside them, and optionally the same pushed to the Hub. The run is streamed
-    (charter.store.iter_run): memory stays flat with the number of records (charter.staging)."""
+    (charter.store.iter_run): memory stays flat with the number of records (charter.staging).
+    Ctrl-C or SIGTERM stops it as an Interrupted error, its staged and temporary files removed."""
+    import signal
+
+    from charter.jobrun import Interrupted, stop_signals
+
+    with stop_signals() as got:
+        try:
+            return _export_run(cfg)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: the export stopped; a file it had not finished is as it was before, "
+                              "run the same command again", got.get("signal", signal.SIGINT)) from None
+
+
+def _export_run(cfg: ExportConfig) -> ExportResult:
+    cfg.validate()  # a config made in Python has not been checked yet
     from charter import card
     from charter.clean import parse_filters
+    from charter.files import mark_written
     from charter.staging import Staging
     from charter.store import iter_run, load_run_config, records_file
 
@@ -308,7 +326,7 @@ def export_run(cfg: ExportConfig) -> ExportResult:
                            + (f" (the filters dropped {gone} rounds)" if gone else ""))
         splits = split_by_prompt(staged.keys, order, cfg.test_share, cfg.seed or 0) if cfg.test_share else {"train": order}
         for s, path in files.items():
-            staged.write(path, splits[s])
+            mark_written(staged.write(path, splits[s]), KIND)
     rows = {s: len(o) if o is not None else len(staged) for s, o in splits.items()}
     result = ExportResult(cfg.format, files, rows, clean.dropped if clean else {}, parse_filters(cfg.filter),
                           summary.failed if cfg.format != "trace" else 0)  # trace keeps the failed records

@@ -3,43 +3,71 @@
 The loop itself and its schedulers live in pipeline.py; this module wires a job around them:
 resume, progress, the summary, a clean stop on Ctrl-C, SIGTERM or a dead engine.
 
-Signals: while a job runs in the main thread, SIGTERM (what `timeout`, Slurm, Kubernetes and
-systemd send) stops it exactly as Ctrl-C does: finished records saved, the engine closed, then
-Interrupted (exit code 128 + the signal: 130, 143). Only signals left at Python's defaults are
-taken over, and only for the job: the previous handlers are back when generate() returns.
+SIGTERM stops a run exactly as Ctrl-C does (charter.jobrun, which every job shares).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
-import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from charter.backends.base import Backend
-from charter.errors import CharterError
+from charter.config import (
+    FORMATS, Config, backend_setting, executor_setting, max_tokens_setting, seed_setting, setting, temperature_setting,
+    top_p_setting, worker_resources_setting, workers_setting,
+)
+from charter.jobrun import (
+    Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config,
+)
 from charter.pipeline import Settings, plan, run_items
 from charter.workload import RateLog, completion_key, iter_items, project
-from charter.types import Constitution, PromptItem, Record, Sampling
+from charter.types import Constitution, PromptItem, Record
 
 log = logging.getLogger("charter.generate")
 
+CONTEXTS = ("full", "latest")
 
-class Interrupted(CharterError):
-    """Ctrl-C or SIGTERM: the records finished so far are saved; nothing is written after this.
-    exit_code: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports it."""
 
-    exit_code = 130
+@dataclass
+class GenerateConfig(Config):
+    """Everything that defines a `charter generate` run."""
 
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
+    model: str = setting("embedded", "'embedded' (default), a local HF checkpoint directory, a .gguf file, a hub id, "
+                         "or BACKEND:MODEL")
+    backend: str = backend_setting("for --model")
+    backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False, cli=False)
+    prompts: str = setting("default", "red-team prompts: file (.jsonl/.json/.csv/.parquet/.txt), 'default', "
+                           "advbench, harmbench, do-not-answer, hf:ORG/NAME")
+    helpful_prompts: str = setting("default", "helpfulness prompts (same sources), or 'none'")
+    prompt_field: str | None = setting(None, "column holding the prompt (default: auto-detect)")
+    constitution: str = setting("default", "principles file (Charter YAML, paper JSON, constitutions JSON) "
+                                "or 'default'")
+    few_shot: str = setting("default", "few-shot file, 'default' (the constitution's own or ours) or 'none'")
+    format: str = setting("chat", "chat messages (template applied) or the paper's raw transcripts", choices=FORMATS)
+    rounds: int = setting(4, "critique/revision rounds per red-team prompt (default 4)", bounds=">= 0")
+    critique: bool = setting(True, "critique before each revision",
+                             flag={"--no-critique": (False, "ablation: revise directly, no critique")})
+    context: str = setting("full", "what round k critiques: full = the conversation so far (default), "
+                           "latest = prompt + latest revision", choices=CONTEXTS)
+    helpful_samples: int = setting(2, "answers per helpfulness prompt (default 2)", bounds=">= 0")
+    limit: int | None = setting(None, "use at most N prompts from each prompt set", bounds=">= 1", result=False)
+    seed: int = seed_setting("principle draws and sampling")
+    temperature: float = temperature_setting(1.0)
+    top_p: float = top_p_setting(1.0)
+    max_tokens: int = max_tokens_setting(256, "answer, critique and revision")
+    batch_size: int = setting(16, "conversations per backend call (default 16)", bounds=">= 1", result=False)
+    out: str = setting("runs/default", "run directory (default runs/default); re-running resumes", result=False)
+    executor: str = executor_setting()
+    workers: int | None = workers_setting()
+    worker_resources: dict[str, Any] = worker_resources_setting()
+
+
+def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
+    return GenerateConfig.load(path, overrides)
 
 
 @dataclass
@@ -70,8 +98,7 @@ def resolve_items(cfg) -> list[PromptItem]:
 
 
 def settings_from(cfg) -> Settings:
-    sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, sampling, cfg.context)
+    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, cfg.sampling(), cfg.context)
 
 
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
@@ -109,17 +136,6 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     return summary
 
 
-def stored_config(cfg) -> dict:
-    """The config as config.yaml keeps it: credentials in backend options (a key in base_url,
-    api_key) masked. The fingerprint still hashes the values in use."""
-    from charter.redact import redact
-
-    data = cfg.to_dict()
-    if data.get("backend_options"):
-        data["backend_options"] = redact(data["backend_options"])
-    return data
-
-
 def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summary: Summary, progress: bool,
             total: int | None = None) -> None:
     """The pipeline over `todo`, each record appended as it finishes; a bar that moves per step
@@ -131,7 +147,7 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
     bar = progress_bar(total, progress)
     rate = RateLog(total)
     t0 = time.time()
-    start = _size(store.records_path)
+    start = file_size(store.records_path)
 
     def on_record(rec: Record) -> None:
         store.append(rec)
@@ -157,65 +173,12 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
         except KeyboardInterrupt:
             ignore_ctrl_c()
             # What is in the file: a record may be appended between a write and its count.
-            summary.records = _lines_since(store.records_path, start)
+            summary.records = lines_since(store.records_path, start)
             raise Interrupted(f"interrupted: {summary.records} records saved in {cfg.out} this run; "
                               "run the same command again to resume", got.get("signal", signal.SIGINT)) from None
         finally:
             bar.close()
             summary.seconds = time.time() - t0
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """In the main thread: SIGTERM raises KeyboardInterrupt like Ctrl-C (and which one came is
-    noted in the yielded dict), for SIGINT/SIGTERM still at Python's defaults; all handlers are
-    restored after. Elsewhere (a worker thread) nothing changes."""
-    got: dict[str, int] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def stop(signum, _frame) -> None:
-        got["signal"] = signum
-        raise KeyboardInterrupt
-
-    stop.charter_stop = True
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in previous.items():
-        if handler in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(sig, stop)
-    try:
-        yield got
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _size(path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _lines_since(path, offset: int) -> int:
-    """Complete lines appended to `path` after byte `offset`."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    except OSError:
-        return 0
-
-
-def ignore_ctrl_c() -> None:
-    """After the first Ctrl-C (or SIGTERM): a second one must not break the clean-up with a
-    traceback (stop_signals restores the handlers after the job)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if getattr(signal.getsignal(signal.SIGTERM), "charter_stop", False):  # ours: stop_signals
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def total_steps(todo: Iterable[PromptItem], settings: Settings) -> int:
@@ -227,29 +190,17 @@ def steps_of(rec: Record, settings: Settings) -> int:
     return 1 + len(rec.rounds) * (2 if settings.critique else 1) if rec.kind == "red_team" else 1
 
 
-def progress_bar(total: int, progress: bool):
-    """tqdm on a terminal; on a pipe or log file, a line every 30 s instead of redraws."""
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=tty, mininterval=0.5 if tty else 30,
-                leave=True, file=sys.stderr)
-
-
 def run_local(cfg, backend: Backend | None, constitution: Constitution, settings: Settings, todo: Iterable[PromptItem],
               on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None,
               workload: int | None = None) -> None:
     """The pipeline in this process, on `backend` or on one made for the run (`workload`: its
     request count, which the backend may size its settings to)."""
-    from charter.backends import AUTO, auto_choice, create_backend
+    from charter.backends import open_model
 
     own = backend is None
-    if own:
-        name = cfg.backend
-        if name == AUTO:  # a short run goes to the engine that starts fastest
-            name, why = auto_choice(cfg.model, None if workload is None else workload * cfg.max_tokens)
-            log.info("backend auto -> %s (%s)", name, why)
-        backend = create_backend(name, cfg.model, workload=workload, **cfg.backend_options)
+    if own:  # `auto` gives a short run to the engine that starts fastest
+        budget = None if workload is None else workload * cfg.max_tokens
+        backend = open_model(cfg.model, cfg.backend, workload=workload, budget=budget, **cfg.backend_options)
     try:
         run_items(backend, constitution, settings, todo, on_record, on_step)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ one, never half of one; appended lines are on disk before the call returns.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -23,7 +24,13 @@ _EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | ge
 Writer = Callable[[Path], None]
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk, a quota or a file size limit
+
+
 def write_error(path: str | Path, exc: OSError) -> RunError:
+    if exc.errno in FULL:
+        return RunError(f"{path}: cannot write ({exc.strerror or exc}); free space on that disk (or raise the "
+                        "quota or file size limit), or write somewhere else")
     return RunError(f"{path}: cannot write ({exc.strerror or exc}); check the path, its permissions and free space")
 
 
@@ -109,13 +116,48 @@ def check_depth(text: str) -> None:
             raise TooDeep(text, m.start())
 
 
+class LoneSurrogate(json.JSONDecodeError):
+    """A \\uD800-\\uDFFF escape that is not half of a pair: json.loads makes it a str that no
+    UTF-8 writer, terminal or tokenizer accepts, so every reader refuses it here, with its place."""
+
+    def __init__(self, text: str, pos: int):
+        super().__init__(f"{text[pos:pos + 6]} is half of a surrogate pair, not a character", text, pos)
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.S)
+
+
+def check_surrogates(text: str) -> None:
+    """LoneSurrogate at the first surrogate escape without its other half (pairs are fine)."""
+    if not _SURROGATE.search(text):
+        return  # the common case costs one search
+    high = None  # the match of a high half waiting for its low half right after it
+    for m in _ESCAPE.finditer(text):
+        code = int(m.group(1), 16) if m.group(1) else -1
+        if high is not None:
+            if 0xDC00 <= code <= 0xDFFF and m.start() == high.end():
+                high = None
+                continue
+            raise LoneSurrogate(text, high.start())
+        if 0xD800 <= code <= 0xDBFF:
+            high = m
+        elif 0xDC00 <= code <= 0xDFFF:
+            raise LoneSurrogate(text, m.start())
+    if high is not None:
+        raise LoneSurrogate(text, high.start())
+
+
 def loads(text: str | bytes) -> Any:
     """json.loads, refusing nesting that would be a RecursionError here or in whoever reads the
-    value later; every failure (JSON, UTF-8, depth) is a ValueError."""
+    value later, and lone surrogate escapes (LoneSurrogate, a json.JSONDecodeError); every
+    failure (JSON, UTF-8, depth) is a ValueError."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     check_depth(text)
-    return json.loads(text)
+    value = json.loads(text)
+    check_surrogates(text)
+    return value
 
 
 def dumps(row: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 from charter import templates
 from charter.backends.base import Backend, EngineDead
 from charter.constitution import draw_principle
-from charter.errors import BackendError
+from charter.errors import BackendError, failure_kind, stop_error
 from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
@@ -58,8 +58,9 @@ def plan(item: PromptItem, s: Settings) -> list[str]:
     return ["initial"] + per_round * s.rounds
 
 
-# Stop a run whose first this-many backend calls all failed with one and the same error (a server
-# that is down, a wrong model name): every further request would fail the same way.
+# Stop a run whose first this-many backend calls all failed the same way (a server that is down, a
+# wrong model name): every further request would fail that way too. "The same way" is the kind of
+# failure (charter.errors.failure_kind), never the text, which a gateway makes unique per request.
 STOP_AFTER_SAME_FAILURES = 8
 
 
@@ -68,9 +69,10 @@ class Runner:
                  on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None):
         self.backend, self.c, self.s = backend, constitution, settings
         self.on_record, self.on_step = on_record, on_step or (lambda: None)
-        self.ok, self.errors = 0, Counter()
+        self.ok, self.errors = 0, Counter()  # failed calls by kind of failure
+        self.first_error: dict[str, str] = {}  # each kind's first error text, for the message
         self.calls = 0
-        self.fatal: EngineDead | None = None  # set when the engine died: no new conversations start
+        self.fatal: BaseException | None = None  # set when the run must stop (a dead engine, a failed write)
         self.stopped = False  # set on interrupt: finished records are no longer written
         self.sampling = settings.sampling
         if settings.format == "text":  # turn boundaries end every step cleanly
@@ -146,16 +148,19 @@ class Runner:
         rec.timings = {"seconds": round(time.time() - job.t0, 3), "finished": round(time.time(), 3)}
         self.on_record(rec)
 
-    def tally(self, error: str | None) -> None:
+    def tally(self, exc: BaseException | None) -> None:
         """Count each backend call's outcome; stop when the first calls all fail the same way."""
-        if error is None:
+        if exc is None:
             self.ok += 1
             return
-        self.errors[error] += 1
+        kind = failure_kind(exc)
+        self.errors[kind] += 1
+        self.first_error.setdefault(kind, error_text(exc))
         failed = sum(self.errors.values())
         if self.ok == 0 and len(self.errors) == 1 and failed >= STOP_AFTER_SAME_FAILURES and not self.fatal:
-            self.fatal = BackendError(f"the first {failed} requests all failed with: {error}; stopped the run. "
-                                      "Fix the cause, then run the same command again to retry the failed records")
+            self.fatal = BackendError(f"the first {failed} requests all failed with: {self.first_error[kind]}; "
+                                      "stopped the run. Fix the cause, then run the same command again to retry the "
+                                      "failed records")
 
     def prepare(self, batch: Sequence[Job]) -> list:
         """Each job's next request as the backend sends it: encoded once, for both the context
@@ -177,11 +182,16 @@ class Runner:
                 f"context of {limit}; shorten the prompt, or lower --max-tokens or --rounds (or --context latest)")
 
     def call(self, batch: Sequence[Job], prompts: Sequence) -> list[Completion]:
-        """One backend call on the jobs' prepared requests."""
+        """One backend call on the jobs' prepared requests: one Completion per request, or a
+        BackendError (which fails these records, like any failed call)."""
         sampling = replace(self.sampling, seed=self.call_seed(batch))
-        if self.s.format == "text":
-            return self.backend.complete(prompts, sampling)
-        return self.backend.chat(prompts, sampling)
+        send = self.backend.complete if self.s.format == "text" else self.backend.chat
+        outs = send(prompts, sampling)
+        if not isinstance(outs, list) or len(outs) != len(batch) or not all(isinstance(o, Completion) for o in outs):
+            got = f"{len(outs)} items" if isinstance(outs, list) else type(outs).__name__
+            raise BackendError(f"the {self.backend.name or 'backend'} backend returned {got} for {len(batch)} "
+                               "requests instead of one completion each; the backend has a bug")
+        return outs
 
     def call_seed(self, batch: Sequence[Job]) -> int | None:
         """A fresh seed per call (engines that reseed per call would otherwise repeat one random
@@ -217,8 +227,8 @@ class Runner:
                     self.finish(job, error_text(exc))
                 raise
             except Exception as exc:  # a failed call fails its records, not the run
-                outs, error = None, error_text(exc)
-            self.tally(None if outs is not None else error)
+                outs, failure, error = None, exc, error_text(exc)
+            self.tally(None if outs is not None else failure)
             for i, job in enumerate(batch):
                 if outs is None or self.advance(job, outs[i]):
                     self.finish(job, None if outs is not None else error)
@@ -253,10 +263,9 @@ class Runner:
                 self.fatal = self.fatal or exc
                 return error_text(exc)
             except Exception as exc:  # a failed call fails its record, not the run
-                error = error_text(exc)
                 with lock:
-                    self.tally(error)
-                return error
+                    self.tally(exc)
+                return error_text(exc)
             with lock:
                 self.tally(None)
                 if self.advance(job, out):
@@ -275,11 +284,7 @@ class Runner:
                 with lock:
                     if self.fatal or self.stopped:
                         return
-                    try:
-                        item = next(queue, None)
-                    except Exception as exc:  # the prompt stream failed (e.g. the file changed): stop
-                        self.fatal = self.fatal or exc
-                        return
+                    item = next(queue, None)
                     if item is None:
                         return
                     job = self.new_job(item)
@@ -287,7 +292,17 @@ class Runner:
                 with lock:
                     self.finish(job, error)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(workers, len(head))))]
+        def guarded() -> None:
+            """The one place a failure in a worker lands: outside a backend call (those fail their
+            record in `drive`) nothing can be skipped safely, e.g. the prompt stream or a write
+            failed, so the run stops with it, raised once by the main thread."""
+            try:
+                worker()
+            except BaseException as exc:
+                with lock:
+                    self.fatal = self.fatal or stop_error(exc)
+
+        threads = [threading.Thread(target=guarded, daemon=True) for _ in range(max(1, min(workers, len(head))))]
         for t in threads:
             t.start()
         try:
@@ -318,10 +333,16 @@ def run_items(backend: Backend, constitution: Constitution, settings: Settings, 
     runner = Runner(backend, constitution, settings, on_record, on_step)
     if constitution.few_shots and settings.rounds and red_team:
         backend.share_prefix(runner.shared_prefix())
-    if backend.concurrency:
-        runner.run_streaming(items, backend.concurrency)
-    else:
-        runner.run(items)
+    try:
+        if backend.concurrency:
+            runner.run_streaming(items, backend.concurrency)
+        else:
+            runner.run(items)
+    except Exception as exc:  # either scheduler: the same failure ends the run with the same error
+        stop = stop_error(exc)
+        if stop is exc:
+            raise
+        raise stop from exc
 
 
 def pick_batch(active: list[Job], size: int) -> list[Job]:

@@ -9,6 +9,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,7 +18,10 @@ from charter.errors import InputError
 from charter.files import check_input
 from charter.jsonl import loads
 from charter.transcripts import looks_like as looks_like_transcript, parse_prompt as parse_transcript  # noqa: F401
+from charter.transcripts import split_prompt
 from charter.types import Kind, Message, PromptItem
+
+log = logging.getLogger("charter.prompts")
 
 DATA = Path(__file__).parent / "data" / "prompts"
 DEFAULT_SETS = {"red_team": DATA / "red_team.jsonl", "helpful": DATA / "helpful.jsonl"}
@@ -36,7 +40,9 @@ MAX_FILE = 4 << 30  # bytes of a .json list (read whole; the other types are str
 def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
     if isinstance(value, str):
         if "Human:" in value and looks_like_transcript(value):  # a substring test spares most prompts the regex
-            msgs = parse_transcript(value)
+            msgs, dropped = split_prompt(value)
+            if any(m["content"] for m in dropped):
+                said_dropped(where, line)
         else:
             msgs = [{"role": "user", "content": value.strip()}]
     elif isinstance(value, list) and all(isinstance(m, dict) for m in value):
@@ -45,6 +51,18 @@ def to_messages(value: Any, where: str, line: int | None) -> list[Message]:
         raise InputError("a prompt must be a string or a list of {role, content} messages", where, line)
     check_messages(msgs, where, line)
     return msgs
+
+
+_SAID: set[str] = set()  # sources whose dropped answers were reported (once each: hh-rlhf drops one per row)
+
+
+def said_dropped(where: str, line: int | None) -> None:
+    if where in _SAID or len(_SAID) > 1000:
+        return
+    _SAID.add(where)
+    log.warning("%s: a transcript prompt ends with an Assistant turn, which is left out (a prompt ends with the "
+                "human's turn; the answer is generated); later rows like it in this source are not reported",
+                f"{where}:{line}" if line else where)
 
 
 def check_messages(msgs: list[Message], where: str, line: int | None) -> None:

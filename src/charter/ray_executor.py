@@ -1,10 +1,10 @@
-"""`charter generate --executor ray`: the same pipeline, sharded over Ray workers.
+"""`--executor ray` (generate, label): the same work, sharded over Ray workers.
 
-Each worker is a Ray actor holding one backend instance (e.g. one vLLM engine per GPU, or one
-transformers model per CPU slot) and runs the ordinary scheduler on a chunk of prompts. The driver
-stays the only writer of the run directory: records come back chunk by chunk and are appended as
-each chunk finishes, so resume works exactly as for local runs and a crash loses at most the
-chunks in flight. `RAY_ADDRESS` (or `ray start --address`) picks an existing cluster; without it
+Each worker is a Ray actor holding a copy of the job (a picklable object that opens its backends:
+e.g. one vLLM engine per GPU, or one transformers model per CPU slot, and runs the ordinary
+scheduler on a chunk of prompts). The driver stays the only writer of the run: results come back
+chunk by chunk and are handed on as each chunk finishes, so resume works exactly as for local runs
+and a crash loses at most the chunks in flight. `RAY_ADDRESS` (or `ray start --address`) picks an existing cluster; without it
 a local Ray instance is started.
 
 At scale: chunks are cut from the prompt stream lazily and each worker has at most IN_FLIGHT of
@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from charter.errors import BackendError
 from charter.types import Constitution, PromptItem, Record
@@ -37,32 +37,63 @@ IN_FLIGHT = 2
 MAX_REPLACEMENTS = 3
 
 
-class _Worker:
-    """Body of the Ray actor: one backend, many chunks."""
+class Job(Protocol):
+    """What a worker runs: `open` its backends (sized to `workload`, its share of the run), then
+    `run` chunks of prompts into picklable results; `capacity`: prompts its engines keep in flight
+    (0: they batch per call)."""
 
-    def __init__(self, backend: str, model: str, options: dict, constitution: Constitution, settings,
-                 workload: int | None = None):
-        from charter.backends import create_backend
+    def open(self, workload: int | None) -> None: ...
+    def capacity(self) -> int: ...
+    def run(self, items: list) -> list: ...
+    def close(self) -> None: ...
 
-        self.backend = create_backend(backend, model, workload=workload, **options)
+
+class GenerateJob:
+    """generate's work: the critique-revision pipeline on one backend."""
+
+    def __init__(self, backend: str, model: str, options: dict, constitution: Constitution, settings):
+        self.spec = (backend, model, options)
         self.constitution, self.settings = constitution, settings
-        # engines that batch internally take concurrent chunks; the others run one at a time
-        self._lock = contextlib.nullcontext() if self.backend.concurrency else threading.Lock()
+
+    def open(self, workload: int | None = None) -> None:
+        from charter.backends import open_model
+
+        backend, model, options = self.spec
+        budget = None if workload is None else workload * self.settings.sampling.max_tokens
+        self.backend = open_model(model, backend, workload=workload, budget=budget, **options)
 
     def capacity(self) -> int:
-        """Conversations this backend keeps in flight (0: it batches per call)."""
         return int(self.backend.concurrency or 0)
 
     def run(self, items: list[PromptItem]) -> list[dict]:
         from charter.pipeline import run_items
 
         out: list[Record] = []
-        with self._lock:
-            run_items(self.backend, self.constitution, self.settings, items, out.append)
+        run_items(self.backend, self.constitution, self.settings, items, out.append)
         return [r.to_dict() for r in out]
 
     def close(self) -> None:
         self.backend.close()  # an engine's own processes (vLLM's EngineCore) end with it
+
+
+class _Worker:
+    """Body of the Ray actor: one job, its backends open, many chunks."""
+
+    def __init__(self, job: Job, workload: int | None = None):
+        self.job = job
+        job.open(workload)
+        # engines that batch internally take concurrent chunks; the others run one at a time
+        self._lock = contextlib.nullcontext() if job.capacity() else threading.Lock()
+
+    def capacity(self) -> int:
+        return self.job.capacity()
+
+    def run(self, items: list) -> list:
+        with self._lock:
+            return self.job.run(items)
+
+    def close(self) -> None:
+        self.job.close()
 
 
 def _init_ray(cfg):
@@ -84,7 +115,7 @@ def _init_ray(cfg):
     return ray, True
 
 
-def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]]:
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
@@ -93,14 +124,14 @@ def _chunks(items: Iterable[PromptItem], size: int) -> Iterator[list[PromptItem]
 class _Pool:
     """Ray actors, each fed up to IN_FLIGHT chunks; dead ones replaced, their chunks re-queued."""
 
-    def __init__(self, ray, cfg, constitution: Constitution, settings, workload: int | None):
+    def __init__(self, ray, cfg, job: Job, workload: int | None):
         self.ray, self.cfg = ray, cfg
         resources = {"num_cpus": 1, **cfg.worker_resources}
         self.n = cfg.workers or max(1, int(ray.available_resources().get(
             "GPU" if resources.get("num_gpus") else "CPU", 1) // max(resources.get("num_gpus") or resources["num_cpus"], 1)))
         share = None if workload is None else -(-workload // self.n)  # each worker's part of the run
         self.actor = ray.remote(**{"max_concurrency": IN_FLIGHT, **resources})(_Worker)
-        self.args = (cfg.backend, cfg.model, cfg.backend_options, constitution, settings, share)
+        self.args = (job, share)
         self.workers = [self.actor.remote(*self.args) for _ in range(self.n)]
         self.load = [0] * self.n  # chunks in flight per worker slot
         self.replaced = 0
@@ -129,14 +160,25 @@ class _Pool:
 
 def run_on_ray(cfg, constitution: Constitution, settings, todo: Iterable[PromptItem],
                on_record: Callable[[Record], None], workload: int | None = None) -> None:
-    """The pipeline over `todo` (any iterable, consumed lazily) on Ray workers."""
+    """generate's pipeline over `todo` (any iterable, consumed lazily) on Ray workers."""
+    job = GenerateJob(cfg.backend, cfg.model, cfg.backend_options, constitution, settings)
+    run_job(cfg, job, todo, lambda d: on_record(Record.from_dict(d)), workload)
+
+
+def run_job(cfg, job: Job, todo: Iterable, on_result: Callable[[Any], None], workload: int | None = None,
+            on_ready: Callable[[], None] | None = None) -> None:
+    """`job` over `todo` (consumed lazily) on Ray workers (cfg: executor settings, batch_size);
+    `on_result` for each result as its chunk comes back; `on_ready` once the first worker's
+    backends are up, before any chunk is sent."""
     ray, ours = _init_ray(cfg)
     try:
-        pool = _Pool(ray, cfg, constitution, settings, workload)
+        pool = _Pool(ray, cfg, job, workload)
         try:
             size = max(1, cfg.batch_size, ray.get(pool.workers[0].capacity.remote()))
             log.info("ray: %d workers, chunks of %d prompts, %d in flight per worker", pool.n, size, IN_FLIGHT)
-            _drive(ray, pool, _chunks(todo, size), on_record)
+            if on_ready is not None:
+                on_ready()
+            _drive(ray, pool, _chunks(todo, size), on_result)
         finally:
             pool.close()
     finally:
@@ -144,11 +186,11 @@ def run_on_ray(cfg, constitution: Constitution, settings, todo: Iterable[PromptI
             ray.shutdown()
 
 
-def _drive(ray, pool: _Pool, chunks: Iterator[list[PromptItem]], on_record: Callable[[Record], None]) -> None:
-    """Submit chunks as slots free up, append each finished chunk's records, retry a dead worker's."""
+def _drive(ray, pool: _Pool, chunks: Iterator[list], on_result: Callable[[Any], None]) -> None:
+    """Submit chunks as slots free up, hand on each finished chunk's results, retry a dead worker's."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-    retry: deque[list[PromptItem]] = deque()
+    retry: deque[list] = deque()
     flight: dict = {}  # ObjectRef -> (slot, actor, chunk)
     more = True
     while more or retry or flight:
@@ -166,10 +208,10 @@ def _drive(ray, pool: _Pool, chunks: Iterator[list[PromptItem]], on_record: Call
         slot, actor, chunk = flight.pop(ref)
         pool.load[slot] -= 1
         try:
-            records = ray.get(ref)
+            results = ray.get(ref)
         except (RayActorError, ActorDiedError, ActorUnavailableError):
             pool.replace(slot, actor)
             retry.append(chunk)
             continue
-        for d in records:
-            on_record(Record.from_dict(d))
+        for result in results:
+            on_result(result)

@@ -16,8 +16,11 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@")
 _HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|api_key)(['\"]?\s*[:=]\s*['\"]?)"
                      r"(?:(bearer|basic|token)\s+)?[^\s'\",;}]+")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
-# Settings whose whole value is a secret (e.g. backend_options: {api_key: ...}).
-_SECRET_KEY = re.compile(r"(?i)^(api[_-]?key|authorization|password|secret|token|access[_-]?token)$")
+# Settings whose whole value is a secret, by the names secrets go by: key, token, secret, password
+# and credentials alone or as the last word (hf_token, openai_api_key, aws_secret_access_key,
+# X-Api-Key), a password or secret anywhere in the name, and authorization headers.
+_SECRET_KEY = re.compile(r"(?i)(?:^|[_.-])(?:key|apikey|token|secret|passwd|pwd|credentials?|authorization|auth)$"
+                         r"|password|secret|passphrase|private[_-]?key")
 
 
 def _header(m: re.Match) -> str:
@@ -32,7 +35,7 @@ def redact(value: Any) -> Any:
         text = _HEADER.sub(_header, text)
         return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     if isinstance(value, dict):
-        return {k: MASK if isinstance(k, str) and _SECRET_KEY.match(k) and v else redact(v) for k, v in value.items()}
+        return {k: MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v else redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     return value

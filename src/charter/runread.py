@@ -64,9 +64,10 @@ def read_records(path: Path) -> Iterator[Record]:
             raise InputError(f"{what} ({_reason(exc)}); {tip}", str(path), n) from exc
 
 
-def load_run_config(run: str | Path, strict: bool = True) -> dict[str, Any]:
-    """A run's config.yaml ({} if absent); damaged: an InputError with the line (strict) or {}."""
-    path = Path(run) / CONFIG
+def load_run_config(run: str | Path, strict: bool = True, name: str = CONFIG) -> dict[str, Any]:
+    """A run's config.yaml (`name`: its file name in a store layout other than generate's; {} if
+    absent); damaged: an InputError with the line (strict) or {}."""
+    path = Path(run) / name
     if not path.exists():
         return {}
     from charter.yamlfile import parse_yaml, strip_lines  # the one YAML reader: alias bombs refused
@@ -107,7 +108,7 @@ def iter_run(run: str | Path) -> Iterator[Record]:
     """load_run as a stream, in the same order (an id's first position, its last line's content).
     Two passes over the file; memory: 8 bytes per record, plus the offsets of ids written twice."""
     path = records_file(run)
-    last = _last_lines(path)
+    last = last_lines(path)
     taken = IdSet()
     with path.open("rb") as again:
         for record in read_records(path):
@@ -121,8 +122,9 @@ def iter_run(run: str | Path) -> Iterator[Record]:
             yield record
 
 
-def _last_lines(path: Path) -> dict[int, int]:
-    """id key -> byte offset of its last line, for the ids that have more than one line."""
+def last_lines(path: Path, id_of: Callable[[bytes], str] = lambda raw: parse_record(raw).id) -> dict[int, int]:
+    """id key -> byte offset of its last line, for the ids that have more than one line (`id_of`:
+    the id of a line the fast match cannot read; ValueError: a damaged line, skipped)."""
     seen, last, offset = IdSet(), {}, 0
     with path.open("rb") as fh:
         for raw in fh:
@@ -131,7 +133,7 @@ def _last_lines(path: Path) -> dict[int, int]:
                 continue
             m = _FAST_ID.match(raw)
             try:
-                rid = m.group(1).decode("utf-8") if m else parse_record(raw).id
+                rid = m.group(1).decode("utf-8") if m else id_of(raw)
             except ValueError:
                 continue  # read_records names it in the second pass
             if rid in seen:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Any, Callable, Generator, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -115,9 +116,13 @@ class _Failures:
 
 
 def call(backends: Mapping[str, Backend], steps: Sequence[Step]) -> list:
-    """Run `steps` on their backends, like steps together in one call each; results in order."""
+    """Run `steps` on their backends, like steps together in one call each; results in order.
+    Engines that batch internally get every call at once (steps that differ in their seed, e.g.
+    a prompt's answers, are separate calls, and must not wait for one another)."""
     results: list = [None] * len(steps)
-    for key, idx in group(steps).items():
+    groups = list(group(steps).items())
+
+    def one(key: Hashable, idx: list[int]) -> None:
         kind, name = key[0], key[1]
         backend = backends[name]
         if kind == "choice":
@@ -132,6 +137,14 @@ def call(backends: Mapping[str, Backend], steps: Sequence[Step]) -> list:
             raise BackendError(f"backend '{backend.name}' returned {len(got)} results for {len(idx)} requests")
         for i, r in zip(idx, got):
             results[i] = r
+
+    if len(groups) > 1 and all(backends[key[1]].concurrency for key, _ in groups):
+        with ThreadPoolExecutor(len(groups)) as pool:
+            for done in [pool.submit(one, key, idx) for key, idx in groups]:
+                done.result()  # the first failure, once every call has returned
+    else:
+        for key, idx in groups:
+            one(key, idx)
     return results
 
 

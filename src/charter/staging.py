@@ -39,7 +39,7 @@ class Staging:
             self.path, fd = _exclusive_tmp(beside)
         except OSError as exc:
             raise write_error(beside, exc) from exc
-        self._made = made
+        self._made, self._beside = made, beside
         self._out = os.fdopen(fd, "wb")
         self.offsets, self.keys, self._size = array("q"), array("q"), 0
         self.schema, self._pending = None, [] if parquet else None
@@ -48,7 +48,10 @@ class Staging:
         line = dumps(row).encode("utf-8")
         self.offsets.append(self._size)
         self.keys.append(prompt_key(prompt))
-        self._out.write(line)
+        try:
+            self._out.write(line)
+        except OSError as exc:
+            raise self._error(exc) from exc
         self._size += len(line)
         if self._pending is not None:
             self._pending.append(row)
@@ -70,7 +73,10 @@ class Staging:
 
     def finish(self) -> None:
         """Every row added: flush the file (and the schema's last rows)."""
-        self._out.close()
+        try:
+            self._out.close()
+        except OSError as exc:
+            raise self._error(exc) from exc
         if self._pending is not None:
             self._infer()
 
@@ -94,8 +100,13 @@ class Staging:
     def __enter__(self) -> "Staging":
         return self
 
+    def _error(self, exc: OSError):
+        """Named by the output it was staged for (the staged file is a hidden one beside it)."""
+        return write_error(f"{self._beside} (rows staged in {self.path.name})", exc)
+
     def __exit__(self, *exc: object) -> None:
-        self._out.close()
+        with contextlib.suppress(OSError):
+            self._out.close()  # a full disk fails the flush again: the file must go all the same
         with contextlib.suppress(OSError):
             self.path.unlink()
         if exc[0] is not None:

@@ -12,6 +12,10 @@ At scale (300k records, ~1 KB each) opening is one streamed pass that keeps the 
 keeps a checkpoint (byte count and CRC-32 of the file as written), and a file whose prefix still
 matches it is read for ids only; anything after the checkpoint, or a file changed under it, is
 checked line by line.
+
+One store serves every resumable job: a Layout names the run's files and says what a line of its
+records holds (generate: a run directory of Records; label: files beside its output, one line per
+prompt). Lines are written with "id" first and "error" last, so the ids are read without parsing.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ import logging
 import re
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -31,6 +36,7 @@ from charter.errors import InputError, RunError
 from charter import lock
 from charter.idset import IdSet
 from charter.jsonl import Appender, atomic_write, dumps, move_aside, read_lines, reason as _reason
+from charter.redact import redact
 from charter.types import Record
 # Reading a run (no lock needed) lives in charter.runread; its names stay importable from here.
 from charter.runread import (CONFIG, HOW_TO_REPAIR, META, RECORDS, _FAST_ID, cached, check_types, iter_run,  # noqa: F401
@@ -46,17 +52,43 @@ _OUR_TMP = re.compile(r"\.(%s)\.[0-9a-f]{8}\.tmp" % "|".join(re.escape(n) for n 
 CHECKPOINT_EVERY = 30.0  # seconds between checkpoint saves while appending (and at close)
 
 
+def record_status(raw: bytes) -> tuple[str, bool]:
+    """A generate record line: (its id, finished without error); ValueError if it is not one."""
+    rec = parse_record(raw)
+    return rec.id, rec.error is None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A kind of run: its files (names inside the store's directory) and how a line of its records
+    gives (id, finished without error), raising ValueError for a line the job did not write."""
+
+    records: str = RECORDS
+    config: str = CONFIG
+    meta: str = META
+    set_aside: str = SET_ASIDE
+    lock: str = LOCK
+    status: Callable[[bytes], tuple[str, bool]] = record_status
+    own_dir: bool = True  # the directory is the run's alone (generate); False: its files sit beside others
+    what: str = "record"  # a line, in warnings
+    redo: str = "generated again"  # what becomes of a set-aside line's work
+
+
+GENERATE = Layout()
+
+
 class RunStore:
-    def __init__(self, out: str | Path):
-        self.dir = Path(out)
+    def __init__(self, out: str | Path, layout: Layout = GENERATE):
+        self.dir, self.layout = Path(out), layout
         # Absolute: records are appended while an engine runs, and a relative path must not
         # depend on the working directory staying put (a vLLM run once failed to append here).
-        self.records_path = (self.dir / RECORDS).absolute()
+        self.records_path = (self.dir / layout.records).absolute()
         self._lock: Path | None = None
         self.done: IdSet | None = None  # ids finished without error, once open
         self._appender: Appender | None = None
         self._meta: dict[str, Any] = {}
         self._size, self._crc, self._saved = 0, 0, 0.0  # what the checkpoint covers; when last saved
+        self.summary: dict = {}  # a complete run's summary, once `finished` has found one
 
     def __enter__(self) -> "RunStore":
         return self
@@ -86,10 +118,11 @@ class RunStore:
         `ignore` lists the config keys that do not change results (not named in a refusal). A run
         without records (a failed start) takes the new settings.
         """
-        self._check_out()
+        if self.layout.own_dir:
+            self._check_out()
         _mkdir(self.dir)
         if self._lock is None:
-            self._lock = lock.acquire(self.dir / LOCK)
+            self._lock = lock.acquire(self.dir / self.layout.lock, owner=self)
         try:
             self._open(config, fingerprint, force, parts or {}, ignore)
         except BaseException:
@@ -102,7 +135,8 @@ class RunStore:
         if self.has_records() and not force:
             old = self._read_meta()
             if old.get("fingerprint") != fingerprint:
-                raise RunError(f"{self.dir} holds a run made with different settings "
+                where = self.dir if self.layout.own_dir else self.records_path
+                raise RunError(f"{where} holds a run made with different settings "
                                f"({'; '.join(self._changes(config, parts, old, ignore))}); use a new --out, "
                                "restore those settings, or pass --force to continue it anyway")
         old = old or self._read_meta(strict=False)
@@ -111,8 +145,9 @@ class RunStore:
                       "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if isinstance(old.get("cache"), dict):
             self._meta["cache"] = old["cache"]  # summaries of the records (`cached`), each checked on use
-        atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
-        atomic_write(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        atomic_write(self.dir / self.layout.meta, json.dumps(self._meta, indent=2))
+        # Every run's config is written here, so here it loses its credentials, whoever calls.
+        atomic_write(self.dir / self.layout.config, yaml.safe_dump(redact(config), sort_keys=False))
         self.set_aside_damaged(checkpoint if isinstance(checkpoint, dict) else None)
 
     def _check_out(self) -> None:
@@ -134,7 +169,7 @@ class RunStore:
         return self.records_path.exists() and any(True for _ in read_lines(self.records_path))
 
     def _read_meta(self, strict: bool = True) -> dict[str, Any]:
-        path = self.dir / META
+        path = self.dir / self.layout.meta
         if not path.exists():
             return {}
         try:
@@ -152,7 +187,7 @@ class RunStore:
 
     def _changes(self, config: dict, parts: dict[str, str], old_meta: dict, ignore: Sequence[str]) -> list[str]:
         """What differs from the run's saved settings, for the refusal message."""
-        old = load_run_config(self.dir, strict=False)
+        old = load_run_config(self.dir, strict=False, name=self.layout.config)
         keys = [k for k in sorted(set(old) | set(config)) if k not in ignore]
         changes = [f"{k}: {_short(old.get(k))} -> {_short(config.get(k))}" for k in keys if old.get(k) != config.get(k)]
         old_parts = old_meta.get("parts") or {}
@@ -162,7 +197,7 @@ class RunStore:
     def set_aside_damaged(self, checkpoint: dict | None = None) -> list[int]:
         """Move damaged lines and a torn tail to records.bad.jsonl (kept; their records are made
         again) and collect `self.done`, in one streamed pass. Returns the moved line numbers."""
-        aside = self.dir / SET_ASIDE
+        aside = self.dir / self.layout.set_aside
         bad = self._scan(checkpoint)
         if bad is None:  # the file changed under the checkpoint: check every line
             bad = self._scan(None)
@@ -170,8 +205,8 @@ class RunStore:
         for n, _, why in bad:
             if why.startswith("torn"):
                 continue  # the normal trace of a killed run: no need to alarm anyone
-            log.warning("warning: %s:%d: damaged record (%s); moved to %s, it will be generated again",
-                        self.records_path, n, why, aside)
+            log.warning("warning: %s:%d: damaged %s (%s); moved to %s, it will be %s",
+                        self.records_path, n, self.layout.what, why, aside, self.layout.redo)
         if bad:
             self._size, self._crc = _crc_of(self.records_path)
         if self._meta:  # opened: a kill before the first append's checkpoint must not mean a full check
@@ -232,11 +267,10 @@ class RunStore:
             bad.append((n, raw, "torn write"))
             return
         try:
-            rec = parse_record(raw[:-1])
+            rid, ok = self.layout.status(raw[:-1])
         except ValueError as exc:
             bad.append((n, raw[:-1], _reason(exc)))
             return
-        rid, ok = rec.id, rec.error is None
         if ok:
             self.done.add(rid)
         else:
@@ -245,33 +279,49 @@ class RunStore:
     def _save_checkpoint(self) -> None:
         """Record how much of the file this store vouches for (written and flushed)."""
         self._meta["checkpoint"] = {"bytes": self._size, "crc": self._crc}
-        atomic_write(self.dir / META, json.dumps(self._meta, indent=2))
+        atomic_write(self.dir / self.layout.meta, json.dumps(self._meta, indent=2))
         self._saved = time.monotonic()
 
     def finished(self, key: str) -> int | None:
         """Fast resume: the prompt count of a run marked complete under `key` (charter.workload.
         completion_key) whose records are still byte for byte what the store vouched for then (the
-        run's lock taken first); None otherwise: the caller takes the full path (open, every line)."""
+        run's lock taken first); None otherwise: the caller takes the full path (open, every line).
+        `self.summary` is then what mark_complete was given."""
         meta = self._read_meta(strict=False)
         mark, checkpoint = meta.get("complete"), meta.get("checkpoint")
         if not (isinstance(mark, dict) and mark.get("key") == key and mark.get("checkpoint") == checkpoint
                 and isinstance(mark.get("prompts"), int) and isinstance(checkpoint, dict)):
             return None
         if self._lock is None:
-            self._lock = lock.acquire(self.dir / LOCK)
+            self._lock = lock.acquire(self.dir / self.layout.lock, owner=self)
         try:
             stamp = _crc_of(self.records_path)
         except OSError:
             return None
+        self.summary = mark.get("summary") if isinstance(mark.get("summary"), dict) else {}
         return mark["prompts"] if stamp == (checkpoint.get("bytes"), checkpoint.get("crc")) else None
 
-    def mark_complete(self, key: str, prompts: int) -> None:
+    def mark_complete(self, key: str, prompts: int, summary: dict | None = None) -> None:
         """Every one of the run's `prompts` is done without error: say so in meta.json, with the
-        checkpoint it holds for, so the next resume (`finished`) reads neither prompts nor records.
-        `open` drops the mark; an append after it moves the checkpoint past it."""
+        checkpoint it holds for, so the next resume (`finished`) reads neither prompts nor records
+        (`summary`: what that resume reports). `open` drops the mark; an append after it moves the
+        checkpoint past it."""
         if self._appender is not None:
             self._appender.sync()
-        self._meta["complete"] = {"key": key, "prompts": prompts, "checkpoint": {"bytes": self._size, "crc": self._crc}}
+        self._meta["complete"] = {"key": key, "prompts": prompts, "checkpoint": {"bytes": self._size, "crc": self._crc},
+                                  **({"summary": summary} if summary else {})}
+        self._save_checkpoint()
+
+    def clear(self) -> None:
+        """Start the run again (label --overwrite): its records go, the settings it was opened with stay."""
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+        try:
+            self.records_path.unlink()
+        except FileNotFoundError:
+            pass
+        self.done, self._size, self._crc = IdSet(), 0, 0
         self._save_checkpoint()
 
     def done_ids(self) -> IdSet:
@@ -283,8 +333,9 @@ class RunStore:
                 self._scan(None)
         return self.done
 
-    def append(self, record: Record) -> None:
-        data = dumps(record.to_dict()).encode("utf-8")
+    def append(self, record: Record | dict) -> None:
+        """One record (a Record, or a job's line as a dict: "id" first, "error" last)."""
+        data = dumps(record.to_dict() if isinstance(record, Record) else record).encode("utf-8")
         if self._appender is None:
             self._appender = Appender(self.records_path)
         self._appender.write(data)

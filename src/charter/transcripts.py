@@ -38,15 +38,26 @@ def parse(text: str, tags: Sequence[str] = HUMAN_ASSISTANT) -> list[Message]:
 
 def parse_prompt(text: str) -> list[Message]:
     """A transcript as a prompt: turns up to the last human one (H:/A: accepted too)."""
-    messages = parse(text, HUMAN_ASSISTANT + SHORT)
-    while messages and messages[-1]["role"] == "assistant":
-        messages.pop()
-    return messages
+    return split_prompt(text)[0]
+
+
+def split_prompt(text: str) -> tuple[list[Message], list[Message]]:
+    """A transcript as a prompt (turns up to the last human one) and the assistant turns after
+    it, which a prompt leaves out (an hh-rlhf `chosen` ends with the answer)."""
+    messages = parse(text.lstrip(), HUMAN_ASSISTANT + SHORT)  # "  Human:" opens a turn as "\n\nHuman:" does
+    cut = len(messages)
+    while cut and messages[cut - 1]["role"] == "assistant":
+        cut -= 1
+    return messages[:cut], messages[cut:]
+
+
+_STARTS_HUMAN = re.compile(r"\s*Human:")
 
 
 def looks_like(text: str) -> bool:
-    """A "Human: ... Assistant:" transcript rather than plain text that happens to hold a colon."""
-    return bool(re.search(r"(^|\n\n)Human:", text)) and "Assistant:" in text
+    """A "Human: ... Assistant:" transcript: it starts with a Human turn. Text that only quotes one
+    ("Summarize this chat:\n\nHuman: ...") is a prompt of its own, kept whole."""
+    return bool(_STARTS_HUMAN.match(text)) and "\n\nAssistant:" in text
 
 
 def turn(tag: str, content: str) -> str:

@@ -5,8 +5,12 @@ TRL and ``datasets`` already use, so nothing has to be converted at the edges.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+from charter.errors import BackendError, ConfigError
 
 Message = dict[str, str]
 Kind = Literal["red_team", "helpful"]
@@ -23,19 +27,73 @@ class Sampling:
     seed: int | None = None
     logprobs: bool = False  # ask for the generated tokens' log-probs where the engine offers them
 
+    def __post_init__(self) -> None:
+        stop = self.stop
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+            raise ConfigError(f"sampling stop must be a list of non-empty strings, got {stop!r}"
+                              + (f"; for one stop string write stop=({stop!r},)" if isinstance(stop, str) else ""))
+        object.__setattr__(self, "stop", tuple(stop))  # a list from YAML or JSON: hashable like the rest
+        types = {"max_tokens": (_is_int(self.max_tokens), "an int"),
+                 "temperature": (_is_number(self.temperature), "a number"),
+                 "top_p": (_is_number(self.top_p), "a number"),
+                 "seed": (self.seed is None or _is_int(self.seed), "an int or None"),
+                 "logprobs": (isinstance(self.logprobs, bool), "true or false")}  # the ranges: config settings
+        for name, (ok, want) in types.items():
+            if not ok:
+                raise ConfigError(f"sampling {name} must be {want}, got {getattr(self, name)!r}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
         return d
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:  # numpy's numbers too (engines hand them over)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# More tokens than any request has: a count above it is junk from the engine or server.
+MAX_TOKEN_COUNT = 10 ** 9
+
+
+def token_count(value: Any, what: str) -> int:
+    """A token count as an engine or server reported it, checked: a whole number in
+    [0, MAX_TOKEN_COUNT] (a float like 12.0 is taken), else a BackendError for that request."""
+    if _is_number(value) and math.isfinite(value) and value == int(value) and 0 <= value <= MAX_TOKEN_COUNT:
+        return int(value)
+    raise BackendError(f"the engine or server reported {what} = {value!r}, not a token count; the request failed "
+                       "(check the server: it answers with something other than an OpenAI-style completion)")
+
+
+def _check_logprob(value: Any) -> None:
+    if value is not None and not (_is_number(value) and not math.isnan(value) and value != math.inf):
+        raise BackendError(f"the engine or server reported a log-probability of {value!r}; the request failed")
+
+
 @dataclass(frozen=True)
 class Completion:
+    """One generated answer. Every backend builds its results as these, so what an engine or a
+    server returns is checked here once: text a string, counts whole and sane, log-probs numbers."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"  # "stop" | "length"
     logprob: float | None = None  # sum over generated tokens, when requested and offered
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise BackendError(f"the engine or server returned {type(self.text).__name__} "
+                               f"{str(self.text)[:80]!r} as the text of a completion; the request failed")
+        object.__setattr__(self, "prompt_tokens", token_count(self.prompt_tokens, "prompt_tokens"))
+        object.__setattr__(self, "completion_tokens", token_count(self.completion_tokens, "completion_tokens"))
+        if not isinstance(self.finish_reason, str):
+            raise BackendError(f"the engine or server gave finish reason {self.finish_reason!r}; the request failed")
+        _check_logprob(self.logprob)
 
 
 @dataclass(frozen=True)
@@ -44,6 +102,10 @@ class Score:
 
     logprob: float
     n_tokens: int
+
+    def __post_init__(self) -> None:
+        _check_logprob(self.logprob if self.logprob is not None else "none")
+        object.__setattr__(self, "n_tokens", token_count(self.n_tokens, "the scored tokens"))
 
     @property
     def mean(self) -> float:

@@ -42,8 +42,8 @@ def completion_key(cfg, fingerprint: str) -> str | None:
     from charter.errors import InputError
     from charter.prompts import source_files
 
-    sources = [(cfg.prompts, "red_team")]
-    if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
+    sources = [(cfg.prompts, "red_team")]  # a job without helpfulness prompts (label) has red-team ones only
+    if getattr(cfg, "helpful_prompts", "none") != "none" and cfg.helpful_samples > 0:
         sources.append((cfg.helpful_prompts, "helpful"))
     stamps = []
     try:

@@ -7,6 +7,7 @@ file:line; duplicate keys, nesting deeper than MAX_DEPTH and aliases that blow a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +117,12 @@ def _weight(node: yaml.Node) -> int:
     return 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only a "\\ud800" escape makes one: no writer accepts it
+
+
 def check_nodes(root: yaml.Node, where: str) -> None:
-    """Refuse nesting deeper than MAX_DEPTH, recursive aliases, and aliases that blow the document up."""
+    """Refuse nesting deeper than MAX_DEPTH, recursive aliases, aliases that blow the document up,
+    and lone surrogates ("\\ud800": text no UTF-8 writer accepts)."""
     written, seen, todo = 0, set(), [(root, 1)]
     while todo:  # the document as written (each node once); iterative: no recursion on deep input
         node, depth = todo.pop()
@@ -126,6 +131,9 @@ def check_nodes(root: yaml.Node, where: str) -> None:
         if id(node) not in seen:
             seen.add(id(node))
             written += _weight(node)
+            if isinstance(node, yaml.ScalarNode) and (m := _SURROGATE.search(node.value)):
+                raise InputError(f"\\u{ord(m.group()):04x} is half of a surrogate pair, not a character; write "
+                                 "the character itself", where, node.start_mark.line + 1)
             todo += [(c, depth + 1) for c in _children(node)]
     limit, size, height, active, stack = written + MAX_ALIAS_GROWTH, {}, {}, set(), [(root, False)]
     while stack:  # the document as later steps see it: every alias copied out (memoised)

@@ -5,10 +5,13 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 from typing import Any
 
 from charter.backends.base import Backend
 from charter.errors import BackendError
+
+log = logging.getLogger("charter.backends")
 
 BACKENDS: dict[str, str] = {
     "transformers": "charter.backends.hf:HFBackend",
@@ -21,8 +24,7 @@ BACKENDS: dict[str, str] = {
 # What to install when a backend's module is missing.
 EXTRAS = {"llamacpp": "xllamacpp", "openai": "openai", "vllm": "vllm"}
 
-AUTO = "auto"  # vLLM where it imports, else transformers
-DEFAULT_BACKEND = AUTO
+AUTO = "auto"  # the default of every command: auto_choice picks the engine
 NAMES = [AUTO, *BACKENDS]
 
 
@@ -69,14 +71,38 @@ def auto_choice(model: str, budget: int | None = None) -> tuple[str, str]:
 
 
 def resolve_backend(name: str, model: str, budget: int | None = None) -> str:
-    """`name`, or the backend `auto` stands for (auto_choice); `budget`: the most tokens the run
-    can generate (requests x max_tokens), if known."""
-    return name if name != AUTO else auto_choice(model, budget)[0]
+    """`name`, or the backend `auto` stands for (auto_choice, logged with why); `budget`: the most
+    tokens the run can generate (requests x max_tokens), if known."""
+    if name != AUTO:
+        return name
+    chosen, why = auto_choice(model, budget)
+    log.info("backend auto -> %s (%s)", chosen, why)
+    return chosen
+
+
+def split_spec(spec: str, backend: str = AUTO) -> tuple[str, str]:
+    """'BACKEND:MODEL' -> (BACKEND, MODEL) when BACKEND is a registered name or `auto`; anything
+    else (a path, a hub id ORG/NAME, hf:ORG/NAME) is a model on `backend`."""
+    name, sep, model = spec.partition(":")
+    if sep and model and name in NAMES:
+        return name, model
+    return backend, spec
+
+
+def open_model(spec: str, backend: str = AUTO, workload: int | None = None, budget: int | None = None,
+               **options: Any) -> Backend:
+    """The one way a command opens a model: `spec` is MODEL (on `backend`) or BACKEND:MODEL;
+    `auto` is resolved here with the run's token `budget` (requests x max_tokens, when known);
+    `workload` (requests) and `options` go to create_backend."""
+    name, model = split_spec(spec, backend)
+    check_backend_name(name)
+    return create_backend(resolve_backend(name, model, budget), model, workload=workload, **options)
 
 
 def create_backend(name: str, model: str, workload: int | None = None, **options: Any) -> Backend:
-    """Backend `name` on `model`. `workload` (requests the run will make, if known) lets a backend
-    pick settings that pay off only on long runs (vLLM on CPU: compiling); `options` win."""
+    """Backend `name` (a registered name; `auto` resolves with no budget) on `model`. `workload`
+    (requests the run will make, if known) lets a backend pick settings that pay off only on long
+    runs (vLLM on CPU: compiling); `options` win. Commands open models with open_model."""
     check_backend_name(name)
     name = resolve_backend(name, model)
     module_name, cls_name = BACKENDS[name].split(":")

@@ -1,6 +1,7 @@
 """A scripted backend for tests of control flow: deterministic, instant, and it records calls."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Callable, Sequence
 
@@ -25,8 +26,9 @@ class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, model: str = "fake", responder: Responder | None = None, fail_on: str | None = None,
-                 record_calls: bool = True):
+                 record_calls: bool = True, vary: bool = False):
         self.model_id = model
+        self.vary = vary  # answers end with their seed (the call's + the row's, as vLLM seeds rows): samples differ
         self.record_calls = record_calls  # off for long runs (bench/scale.py): the list grows per request
         self.responder = responder or _default_reply
         self.fail_on = fail_on  # raise when a prompt contains this text (tests failure rows)
@@ -49,10 +51,15 @@ class FakeBackend(Backend):
         return "".join(f"<|{m['role']}|>{m['content']}\n" for m in convo) + "<|assistant|>"
 
     def chat(self, convos: Sequence[Sequence[Message]], sampling: Sampling) -> list[Completion]:
-        return [self._one(self.render(c), sampling) for c in convos]
+        return [self._varied(self._one(self.render(c), sampling), sampling, row) for row, c in enumerate(convos)]
 
     def complete(self, prompts: Sequence[str], sampling: Sampling) -> list[Completion]:
-        return [self._one(p, sampling) for p in prompts]
+        return [self._varied(self._one(p, sampling), sampling, row) for row, p in enumerate(prompts)]
+
+    def _varied(self, done: Completion, sampling: Sampling, row: int) -> Completion:
+        if not self.vary or sampling.seed is None:
+            return done
+        return dataclasses.replace(done, text=f"{done.text} (seed {sampling.seed + row})")
 
     def score(self, contexts, continuations) -> list[Score]:
         return [Score(-float(len(c)), max(len(c.split()), 1)) for c in continuations]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from charter.cli.common import add_config, add_settings, given
+from charter.evaluate.result import EvalResult
 from charter.evaluate.suite import EvalConfig
 
 
@@ -21,20 +22,20 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
-def summary_text(result: dict) -> str:
-    lines = [f"{result['records']} prompts from {result['run']}"]
-    for label, m in result.get("models", {}).items():
+def summary_text(result: EvalResult) -> str:
+    lines = [f"{result.records} prompts from {result.run}"]
+    for label, m in result.models.items():
         pref, ev = m["revision_preference"], m.get("evasive", {})
         lines.append(f"{label}: logp(revision)-logp(initial) {pref['mean_delta']:+.3f}/token, revision preferred "
                      f"on {pref['share_preferred']:.0%} of {pref['n']}; evasive {ev.get('rate') or 0:.0%}")
-    for q, e in result.get("elo", {}).items():
+    for q, e in (result.elo or {}).items():
         players = ", ".join(f"{k} {v['elo']:+.0f} [{v['low']:+.0f}, {v['high']:+.0f}]" for k, v in e["players"].items())
         lines.append(f"Elo {q}: {players} ({e['comparisons']} comparisons, P(A) {e['position_bias']:.2f})")
-    for run in result.get("revisions", []):
+    for run in result.revisions or []:
         for q, c in run["curves"].items():
             pts = " ".join(f"r{r['round']}:{r['p_revision']:.2f}" for r in c["rounds"])
             lines.append(f"{run['label']} {q}: P(revision preferred over initial) {pts}")
-    return "\n".join(lines + refusal_summary(result.get("over_refusal")) + pm_summary(result.get("pm")))
+    return "\n".join(lines + refusal_summary(result.over_refusal) + pm_summary(result.pm))
 
 
 def refusal_summary(o: dict | None) -> list[str]:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from charter.cli.common import add_backend_option, add_config, add_settings, given, parse_backend_options
-from charter.config import GenerateConfig
+from charter.generate import GenerateConfig
 from charter.errors import ConfigError
 from charter.redact import redact
 

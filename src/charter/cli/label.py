@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--clamp", nargs=2, type=float, metavar=("LOW", "HIGH"), help="CoT clamp band (default 0.4 0.6)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming an existing OUT")
     p.add_argument("--force", action="store_true", help="resume OUT even if it was made with different settings")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_label)
 
 

@@ -16,6 +16,7 @@ from charter.evaluate.likelihood import usable
 from charter.types import Record
 
 INITIAL = "initial"
+QUESTIONS = ("harmless", "helpful")
 
 
 def revision_name(k: int) -> str:
@@ -49,12 +50,14 @@ def curve(verdicts: Sequence[Verdict], question: str, bootstrap: int, seed: int)
     return {"rounds": rows}
 
 
-def revision_curves(judge, runs: Sequence[tuple[str, Sequence[Record]]], questions=("harmless", "helpful"),
+def run_curves(run: str | Path, records: Sequence[Record], verdicts: Sequence[Verdict],
+               questions: Sequence[str] = QUESTIONS, seed: int = 0, bootstrap: int = 200) -> dict:
+    """eval.json's entry for one run in "revisions", from the judge's verdicts on its revision pairs."""
+    return {"run": str(run), "label": run_label(run, records), "records": len(usable(records)),
+            "curves": {q: curve(verdicts, q, bootstrap, seed) for q in questions}}
+
+
+def revision_curves(judge, runs: Sequence[tuple[str, Sequence[Record]]], questions: Sequence[str] = QUESTIONS,
                     seed: int = 0, bootstrap: int = 200) -> list[dict]:
-    out = []
-    for run, records in runs:
-        verdicts = judge_pairs(judge, revision_pairs(records), questions, seed)
-        out.append({"run": str(run), "label": run_label(run, records),
-                    "records": len(usable(records)),
-                    "curves": {q: curve(verdicts, q, bootstrap, seed) for q in questions}})
-    return out
+    return [run_curves(run, records, judge_pairs(judge, revision_pairs(records), questions, seed), questions, seed,
+                       bootstrap) for run, records in runs]

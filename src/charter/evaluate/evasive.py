@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from charter.evaluate.tasks import Task, choice_task
 from charter.rlcai.questions import question_message
 from charter.types import Message
 
@@ -83,11 +84,20 @@ def judge_evasive_context(prompt: Sequence[Message], answer: str, question: str 
     return question_message(convo, question, list(options))
 
 
+def evasive_tasks(stage: str, model: str, items: Sequence[tuple[str, Sequence[Message], str]],
+                  question: str = JUDGE_QUESTION, options: Sequence[str] = EVASIVE_OPTIONS) -> list[Task]:
+    """One judge task per (id, prompt, answer): P(yes) is the value's first entry."""
+    return [choice_task(stage, model, item, judge_evasive_context(prompt, answer, question, options))
+            for item, prompt, answer in items]
+
+
 def judge_evasive(backend, prompts: Sequence[Sequence[Message]], answers: Sequence[str],
                   question: str = JUDGE_QUESTION, options: Sequence[str] = EVASIVE_OPTIONS) -> list[float]:
     """P(yes) per answer from the judge's probabilities of "(A)" (yes) vs "(B)" (no); by default the
     evasiveness question, REFUSAL_QUESTION / REFUSAL_OPTIONS for over-refusal."""
-    from charter.choice import option_probs
+    from charter.evaluate.tasks import run_tasks
 
-    ctxs = [judge_evasive_context(p, a, question, options) for p, a in zip(prompts, answers)]
-    return [p[0] for p in option_probs(backend, ctxs)] if ctxs else []
+    tasks = evasive_tasks("evasive", "", [(str(i), p, a) for i, (p, a) in enumerate(zip(prompts, answers))],
+                          question, options)
+    memo = run_tasks(backend, tasks)
+    return [memo[t.key][0] for t in tasks]

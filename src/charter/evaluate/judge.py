@@ -1,7 +1,7 @@
 """Pairwise AI judging: which of two answers is better, scored from the judge's option probabilities.
 
 The judge reads the paper's feedback format ("Consider the following conversation ... Options:
-(A) ... (B) ... The answer is:") and P("(A)") vs P("(B)") (charter.choice.option_probs) is a soft
+(A) ... (B) ... The answer is:") and P("(A)") vs P("(B)") (charter.choice) is a soft
 outcome, so a judge cannot refuse and no free text is parsed. Which answer is shown as (A) is
 drawn per comparison from a seeded RNG, so a judge that prefers a position is cancelled on average.
 """
@@ -11,7 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from charter.choice import option_probs
+from charter.evaluate.tasks import Task, choice_task, run_tasks
 from charter.rlcai.questions import question_message
 from charter.types import Message
 
@@ -58,19 +58,42 @@ def swap_for(seed: int, pair: Pair, question: str) -> bool:
     return random.Random(f"{seed}|{pair.id}|{pair.a}|{pair.b}|{question}").random() < 0.5
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One comparison as the judge sees it: the pair, the question, which answer is shown first."""
+
+    pair: Pair
+    question: str
+    swapped: bool  # True: b's answer is shown as (A)
+
+    def context(self) -> list[Message]:
+        first, second = self.pair.answer_a, self.pair.answer_b
+        if self.swapped:
+            first, second = second, first
+        return judge_context(self.pair.prompt, QUESTIONS.get(self.question, self.question), first, second)
+
+    def verdict(self, probs: Sequence[float]) -> Verdict:
+        """The verdict from P("(A)"), P("(B)") as the judge gave them."""
+        p = self.pair
+        return Verdict(p.id, self.question, p.a, p.b, probs[1] if self.swapped else probs[0], self.swapped, probs[0])
+
+
+def asks(pairs: Sequence[Pair], questions: Sequence[str], seed: int) -> list[Ask]:
+    """Every pair under every question, question by question; the order shown drawn per comparison."""
+    return [Ask(pair, q, swap_for(seed, pair, q)) for q in questions for pair in pairs]
+
+
+def verdict_tasks(stage: str, judge: str, items: Sequence[Ask]) -> list[Task]:
+    return [choice_task(stage, judge, f"{a.question}|{a.pair.id}|{a.pair.a}|{a.pair.b}", a.context()) for a in items]
+
+
 def judge_pairs(judge, pairs: Sequence[Pair], questions: Sequence[str] = ("harmless", "helpful"),
                 seed: int = 0) -> list[Verdict]:
-    """One verdict per pair and question, in that order."""
-    jobs, ctxs = [], []
-    for q in questions:
-        for pair in pairs:
-            swapped = swap_for(seed, pair, q)
-            first, second = (pair.answer_b, pair.answer_a) if swapped else (pair.answer_a, pair.answer_b)
-            jobs.append((q, pair, swapped))
-            ctxs.append(judge_context(pair.prompt, QUESTIONS.get(q, q), first, second))
-    probs = option_probs(judge, ctxs) if ctxs else []
-    return [Verdict(pair.id, q, pair.a, pair.b, p[1] if swapped else p[0], swapped, p[0])
-            for (q, pair, swapped), p in zip(jobs, probs)]
+    """One verdict per pair and question, in that order, on the `judge` backend."""
+    items = asks(pairs, questions, seed)
+    tasks = verdict_tasks("verdict", "", items)
+    memo = run_tasks(judge, tasks)
+    return [a.verdict(memo[t.key]) for a, t in zip(items, tasks)]
 
 
 def position_bias(verdicts: Sequence[Verdict]) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from charter.evaluate.tasks import Task, run_tasks, task
+from charter.scheduler import Logprob
 from charter.types import Record
 
 
@@ -22,26 +24,35 @@ def _summary(deltas: list[float]) -> dict:
             "share_preferred": sum(d > 0 for d in deltas) / n if n else 0.0}
 
 
+def texts(r: Record) -> list[str]:
+    """The initial answer, then each round's revision."""
+    return [r.initial or ""] + [x.revision for x in r.rounds]
+
+
+def likelihood_tasks(records: Sequence[Record], model: str = "") -> list[Task]:
+    """One task per usable record: the per-token log-prob of each of its texts as the reply."""
+    return [task("likelihood", model, r.id, [Logprob(list(r.prompt), t) for t in texts(r)],
+                 lambda got: [s.mean for s in got]) for r in usable(records)]
+
+
 def revision_preference(backend, records: Sequence[Record]) -> dict:
-    """Final revision vs initial, plus the same per revision number ("by_round")."""
-    recs = usable(records)
-    ctxs, conts, spans = [], [], []
-    for r in recs:
-        texts = [r.initial or ""] + [x.revision for x in r.rounds]
-        spans.append((len(conts), len(texts)))
-        ctxs += [r.prompt] * len(texts)
-        conts += texts
-    scores = [s.mean for s in backend.score(ctxs, conts)] if conts else []
+    """Final revision vs initial, plus the same per revision number ("by_round"), on `backend`."""
+    tasks = likelihood_tasks(records)
+    memo = run_tasks(backend, tasks)
+    return preference_summary([memo[t.key] for t in tasks])
+
+
+def preference_summary(scored: Sequence[Sequence[float]]) -> dict:
+    """eval.json's revision_preference from each record's scores (initial answer first)."""
     final, per_round = [], {}
-    for r, (start, n) in zip(recs, spans):
-        base = scores[start]
-        final.append(scores[start + n - 1] - base)
-        for k in range(1, n):
-            per_round.setdefault(k, []).append(scores[start + k] - base)
+    for scores in scored:
+        final.append(scores[-1] - scores[0])
+        for k in range(1, len(scores)):
+            per_round.setdefault(k, []).append(scores[k] - scores[0])
     out = _summary(final)
     out["by_round"] = [{"round": k, **_summary(d)} for k, d in sorted(per_round.items())]
-    out["logp_initial"] = _mean([scores[s] for s, _ in spans])
-    out["logp_final"] = _mean([scores[s + n - 1] for s, n in spans])
+    out["logp_initial"] = _mean([s[0] for s in scored])
+    out["logp_final"] = _mean([s[-1] for s in scored])
     return out
 
 

@@ -17,17 +17,16 @@ eval.json "over_refusal": {n, categories: {category: n},
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Sequence
 
-from charter.evaluate.evasive import REFUSAL_OPTIONS, REFUSAL_QUESTION, is_evasive, judge_evasive
+from charter.evaluate.evasive import REFUSAL_OPTIONS, REFUSAL_QUESTION, evasive_tasks, is_evasive
+from charter.evaluate.tasks import Task, answer_task, run_tasks
 from charter.types import Message, Sampling
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "over_refusal.jsonl"
-_log = logging.getLogger("charter.eval")
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,21 @@ def load_over_refusal(limit: int | None = None, path: str | Path = DATA) -> list
     return mixed[:limit] if limit is not None else mixed
 
 
+def safe_tasks(model: str, items: Sequence[SafePrompt], sampling: Sampling) -> list[Task]:
+    """The model's answer to each safe prompt."""
+    return [answer_task("safe", model, it.id, it.messages(), sampling) for it in items]
+
+
+def refusal_tasks(model: str, items: Sequence[SafePrompt], answers: Sequence[str]) -> list[Task]:
+    """The judge's P(the answer refuses) for each of the model's answers (the first value)."""
+    return evasive_tasks("refusal", model, [(it.id, it.messages(), a) for it, a in zip(items, answers)],
+                         REFUSAL_QUESTION, REFUSAL_OPTIONS)
+
+
 def answer_safe(backend, items: Sequence[SafePrompt], sampling: Sampling) -> list[str]:
-    return [c.text.strip() for c in backend.chat([it.messages() for it in items], sampling)]
+    tasks = safe_tasks("", items, sampling)
+    memo = run_tasks(backend, tasks)
+    return [memo[t.key] for t in tasks]
 
 
 def _rate(xs: Sequence[float]) -> float | None:
@@ -90,15 +102,11 @@ def harm_vs_refusal(models: dict, elo: dict | None) -> list[dict]:
             for label, m in models.items()]
 
 
-def over_refusal_result(items: Sequence[SafePrompt], answers: dict[str, list[str]], judge=None,
-                        elo: dict | None = None) -> dict:
-    """eval.json's "over_refusal" from every model's answers to `items` (judged when a judge is given)."""
-    judged = {}
-    if judge is not None:
-        for label, texts in answers.items():
-            _log.info("eval: judge: refusals of %s on %d safe prompts", label, len(items))
-            judged[label] = judge_evasive(judge, [it.messages() for it in items], texts, REFUSAL_QUESTION,
-                                          REFUSAL_OPTIONS)
+def over_refusal_result(items: Sequence[SafePrompt], answers: dict[str, list[str]],
+                        judged: dict[str, list[float]] | None = None, elo: dict | None = None) -> dict:
+    """eval.json's "over_refusal" from every model's answers to `items` and, with a judge, its
+    P(refuses) of each (`judged`: label -> one per item)."""
+    judged = judged or {}
     models = {label: refusal_summary(items, texts, judged.get(label)) for label, texts in answers.items()}
     rows = []
     for i, it in enumerate(items):

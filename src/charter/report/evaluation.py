@@ -1,17 +1,18 @@
-"""The report's Evaluation section: one run's eval.json (charter.evaluate) as tables and plots.
-eval.json is untrusted input: every value is escaped (charter.report.markup)."""
+"""The report's Evaluation section: one run's eval.json (charter.evaluate.result.read_eval: its
+shape checked) as tables and plots. eval.json is untrusted input: every value is escaped
+(charter.report.markup)."""
 from __future__ import annotations
 
+from charter.evaluate.result import EvalResult
 from charter.report.markup import ci, esc, first_user, fmt, img, pct, table, turn
 
 
-def render_evaluation(name: str, ev: dict) -> str:
+def render_evaluation(name: str, ev: EvalResult) -> str:
     from charter.report.plots import elo_plot, revision_plot
 
-    s = ev.get("settings") or {}
-    out = [f'<h3>{esc(name)}: {esc(ev.get("records", 0))} held-out prompts'
-           f'<span class="badge">judge: {esc(s.get("judge") or "none")}</span></h3>']
-    models = ev.get("models") or {}
+    out = [f'<h3>{esc(name)}: {esc(ev.records)} held-out prompts'
+           f'<span class="badge">judge: {esc(ev.settings["judge"] or "none")}</span></h3>']
+    models = ev.models
     if models:
         rows = []
         for label, m in models.items():
@@ -21,27 +22,27 @@ def render_evaluation(name: str, ev: dict) -> str:
         out.append("<h3>Preference for revisions and evasiveness</h3>" + table(
             ["model", "records", "Δ logp/token (revision − initial)", "revision preferred", "evasive",
              "evasive (red-team)", "evasive (judge)"], rows))
-    if ev.get("elo"):
+    if ev.elo:
         rows = [[q, label, fmt(v["elo"], "+.0f"), ci(v, "low", "high", "+.0f"), e["comparisons"],
-                 fmt(e["position_bias"], ".3f")] for q, e in ev["elo"].items() for label, v in e["players"].items()]
+                 fmt(e["position_bias"], ".3f")] for q, e in ev.elo.items() for label, v in e["players"].items()]
         out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
-                   + img(elo_plot(ev["elo"]), "Elo scores") + "</div>"
+                   + img(elo_plot(ev.elo), "Elo scores") + "</div>"
                    + table(["question", "model", "Elo", "95% CI", "comparisons", "judge P(A)"], rows))
-    if ev.get("over_refusal"):
-        out.append(_over_refusal(ev["over_refusal"]))
-    if ev.get("revisions"):
+    if ev.over_refusal:
+        out.append(_over_refusal(ev.over_refusal))
+    if ev.revisions:
         rows = [[run["label"], q, r["round"], r["n"], r["p_revision"], fmt(r["elo"], "+.0f"),
                  ci(r, "elo_low", "elo_high", "+.0f")]
-                for run in ev["revisions"] for q, c in run["curves"].items() for r in c["rounds"]]
+                for run in ev.revisions for q, c in run["curves"].items() for r in c["rounds"]]
         out.append('<h3>Judge score vs revision number</h3><div class="plots">'
-                   + img(revision_plot(ev["revisions"], "elo"), "Elo vs revision number")
-                   + img(revision_plot(ev["revisions"], "p_revision"), "P(revision preferred) vs revision number")
+                   + img(revision_plot(ev.revisions, "elo"), "Elo vs revision number")
+                   + img(revision_plot(ev.revisions, "p_revision"), "P(revision preferred) vs revision number")
                    + "</div>" + table(["run", "question", "revision", "n", "P(revision > initial)", "Elo vs initial",
                                        "95% CI"], rows))
-    if ev.get("pm"):
-        out.append(_pm(ev["pm"]))
-    if ev.get("answers"):
-        out.append(_answers(ev["answers"]))
+    if ev.pm:
+        out.append(_pm(ev.pm))
+    if ev.answers:
+        out.append(_answers(ev.answers))
     return "".join(out)
 
 

@@ -18,8 +18,8 @@ from typing import Sequence
 
 from charter import files
 from charter.errors import InputError
+from charter.evaluate.result import EvalResult, read_eval
 from charter.redact import redact
-from charter.jsonl import atomic_write, loads, read_error
 from charter.report import assets
 from charter.report.digest import Digest, digest
 from charter.report.evaluation import render_evaluation
@@ -27,7 +27,7 @@ from charter.report.markup import card, esc, first_user, fmt, img, table, turn
 from charter.store import iter_run, load_run_config
 from charter.types import Record
 
-GENERATOR = '<meta name="generator" content="charter report">'  # what marks a file as ours to overwrite
+GENERATOR = '<meta name="generator" content="charter report">'
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RunData:
     path: Path
     records: list[Record]  # the chains shown: the first CHAINS records (all of a small run)
     config: dict
-    evaluation: dict | None
+    evaluation: EvalResult | None
     digest: Digest  # the numbers over every record (one streamed pass)
 
 
@@ -48,22 +48,8 @@ def load_report_run(path: str | Path) -> RunData:
     config = load_run_config(folder)
     d = digest(iter_run(p), config, engine_gpus(config))
     eval_path = folder / "eval.json"
-    evaluation = _read_evaluation(eval_path) if eval_path.exists() else None
+    evaluation = read_eval(eval_path) if eval_path.exists() else None  # its shape checked, or an InputError
     return RunData(folder.name or str(folder), folder, d.sample, config, evaluation, d)
-
-
-def _read_evaluation(path: Path) -> dict:
-    """eval.json; a damaged one is an InputError naming the file and the fix."""
-    fix = "rerun `charter eval` on the run"
-    try:
-        evaluation = loads(files.check_input(path, "eval.json").read_bytes())
-    except OSError as exc:
-        raise read_error(path, exc) from exc
-    except ValueError as exc:  # JSON, UTF-8 and nesting errors are ValueErrors
-        raise InputError(f"cannot be read ({str(exc).splitlines()[0]}); {fix}", str(path)) from exc
-    if not isinstance(evaluation, dict):
-        raise InputError(f"not an evaluation (a JSON object is expected); {fix}", str(path))
-    return evaluation
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -161,7 +147,7 @@ def evaluation_section(runs: Sequence[RunData]) -> str:
 def _checked_evaluation(run: RunData) -> str:
     """A hand-edited or foreign eval.json of another shape is named, not a traceback."""
     try:
-        return render_evaluation(run.name, run.evaluation or {})
+        return render_evaluation(run.name, run.evaluation)
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"not an evaluation made by `charter eval` ({type(exc).__name__}: {exc}); "
                          "rerun `charter eval` on the run", str(run.path / "eval.json")) from exc
@@ -247,9 +233,7 @@ def distinct_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def is_report(head: bytes) -> bool:
-    """A report made by Charter (the generator tag, or the title of reports made before it)."""
-    return GENERATOR.encode() in head or b"<title>Charter report" in head
+KIND = "Charter report"  # what charter.files records a report as
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
@@ -260,5 +244,5 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> 
         run.name = name
     target = Path(out) if out else runs[0].path / "report.html"
     inputs = [run.path / name for run in runs for name in ("eval.json", "config.yaml")] + [Path(p) for p in paths]
-    files.check_out(target, "Charter report", is_report, inputs)
-    return atomic_write(target, render(runs))
+    files.check_out(target, KIND, inputs=inputs)
+    return files.write_out(target, KIND, render(runs))

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from charter.config import Config, setting
-from charter.errors import ConfigError
-from charter.rlcai.labels import ANSWER, ask, few_shot_prefix, load_feedback  # noqa: F401 (ANSWER re-exported)
+from charter.config import Config, backend_setting, max_tokens_setting, seed_setting, setting, temperature_setting
+from charter.errors import ConfigError, RunError
+from charter.rlcai.data import ANSWER, load_feedback  # noqa: F401 (ANSWER re-exported)
+from charter.rlcai.questions import few_shot_prefix
 from charter.rlcai.mc_file import MCRow, comparisons, load_mc_file, pm_pairs  # noqa: F401 (the input side)
 from charter.types import Sampling
 
@@ -98,10 +99,10 @@ class LabelerEvalConfig(Config):
     """Everything that defines a `charter eval-labeler` run."""
 
     file: str = setting("", "JSONL of {prompt, corrects, incorrects} rows, e.g. 438HHHEvaluations.jsonl", flag="file")
-    model: str = setting("embedded", "feedback model (default: embedded)")
+    model: str = setting("embedded", "feedback model (default: embedded), or BACKEND:MODEL")
     pm: str | None = setting(None, "score a preference model (`charter train pm` directory) instead of a prompted "
                              "feedback model; FILE may also be held-out preference rows (prompt/chosen/rejected)")
-    backend: str = setting("transformers", "transformers (default) | llamacpp | fake ...")
+    backend: str = backend_setting("for --model")
     backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False)
     format: str = setting("text", "raw text as in the file (default) or one chat user message",
                           choices=("text", "chat"))
@@ -111,9 +112,9 @@ class LabelerEvalConfig(Config):
                               "RLMadisonInstructions.json)")
     principle: str | None = setting(None, "one fixed principle text for answer-style rows (default: drawn per row)")
     limit: int | None = setting(None, "first N rows only", bounds=">= 1")
-    seed: int = setting(0, "seeds principle draws and CoT sampling")
-    max_tokens: int = setting(256, "CoT reasoning tokens (default 256)", bounds=">= 1")
-    temperature: float = setting(0.0, "CoT sampling temperature (default 0: greedy)", bounds="[0, 5]")
+    seed: int = seed_setting("principle draws and CoT sampling")
+    max_tokens: int = max_tokens_setting(256, "CoT reasoning")
+    temperature: float = temperature_setting(0.0, "CoT reasoning")
     batch_size: int | None = setting(None, "backend batch size", bounds=">= 1", result=False)
     bins: int = setting(10, "calibration bins (default 10)", bounds=">= 1")
     out: str = setting("runs/labeler.json", "results JSON (default runs/labeler.json)", result=False)
@@ -124,10 +125,30 @@ class LabelerEvalConfig(Config):
 def evaluate_labeler(cfg: LabelerEvalConfig, backend=None, progress: bool = False) -> LabelerResult:
     """Score cfg.model (or the preference model cfg.pm) on cfg.file; writes cfg.out and the reliability plot."""
     cfg.validate()  # a config made in Python has not been checked yet
-    plot = None if cfg.plot == "none" else (cfg.plot or str(Path(cfg.out).with_suffix(".png")))
+    inputs = [p for p in (cfg.file, cfg.pm, cfg.principles, cfg.few_shot) if p]
+    out, plot = check_outputs(cfg.out, cfg.plot, inputs)  # before any model loads
     res = _score_pm(cfg) if cfg.pm else _score_model(cfg, backend, progress)
-    write_result(res, cfg.out, plot)
+    write_result(res, out, plot, inputs)
     return res
+
+
+RESULT, PLOT = "Charter eval-labeler result", "Charter eval-labeler plot"  # as charter.files records them
+
+
+def check_outputs(out: str | Path, plot: str | Path | None, inputs: Sequence[str | Path] = ()) -> tuple[Path, Path | None]:
+    """The result JSON and the plot (None: 'none'; default OUT with .png) as Paths, each refused
+    where it would replace anything but this command's own earlier output (charter.files)."""
+    from charter.files import check_out
+
+    default = plot is None
+    plot = None if plot == "none" else Path(plot or Path(out).with_suffix(".png"))
+    path = check_out(out, RESULT, inputs=inputs)
+    if plot is not None:
+        if plot.absolute() == path.absolute():
+            raise ConfigError(f"--plot {plot} is the --out file too; give the plot another name (or --plot none)")
+        check_out(plot, PLOT, inputs=inputs, flag="--plot",
+                  instead="pass --plot PATH (default: OUT with .png) or --plot none" if default else None)
+    return path, plot
 
 
 def _score_pm(cfg: LabelerEvalConfig) -> LabelerResult:
@@ -141,13 +162,13 @@ def _score_pm(cfg: LabelerEvalConfig) -> LabelerResult:
 
 
 def _score_model(cfg: LabelerEvalConfig, backend, progress: bool) -> LabelerResult:
-    from charter.backends import create_backend
+    from charter.backends import open_model
 
     options = dict(cfg.backend_options)
     if cfg.batch_size:
         options.setdefault("batch_size", cfg.batch_size)
     own = backend is None
-    backend = create_backend(cfg.backend, cfg.model, **options) if own else backend
+    backend = open_model(cfg.model, cfg.backend, budget=labeler_budget(cfg), **options) if own else backend
     try:
         return score_labeler(backend, cfg.file, fmt=cfg.format, cot=cfg.cot, limit=cfg.limit, few_shot=cfg.few_shot,
                              principles=cfg.principles, principle=cfg.principle, seed=cfg.seed,
@@ -157,11 +178,20 @@ def _score_model(cfg: LabelerEvalConfig, backend, progress: bool) -> LabelerResu
             backend.close()
 
 
+def labeler_budget(cfg: LabelerEvalConfig) -> int:
+    """The most tokens the model generates, which `auto` sizes to: CoT reasoning for each question,
+    every correct against every incorrect in both orders (a scored question counts as one token)."""
+    questions = sum(2 * len(r.corrects) * len(r.incorrects) for r in load_mc_file(cfg.file, cfg.limit))
+    return questions * (cfg.max_tokens if cfg.cot else 1)
+
+
 def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = False, limit: int | None = None,
                   few_shot: str = "none", principles: str = "default", principle: str | None = None,
                   seed: int = 0, max_tokens: int = 256, temperature: float = 0.0, batch_rows: int = 16,
                   bins: int = 10, progress: bool = False) -> LabelerResult:
-    """Accuracy and calibration of `backend` as a feedback model on `file`."""
+    """Accuracy and calibration of `backend` as a feedback model on `file`: one scheduler program
+    per row (charter.scheduler), so an engine that batches internally keeps every row in flight;
+    `batch_rows`: rows gathered into each call on an engine that batches per call."""
     if fmt not in ("text", "chat"):
         raise ConfigError(f"format must be 'text' or 'chat', not '{fmt}'")
     start = time.time()
@@ -170,33 +200,62 @@ def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = Fals
     prefix = few_shot_prefix(fs.examples, fmt, cot)
     sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed) if cot else None
     res = LabelerResult(str(file), getattr(backend, "model_id", "?"), getattr(backend, "name", "?"), fmt, cot, few_shot)
-    comps = [comparisons(r, str(file), fs, principle, seed) for r in rows]
+    comps = [comparisons(r, str(file), fs, principle, seed) for r in rows]  # a bad row fails before any request
+    answers = ask_rows(backend, rows, comps, prefix, fmt, sampling, batch_rows, progress)
     p_a: list[float] = []
-    points: list[tuple[float, int]] = []
-    first_correct = 0
-    for b in range(0, len(rows), batch_rows):
-        chunk = list(range(b, min(b + batch_rows, len(rows))))
-        qs = [(q, n) for i in chunk for c in comps[i] for q, n, _, _ in c.orders]
-        answered = iter(ask(backend, prefix, qs, fmt, sampling))
-        for i in chunk:
-            row_out = []
-            for c in comps[i]:
-                per_order, reasons = [], []
-                for _q, _n, ic, iw in c.orders:
-                    a = next(answered)
-                    per_order.append(a.probs[ic] / (a.probs[ic] + a.probs[iw]))
-                    p_a.append(a.probs[0])
-                    reasons.append(a.reasoning)
-                p = sum(per_order) / len(per_order)
-                points += [(p, 1), (1.0 - p, 0)]
-                row_out.append({"correct": c.correct, "incorrect": c.incorrect, "p_correct": p,
-                                "p_correct_by_order": per_order, "reasoning": reasons if cot else None})
-            p_row = sum(x["p_correct"] for x in row_out) / len(row_out)
-            first = sum(x["p_correct_by_order"][0] for x in row_out) / len(row_out)
-            first_correct += first > 0.5
-            res.rows.append({"line": rows[i].line, "p_correct": p_row, "correct": p_row > 0.5, "comparisons": row_out})
-        if progress:
-            log.info("  eval-labeler: %d/%d rows (%.0fs)", len(res.rows), len(rows), time.time() - start)
+    for row, row_comps, answered in zip(rows, comps, answers):
+        res.rows.append(row_result(row, row_comps, iter(answered), cot, p_a))
+    summarise(res, p_a, bins)
+    res.seconds = time.time() - start
+    return res
+
+
+def ask_rows(backend, rows: Sequence[MCRow], comps: Sequence[list], prefix, fmt: str, cot: Sampling | None,
+             batch_size: int, progress: bool) -> list[list[tuple[list[float], str | None]]]:
+    """(P(option i), reasoning) of every question of every row, in order, through run_programs;
+    the few-shot block is shared once (Backend.share_prefix). A failed row stops the evaluation."""
+    from charter.jobrun import progress_bar
+    from charter.rlcai.questions import asking
+    from charter.scheduler import run_programs
+
+    if prefix:
+        backend.share_prefix(prefix)
+    got: list = [None] * len(rows)
+
+    def program(i: int):
+        return asking(prefix, [(q, n) for c in comps[i] for q, n, _, _ in c.orders], fmt, cot)
+
+    def on_done(i: int, answered, error: str | None) -> None:
+        if error is not None:
+            raise RunError(f"the row at line {rows[i].line} failed: {error}; fix the cause and run eval-labeler again")
+        got[i] = [(a.probs, a.reasoning) for a in answered]
+        bar.update(1)
+
+    with progress_bar(len(rows), progress, unit="row") as bar:
+        run_programs(backend, range(len(rows)), program, on_done, batch_size=2 * batch_size)  # 2+ questions a row
+    return got
+
+
+def row_result(row: MCRow, row_comps: list, answered, cot: bool, p_a: list[float]) -> dict:
+    """One row's comparisons (P(correct) per order, position-averaged), from its answered questions."""
+    out = []
+    for c in row_comps:
+        per_order, reasons = [], []
+        for _q, _n, ic, iw in c.orders:
+            probs, reasoning = next(answered)
+            per_order.append(probs[ic] / (probs[ic] + probs[iw]))
+            p_a.append(probs[0])
+            reasons.append(reasoning)
+        out.append({"correct": c.correct, "incorrect": c.incorrect, "p_correct": sum(per_order) / len(per_order),
+                    "p_correct_by_order": per_order, "reasoning": reasons if cot else None})
+    p_row = sum(x["p_correct"] for x in out) / len(out)
+    return {"line": row.line, "p_correct": p_row, "correct": p_row > 0.5, "comparisons": out}
+
+
+def summarise(res: LabelerResult, p_a: list[float], bins: int) -> None:
+    """Accuracy (position-averaged and first order only), mean P(correct), P(A), Brier and calibration."""
+    first_correct = sum(sum(c["p_correct_by_order"][0] for c in r["comparisons"]) / len(r["comparisons"]) > 0.5
+                        for r in res.rows)
     res.n_rows = len(res.rows)
     res.n_comparisons = sum(len(r["comparisons"]) for r in res.rows)
     res.accuracy = sum(r["correct"] for r in res.rows) / res.n_rows
@@ -205,9 +264,7 @@ def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = Fals
     res.mean_p_correct = sum(all_p) / len(all_p)
     res.position_bias = sum(p_a) / len(p_a)
     res.brier = sum((1.0 - p) ** 2 for p in all_p) / len(all_p)
-    res.bins, res.ece = reliability(points, bins)
-    res.seconds = time.time() - start
-    return res
+    res.bins, res.ece = reliability([pt for p in all_p for pt in ((p, 1), (1.0 - p, 0))], bins)
 
 
 def plot_reliability(result: LabelerResult, path: str | Path) -> Path | None:
@@ -235,13 +292,21 @@ def plot_reliability(result: LabelerResult, path: str | Path) -> Path | None:
     return plotting.save(fig, path)
 
 
-def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None = None) -> Path:
-    from charter.jsonl import write_json
+def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None = None,
+                 inputs: Sequence[str | Path] = ()) -> Path:
+    """The result JSON at `out` and the reliability plot at `plot` (None: no plot), written whole
+    and only over this command's own earlier outputs (check_outputs)."""
+    import json
 
+    from charter.files import mark_written, write_out
+
+    out, plot = check_outputs(out, plot or "none", inputs)
     if plot:
         made = plot_reliability(result, plot)
+        if made:
+            mark_written(made, PLOT)
         result.plot = str(made) if made else None
-    return write_json(out, result.to_dict())
+    return write_out(out, RESULT, json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
 
 
 # ---- a trained preference model on the same sets -------------------------------------------------

@@ -18,9 +18,9 @@ The judges (charter.evaluate) ask the same question in a compact layout, one use
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
-from charter.choice import clamp, option_label, option_probs
+from charter.choice import clamp, option_label, option_probs, option_texts, softmax
 from charter.config import FORMATS
 from charter.errors import ConfigError
 from charter.rlcai.data import AFTER_COT, ANSWER, ANSWER_CUE, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
@@ -138,6 +138,28 @@ def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int
     for ctx, p, r in zip(contexts, probs, reasonings):
         out.append(Answered(ctx, p, r))
     return out
+
+
+def asking(prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
+           cot: Sampling | None = None) -> Generator[list, list, list[Answered]]:
+    """`ask` as a scheduler program (charter.scheduler.run_programs): with `cot`, the reasoning of
+    every question as one list of Sample steps (each seeded by its question), then one Choice step
+    per question; returns what `ask` returns."""
+    from charter.scheduler import Choice, Sample, seeded
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
+    reasonings: list[str | None] = [None] * len(questions)
+    if cot is not None:
+        if fmt == "text":
+            cot = replace(cot, stop=tuple(dict.fromkeys((*cot.stop, *COT_STOPS))))
+        done = yield [Sample(cot_prompt(prefix, q, fmt), seeded(cot, q), text=fmt == "text") for q, _ in questions]
+        reasonings = [c.text.strip() for c in done]
+        contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
+    else:
+        contexts = [direct_context(prefix, q, fmt) for q, _ in questions]
+    logps = yield [Choice(ctx, option_texts(ctx, n)) for ctx, (_, n) in zip(contexts, questions)]
+    return [Answered(ctx, softmax(lp), r) for ctx, lp, r in zip(contexts, logps, reasonings)]
 
 
 def pair_preference(first: list[float], second: list[float], band: tuple[float, float] | None = None) -> float:

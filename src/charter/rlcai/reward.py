@@ -15,7 +15,10 @@ from, where answers of similar quality give informative probabilities, unlike a 
 that most answers beat or lose to outright. A fixed reference per prompt also keeps a prompt's
 RLOO group comparable: every sample meets the same opponent under the same principle (one drawn
 per prompt, seeded). The feedback model is any Charter backend (an OpenAI-compatible server on
-other hardware included), called by TRL through a plain reward function.
+other hardware included), called by TRL through a plain reward function that scores each batch
+of completions concurrently (charter.scheduler). TRL also takes async reward functions, but only
+to run several of them side by side; it waits for them before each step, so one reward function
+gains nothing from being async.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any, Sequence
 
 from charter.errors import RunError
 from charter.rlcai.data import FeedbackSet, draw_principles
-from charter.rlcai.questions import ask, few_shot_prefix, pair_preference, question, sample
+from charter.rlcai.questions import asking, few_shot_prefix, pair_preference, question, sample
 from charter.types import Message, Sampling
 
 log = logging.getLogger("charter.train")
@@ -51,22 +54,39 @@ class FeedbackReward:
     def __init__(self, backend, fs: FeedbackSet, references: dict[str, str], fmt: str = "chat", seed: int = 0):
         self.backend, self.fs, self.references, self.fmt, self.seed = backend, fs, references, fmt, seed
         self.prefix = few_shot_prefix(fs.examples, fmt, cot=False)
+        if self.prefix and backend is not None:
+            backend.share_prefix(self.prefix)  # every question starts with it: loaded once where slots hold KV
 
     def principle(self, prompt: Sequence[Message]):
         return draw_principles(self.fs.principles, self.seed, prompt_key(prompt))[0]
 
     def __call__(self, prompts: Sequence[Sequence[Message]], completions: Sequence[Any], **_: Any) -> list[float]:
-        questions = []
-        for prompt, done in zip(prompts, completions):
-            ref = self.references.get(prompt_key(prompt))
-            if ref is None:
-                raise RunError("the feedback reward got a prompt it has no reference answer for; "
-                               "the dataset must be the one build_rl_trainer made")
-            text = (done[-1]["content"] if isinstance(done, list) else str(done)).strip()
-            p = self.principle(prompt).text
-            questions += [(question(prompt, p, [text, ref]), 2), (question(prompt, p, [ref, text]), 2)]
-        answered = ask(self.backend, self.prefix, questions, self.fmt)
-        return [pair_preference(answered[i].probs, answered[i + 1].probs) for i in range(0, len(answered), 2)]
+        """One reward per completion, the batch scored concurrently: one scheduler program per
+        completion (its two option orders as Choice steps), so an engine that batches internally
+        has the whole batch in flight and one that batches per call gets it in full calls."""
+        from charter.scheduler import run_programs
+
+        questions = [self.questions(prompt, done) for prompt, done in zip(prompts, completions)]
+        rewards: list[float | None] = [None] * len(questions)
+
+        def on_done(i: int, answered, error: str | None) -> None:
+            if error is not None:
+                raise RunError(f"the feedback model failed to score a completion: {error}")
+            rewards[i] = pair_preference(answered[0].probs, answered[1].probs)
+
+        run_programs(self.backend, range(len(questions)), lambda i: asking(self.prefix, questions[i], self.fmt),
+                     on_done, batch_size=max(2, 2 * len(questions)))  # a per-call engine: the batch in one call
+        return rewards  # type: ignore[return-value]
+
+    def questions(self, prompt: Sequence[Message], done: Any) -> list[tuple[str, int]]:
+        """The feedback question on (completion, reference) in both option orders."""
+        ref = self.references.get(prompt_key(prompt))
+        if ref is None:
+            raise RunError("the feedback reward got a prompt it has no reference answer for; "
+                           "the dataset must be the one build_rl_trainer made")
+        text = (done[-1]["content"] if isinstance(done, list) else str(done)).strip()
+        p = self.principle(prompt).text
+        return [(question(prompt, p, [text, ref]), 2), (question(prompt, p, [ref, text]), 2)]
 
     def reference_rows(self, prompts: Sequence[Sequence[Message]]) -> list[dict[str, Any]]:
         """What each prompt's completions were compared with: written to OUT/feedback_references.jsonl."""
@@ -81,21 +101,24 @@ class FeedbackReward:
 
 def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]]) -> FeedbackReward:
     """The feedback backend, the principles and the starting policy's reference answers (rl.RLConfig)."""
-    from charter.backends import create_backend
+    from charter.backends import open_model
     from charter.rlcai.data import load_feedback
 
     fs = load_feedback(cfg.principles, cfg.few_shot)
-    feedback = create_backend(cfg.feedback_backend, cfg.feedback_model or cfg.model, **cfg.feedback_options)
+    start_judges = (cfg.feedback_model or cfg.model) == cfg.model  # the feedback model is the starting policy
+    scored = len(prompts) * cfg.samples * 2  # an epoch of completions, each asked in both orders
+    budget = scored + (len(prompts) * cfg.max_tokens if start_judges else 0)  # + the reference answers
+    feedback = open_model(cfg.feedback_model or cfg.model, cfg.feedback_backend, budget=budget, **cfg.feedback_options)
     try:
-        sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-        if (cfg.feedback_model or cfg.model) == cfg.model:  # the feedback model is the starting policy
+        sampling = cfg.sampling()
+        if start_judges:
             refs = reference_answers(feedback, prompts, sampling)
-        else:
-            with create_backend("transformers", cfg.model) as start:
+        else:  # the starting policy is a checkpoint being trained: transformers reads it
+            with open_model(cfg.model, "transformers") as start:
                 refs = reference_answers(start, prompts, sampling)
     except BaseException:
         feedback.close()
         raise
     log.info("charter train rl: feedback reward from %s (%s), %d reference answers of the starting policy",
-             feedback.model_id or cfg.feedback_model or cfg.model, cfg.feedback_backend, len(refs))
+             feedback.model_id or cfg.feedback_model or cfg.model, feedback.name or cfg.feedback_backend, len(refs))
     return FeedbackReward(feedback, fs, refs, cfg.format, cfg.seed)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import logging
 import math
 import re
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.config import Config, check_keys, seed_setting, setting, strip_lines
-from charter.errors import BackendError, ConfigError
+from charter.errors import BackendError, ConfigError, RunError
 
 log = logging.getLogger("charter.train")
 
@@ -75,8 +77,10 @@ def _at(where: str, key: str, lines: dict[str, int] | None) -> str:
 
 
 def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
-    """trl config from our defaults < the user's `trainer:` dict; bad values become ConfigErrors."""
+    """trl config from our defaults < the user's `trainer:` dict; bad values become ConfigErrors.
+    Checkpoints in cfg.out from another run are refused here, before the model loads (check_resume)."""
     check_trainer_keys(cfg.trainer, args_cls, cfg.where, cfg.lines.get("trainer"))
+    check_resume(cfg)
     import torch
 
     # TRL defaults to bf16, which transformers refuses on CPU unless use_cpu is set. CPU autocast to
@@ -138,10 +142,91 @@ def resolve_model(model: str) -> str:
 
 
 def last_checkpoint(out: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint in out/checkpoints. The trainer writes trainer_state.json
+    last, so a checkpoint without a readable one is a save that was killed: it is removed (every
+    resume from it would fail) and the one before it is used."""
     folder = Path(out) / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found = sorted((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else ())
+                   if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir())
+    for _, path in reversed(found):
+        if _complete(path):
+            return str(path)
+        log.warning("warning: %s is incomplete (its save was interrupted); removed, training resumes from the "
+                    "checkpoint before it", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        return isinstance(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
+RUN = "charter-run.json"  # in out/checkpoints: the settings and inputs its checkpoints were made from
+# trainer keys a resume may change: how long to go on, how often to save and log, not what is learnt
+CONTINUE_KEYS = ("max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps",
+                 "disable_tqdm", "report_to", "dataloader_num_workers")
+
+
+def run_stamp(cfg: TrainConfig) -> dict[str, Any]:
+    """What a resume must not change: the result settings and the content of the input files."""
+    settings = {k: v for k, v in strip_lines(cfg.to_dict()).items() if k not in cfg.NON_RESULT_KEYS and k != "out"}
+    settings["trainer"] = {k: v for k, v in settings.get("trainer", {}).items() if k not in CONTINUE_KEYS}
+    inputs = {}
+    for name, value in settings.items():
+        for v in value if isinstance(value, list) else [value]:
+            path = Path(v) if isinstance(v, str) and v and name != "model" else None
+            path = path / "records.jsonl" if path and (path / "records.jsonl").is_file() else path  # a run
+            if path and path.is_file():
+                inputs[f"{name}: {v}"] = _digest(path)
+    return {"settings": json.loads(json.dumps(settings, default=str)), "inputs": inputs}
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """Before any model loads: refuse checkpoints in cfg.out made with other settings or data (as
+    `generate` refuses a changed run), else record this run's stamp beside them."""
+    from charter.jsonl import write_json
+
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"--out {cfg.out} is a file; training writes a directory (model, checkpoints, log): "
+                          "choose a new directory name")
+    folder, stamp = Path(cfg.out) / CHECKPOINTS, run_stamp(cfg)
+    try:
+        old = json.loads((folder / RUN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if last_checkpoint(cfg.out) is None:
+        pass  # a fresh start: this run's stamp replaces any other
+    elif not isinstance(old, dict):
+        log.warning("warning: the checkpoints in %s do not record what they were made from; resuming unchecked", folder)
+        return
+    elif changes := _changes(old, stamp):
+        raise RunError(f"{cfg.out} holds checkpoints of a training run made with other settings or data "
+                       f"({'; '.join(changes)}); use a new --out, restore them, or remove {folder} to start over")
+    write_json(folder / RUN, stamp)
+
+
+def _changes(old: dict, new: dict) -> list[str]:
+    was, now = old.get("settings") or {}, new["settings"]
+    keys = sorted((set(was) | set(now)) - {"trainer"})
+    changes = [f"{k}: {json.dumps(was.get(k))} -> {json.dumps(now.get(k))}" for k in keys if was.get(k) != now.get(k)]
+    trainer_was, trainer_now = was.get("trainer") or {}, now["trainer"]
+    changes += [f"trainer.{k}: {json.dumps(trainer_was.get(k))} -> {json.dumps(trainer_now.get(k))}"
+                for k in sorted(set(trainer_was) | set(trainer_now)) if trainer_was.get(k) != trainer_now.get(k)]
+    inputs_was = old.get("inputs") or {}
+    changes += [f"{name.split(':')[0]} content changed" for name, d in new["inputs"].items()
+                if name in inputs_was and inputs_was[name] != d]
+    return changes
 
 
 def estimate(trainer, row_tokens: list[int], mode: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.config import FORMATS, setting
+from charter.config import FORMATS, backend_setting, max_tokens_setting, setting, temperature_setting, top_p_setting
 from charter.errors import ConfigError, InputError
 from charter.jsonl import write_jsonl
 from charter.train import common
@@ -50,9 +50,8 @@ class RLConfig(common.TrainConfig):
                           choices=REWARDS)
     pm: str = setting("", "preference model directory from `charter train pm` (the reward)")
     feedback_model: str | None = setting(None, "--reward feedback: the model that judges (default: the starting "
-                                         "policy, frozen)")
-    feedback_backend: str = setting("transformers", "--reward feedback: its backend (default transformers; openai "
-                                    "for a server on other hardware)")
+                                         "policy, frozen), or BACKEND:MODEL")
+    feedback_backend: str = backend_setting("of --reward feedback's model (openai for a server on other hardware)")
     feedback_options: dict[str, Any] = setting({}, "--reward feedback: passed to its backend's constructor "
                                                "(e.g. {base_url: ...})", result=False)
     principles: str = setting("default", "--reward feedback: feedback principles (as for `label`)")
@@ -67,9 +66,9 @@ class RLConfig(common.TrainConfig):
     limit: int | None = setting(None, "use at most N prompts from each set", bounds=">= 1")
     samples: int = setting(4, "completions per prompt, the leave-one-out group (default 4; each sample's baseline "
                            "is the others' mean)", bounds=">= 2")
-    max_tokens: int = setting(64, "tokens per completion (default 64)", bounds=">= 1")
-    temperature: float = setting(1.0, "sampling temperature (default 1.0)", bounds="> 0")
-    top_p: float = setting(1.0, "nucleus sampling (default 1.0)", bounds="(0, 1]")
+    max_tokens: int = max_tokens_setting(64, "completion")
+    temperature: float = temperature_setting(1.0)  # > 0: check()
+    top_p: float = top_p_setting(1.0)
     beta: float = setting(0.05, "KL penalty to the starting policy, in the reward (default 0.05)", bounds=">= 0")
     REQUIRED = ("out",)
 
@@ -82,6 +81,9 @@ class RLConfig(common.TrainConfig):
         if self.reward == "pm" and not self.pm:
             raise ConfigError(f"{where}: 'pm' is required (pass --pm or set it in the config file), "
                               "or use --reward feedback")
+        if self.temperature == 0:
+            raise ConfigError(f"{where}: temperature must be > 0 for RL: greedy samples of a prompt are identical, "
+                              "so RLOO has nothing to compare; use e.g. 1.0")
         if self.reward == "feedback" and self.pm:
             raise ConfigError(f"{where}: --pm is the reward of --reward pm; drop it for --reward feedback")
         check_backend_name(self.feedback_backend)

@@ -1,0 +1,104 @@
+"""What every resumable job shares around its engine work: a clean stop on Ctrl-C or SIGTERM, the
+count of what it saved, and a progress bar.
+
+Signals: while a job runs in the main thread, SIGTERM (what `timeout`, Slurm, Kubernetes and
+systemd send) stops it exactly as Ctrl-C does: finished work saved, the engine closed, then
+Interrupted (exit code 128 + the signal: 130, 143). Only signals left at Python's defaults are
+taken over, and only for the job: the previous handlers are back when the job returns.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+from charter.errors import CharterError
+
+
+class Interrupted(CharterError):
+    """Ctrl-C or SIGTERM: the work finished so far is saved; nothing is written after this.
+    exit_code: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports it."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """In the main thread: SIGTERM raises KeyboardInterrupt like Ctrl-C (and which one came is
+    noted in the yielded dict), for SIGINT/SIGTERM still at Python's defaults; all handlers are
+    restored after. Elsewhere (a worker thread) nothing changes."""
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def stop(signum, _frame) -> None:
+        got["signal"] = signum
+        raise KeyboardInterrupt
+
+    stop.charter_stop = True
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, stop)
+    try:
+        yield got
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_ctrl_c() -> None:
+    """After the first Ctrl-C (or SIGTERM): a second one must not break the clean-up with a
+    traceback (stop_signals restores the handlers after the job)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if getattr(signal.getsignal(signal.SIGTERM), "charter_stop", False):  # ours: stop_signals
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def file_size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def lines_since(path, offset: int) -> int:
+    """Complete lines appended to `path` after byte `offset`."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+def stored_config(cfg) -> dict:
+    """The config as a run's config file keeps it: credentials in backend options (a key in
+    base_url, api_key) masked. The fingerprint still hashes the values in use."""
+    from charter.redact import redact
+
+    data = cfg.to_dict()
+    if data.get("backend_options"):
+        data["backend_options"] = redact(data["backend_options"])
+    return data
+
+
+def progress_bar(total: int, progress: bool, unit: str = "step"):
+    """tqdm on a terminal; on a pipe or log file, a line every 30 s instead of redraws."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, unit=unit, disable=not progress, dynamic_ncols=tty, mininterval=0.5 if tty else 30,
+                leave=True, file=sys.stderr)
+
+
+__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar", "stored_config"]

@@ -1,0 +1,57 @@
+"""`label --executor ray` on a small local Ray instance (2 CPUs), fake backends: the same rows as a
+local run, and a worker killed mid-run loses nothing and writes nothing twice."""
+import json
+
+import pytest
+
+from charter import ray_executor
+from charter.rlcai.labels import LabelConfig, label, transcripts_path
+from charter.store import RunStore
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 1024 * 1024,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}})
+    yield
+    ray.shutdown()
+
+
+def cfg(tmp_path, name, **kw):
+    base = dict(backend="fake", backend_options={"vary": True}, few_shot="none", samples=2, batch_size=4,
+                out=str(tmp_path / name / "labels.jsonl"))
+    return LabelConfig(**{**base, **kw}).validate()
+
+
+def ids(path):
+    return [json.loads(x)["id"] for x in open(path)]
+
+
+def test_killed_worker_loses_nothing_and_writes_nothing_twice(tmp_path, monkeypatch):
+    pools, appended = [], []
+    init, append = ray_executor._Pool.__init__, RunStore.append
+
+    def keep_pool(self, *a, **k):
+        init(self, *a, **k)
+        pools.append(self)
+
+    def append_and_kill(self, line):
+        append(self, line)
+        appended.append(line["id"])
+        if len(appended) == 10:  # mid-run: worker 0 has chunks in flight
+            ray.kill(pools[0].workers[0])
+
+    local = label(cfg(tmp_path, "local", limit=40), progress=False)
+    monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
+    monkeypatch.setattr(RunStore, "append", append_and_kill)
+    c = cfg(tmp_path, "ray", limit=40, executor="ray", workers=2)
+    s = label(c, progress=False)
+    assert pools[0].replaced == 1 and s.failures == 0 and s.prompts == 40
+    assert s.rows == local.rows == 40  # one pair per prompt, each labelled once
+    assert sorted(ids(c.out)) == sorted(ids(tmp_path / "local" / "labels.jsonl"))
+    lines = [json.loads(x)["id"] for x in transcripts_path(c.out).read_text().splitlines()]
+    assert len(lines) == len(set(lines)) == 40
+    again = label(c, progress=False)  # finished: resumed without starting a worker
+    assert again.resumed == 40 and len(pools) == 1
