@@ -42,6 +42,39 @@ def test_every_public_name_resolves():
     assert set(dir(charter)) >= set(charter.__all__)
 
 
+def test_help_works_on_every_public_name():
+    import pydoc
+
+    failed = []
+    for name in [n for n in charter.__all__ if n != "__version__"]:
+        try:
+            pydoc.render_doc(getattr(charter, name))
+        except Exception as exc:  # help() must not raise, whatever the name is
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not failed, "help() fails on: " + "; ".join(failed)
+    assert "critique_revise" in pydoc.render_doc(charter)
+
+
+def test_a_config_classs_help_lists_its_settings_with_help_and_defaults():
+    import pydoc
+
+    text = pydoc.render_doc(charter.GenerateConfig, renderer=pydoc.plaintext)
+    assert "Everything that defines a `charter generate` run." in text
+    assert "rounds: int = 4  [--rounds; >= 0]" in text
+    assert "critique/revision rounds per red-team prompt" in text
+    assert "backend_options: dict[str, Any] = {}  [no flag" in text
+    rl = pydoc.render_doc(charter.RLConfig, renderer=pydoc.plaintext)  # inherited settings listed too
+    assert "out: str = ''" in rl and "output directory" in rl
+
+
+def test_a_misspelled_keyword_gets_a_did_you_mean():
+    with pytest.raises(ConfigError, match=r"GenerateConfig: unknown setting 'round' \(did you mean 'rounds'\?\)"):
+        charter.GenerateConfig(round=2)
+    with pytest.raises(ConfigError, match="unknown setting 'lerning_rate'"):
+        charter.SFTConfig(lerning_rate=1e-5)
+    assert charter.GenerateConfig(rounds=2).rounds == 2
+
+
 def test_functions_named_like_their_modules_stay_functions():
     """`charter.generate` / `charter.evaluate` are the functions, even once their modules are imported."""
     import charter.evaluate.suite  # noqa: F401
@@ -155,6 +188,19 @@ def test_bad_arguments_say_how_to_fix_them():
             charter.critique_revise(llm, [LOCK, ends_with_answer])
     with pytest.raises(charter.BackendError, match="did you mean 'vllm'"):
         charter.load_backend("vlm", "embedded")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sampling": {"max_tokens": 8}}, r"sampling must be a charter.Sampling, not a dict: "
+                                      r"write sampling=charter.Sampling\(max_tokens=8\)$"),
+    ({"sampling": 8}, r"sampling must be a charter.Sampling .*got 8$"),
+    ({"prompts": [42]}, r"^prompts\[0\] must be text, a list of \{role, content\} messages or a PromptItem, got int 42$"),
+    ({"prompts": [LOCK, None]}, r"^prompts\[1\] must be text.*got NoneType None$"),
+])
+def test_a_wrong_type_of_argument_gets_one_sentence(kwargs, message):
+    with fake() as llm, pytest.raises((ConfigError, InputError), match=message):
+        charter.critique_revise(llm, **{"prompts": [LOCK], **kwargs})
+    assert llm.calls == []
 
 
 @pytest.mark.parametrize("kwargs, message", [

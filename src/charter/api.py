@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Sequence, Union, get_args
 
-from charter.errors import ConfigError
+from charter.errors import ConfigError, InputError
 from charter.types import Constitution, Kind, Message, PromptItem, Record, Sampling
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
     from charter.constitution import load_constitution
     from charter.pipeline import Settings, run_items
 
-    sampling = sampling or Sampling(seed=seed)
+    sampling = check_sampling(sampling) or Sampling(seed=seed)
     check_settings(sampling, kind, rounds=rounds, critique=critique, context=context, format=format, seed=seed,
                    batch_size=batch_size)
     if isinstance(constitution, str):
@@ -64,6 +64,16 @@ def answer(llm: Backend, prompts: Sequence[Prompt], sampling: Sampling | None = 
     each record's answer is its `initial` (and `final`)."""
     return critique_revise(llm, prompts, rounds=0, sampling=sampling, few_shot="none", format=format,
                            seed=seed, kind="helpful")
+
+
+def check_sampling(sampling: Any) -> Sampling | None:
+    """`sampling` if it is a Sampling (or None); a mapping or anything else gets the call to write instead."""
+    if sampling is None or isinstance(sampling, Sampling):
+        return sampling
+    if isinstance(sampling, dict):
+        args = ", ".join(f"{k}={v!r}" for k, v in sampling.items())
+        raise ConfigError(f"sampling must be a charter.Sampling, not a dict: write sampling=charter.Sampling({args})")
+    raise ConfigError(f"sampling must be a charter.Sampling (e.g. charter.Sampling(max_tokens=256)), got {sampling!r}")
 
 
 def check_settings(sampling: Sampling, kind: str, **values: Any) -> None:
@@ -91,6 +101,9 @@ def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:
         if isinstance(p, PromptItem):
             items.append(p)
             continue
+        if not isinstance(p, (str, list, tuple)):
+            raise InputError(f"prompts[{i}] must be text, a list of {{role, content}} messages or a PromptItem, "
+                             f"got {type(p).__name__} {p!r:.60}")
         msgs = to_messages(list(p) if isinstance(p, (list, tuple)) else p, f"prompts[{i}]", None)  # None: InputError
         key = json.dumps(msgs, sort_keys=True)
         sample = seen[key] = seen.get(key, -1) + 1

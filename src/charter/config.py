@@ -42,15 +42,15 @@ def read_config_file(path: str | None) -> dict[str, Any]:
     return raw
 
 
-def check_keys(data: dict, allowed: list[str], where: str, line: int | None = None) -> None:
+def check_keys(data: dict, allowed: list[str], where: str, line: int | None = None, what: str = "key") -> None:
     for key in data:
         if key in BOOKKEEPING or key in allowed:
             continue
         hint = difflib.get_close_matches(str(key), allowed, n=1)
-        tip = f" (did you mean '{hint[0]}'?)" if hint else f"; allowed keys: {', '.join(allowed)}"
+        tip = f" (did you mean '{hint[0]}'?)" if hint else f"; allowed {what}s: {', '.join(allowed)}"
         line = key_line(data, key) or line
         loc = f"{where}:{line}" if line else where
-        raise ConfigError(f"{loc}: unknown key '{key}'{tip}")
+        raise ConfigError(f"{loc}: unknown {what} '{key}'{tip}")
 
 
 # ---- one declaration per setting -----------------------------------------------------------------
@@ -157,7 +157,43 @@ class _NonResultKeys:
     """Class.NON_RESULT_KEYS: the fields declared with result=False."""
 
     def __get__(self, obj: Any, cls: type) -> tuple[str, ...]:
+        if not dataclasses.is_dataclass(cls):  # Config itself (pydoc and inspect read it there too)
+            return ()
         return tuple(f.name for f in dataclasses.fields(cls) if not f.metadata.get("result", True))
+
+
+def describe(cls: type) -> str:
+    """A config class's settings, one entry each: name, type, default, flag, allowed values and
+    help, from the `setting` declarations (the class's help() and the docs' config reference)."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            default = f" = {f.default_factory()!r}"
+        else:
+            default = "" if f.default is dataclasses.MISSING else f" = {f.default!r}"
+        rules = [flag_name(f) if f.metadata.get("cli", True) is not False else "no flag (YAML or Python only)"]
+        if f.metadata.get("choices"):
+            rules.append("one of " + ", ".join(f.metadata["choices"]))
+        if f.metadata.get("bounds"):
+            rules.append(f.metadata["bounds"])
+        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"    {f.name}: {type_name}{default}  [{'; '.join(rules)}]")
+        if f.metadata.get("help"):
+            lines.append(f"        {f.metadata['help']}")
+    return "Settings (YAML keys and keyword arguments):\n" + "\n".join(lines)
+
+
+class _Doc:
+    """A config class's __doc__: its own docstring, then `describe` of its settings. Computed when
+    read, because the dataclass fields exist only after the class body (and @dataclass) ran."""
+
+    def __init__(self, text: str | None):
+        self.text = text
+
+    def __get__(self, obj: Any, cls: type) -> str | None:
+        if not dataclasses.is_dataclass(cls):
+            return self.text
+        return "\n\n".join(part for part in (self.text, describe(cls)) if part)
 
 
 class Config:
@@ -167,6 +203,16 @@ class Config:
     lines: Mapping[str, dict] = MappingProxyType({})  # {dict field: {key: YAML line}} (set by load)
     REQUIRED: tuple[str, ...] = ()  # fields that must be set (non-empty)
     NON_RESULT_KEYS = _NonResultKeys()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = _Doc(cls.__dict__.get("__doc__"))
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        """A misspelled keyword gets the YAML path's did-you-mean, not a bare TypeError."""
+        if kwargs and dataclasses.is_dataclass(cls):
+            check_keys(kwargs, [f.name for f in dataclasses.fields(cls) if f.init], cls.__name__, what="setting")
+        return super().__new__(cls)
 
     def check(self, where: str) -> None:
         """Rules across fields (a subclass adds its own); single-field rules come from `setting`."""

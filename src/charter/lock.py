@@ -121,7 +121,8 @@ def _release(path: Path, token: str) -> None:
         del _HELD[path]
         if held[1] is not None:
             held[1].detach()
-        if _read(path).get("token") == token:
+        mine = _read(path)
+        if mine.get("token") == token and mine.get("pid") == os.getpid():  # not in a forked child
             with contextlib.suppress(OSError):
                 path.unlink()
 

@@ -32,7 +32,7 @@ from itertools import chain, islice
 from typing import Any, Callable, Generator, Hashable, Iterable, Iterator, Mapping, Sequence
 
 from charter.backends.base import Backend, EngineDead, Request
-from charter.errors import BackendError
+from charter.errors import BackendError, failure_kind, stop_error
 from charter.redact import error_text
 from charter.types import Sampling
 
@@ -86,13 +86,6 @@ def seeded(sampling: Sampling, key: str) -> Sampling:
         return sampling
     digest = hashlib.sha256(f"{sampling.seed}:{key}".encode()).digest()
     return replace(sampling, seed=int.from_bytes(digest[:4], "big") >> 1)
-
-
-def failure_kind(exc: BaseException) -> str:
-    """What makes two failures 'the same': the exception's type and any HTTP status, never the
-    message (a gateway puts a request id in each one)."""
-    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
-    return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
 
 
 class _Failures:
@@ -238,7 +231,7 @@ class _Streaming(_Driver):
         except BaseException as exc:  # the item stream, on_done (disk full), a bug: the run stops, said once
             with self.lock:
                 if self.failures.fatal is None:
-                    self.failures.fatal = exc
+                    self.failures.fatal = stop_error(exc)
 
     def run_one(self, item) -> None:
         with self.lock:
