@@ -36,6 +36,22 @@ def test_prompt_mix_ratio(tmp_path):
     assert rows == rl_prompts(load_rl_config(None, pm="p", out="o", prompts=red, helpful_ratio=0.5))  # seeded
 
 
+def test_too_few_prompts_for_one_batch_fail_before_training(tmp_path, capsys):
+    """RLOO takes whole batches of distinct prompts: 1 prompt for a batch of 2 would run 0 steps."""
+    from charter.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPTS[0]}) + "\n")
+    out = tmp_path / "rl"
+    assert main(["train", "rl", "--reward", "feedback", "--feedback-backend", "fake", "--few-shot", "none",
+                 "--out", str(out), "--prompts", str(prompts), "--helpful-prompts", "none", "--max-tokens", "4",
+                 "--max-steps", "2", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "1 prompt is fewer than one RL batch of 2 (8 completions = 2 prompts x 4 samples), so no step would run" \
+        in captured.err
+    assert "saved" not in captured.out and not (out / "config.json").exists()
+
+
 @pytest.fixture(scope="module")
 def marker_pm(tmp_path_factory):
     """A PM that prefers answers carrying 'Banana!' (the PM test's recipe)."""

@@ -139,6 +139,7 @@ def build_rl_trainer(cfg: RLConfig, progress: bool = True):
     defaults.update({theirs: getattr(cfg, ours) for ours, theirs in GENERATION_KEYS.items()})
     args = common.trainer_args(RLOOConfig, cfg, defaults, progress)
     prompts = rl_prompts(cfg)
+    check_one_batch(cfg, args, len(prompts))  # before any model loads
     reward = reward_function(cfg, prompts)
     try:
         return RLOOTrainer(model=common.resolve_model(cfg.model), reward_funcs=reward, args=args,
@@ -149,6 +150,18 @@ def build_rl_trainer(cfg: RLConfig, progress: bool = True):
         if isinstance(exc, OSError):
             raise common.load_error(cfg.model, exc) from exc
         raise
+
+
+def check_one_batch(cfg: RLConfig, args: Any, prompts: int) -> None:
+    """RLOO samples whole batches of distinct prompts: with fewer prompts than one batch, TRL runs
+    0 steps (and saves the starting policy as if trained) or fails with an unrelated message."""
+    per_batch = args.generation_batch_size // args.num_generations
+    if prompts < per_batch:
+        raise ConfigError(
+            f"{cfg.where}: {prompts} prompt{'s' if prompts != 1 else ''} is fewer than one RL batch of {per_batch} "
+            f"({args.generation_batch_size} completions = {per_batch} prompts x {cfg.samples} samples), so no step "
+            "would run; add prompts (--prompts, --helpful-prompts, a larger --limit), or lower "
+            "trainer.per_device_train_batch_size or --samples")
 
 
 def close_reward(reward: Any) -> None:
