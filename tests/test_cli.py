@@ -46,6 +46,34 @@ def test_help_is_fast_and_imports_nothing_heavy():
     assert time.time() - t0 < 5
 
 
+@pytest.mark.parametrize("args", [["constitution", "show"], ["--help"]])
+def test_a_reader_that_leaves_early_is_not_an_error(args):
+    """`charter constitution show | head -3`: the pipe's reader is gone before Charter writes
+    (closed here before the command starts, so the write always meets the closed pipe)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    code = "import sys; from charter.cli import console_main; sys.argv[1:] = %r; console_main()" % (args,)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as for most users
+    try:
+        done = subprocess.run([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, env=env)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+def test_piped_into_head_the_output_ends_quietly():
+    import os
+
+    script = f"'{sys.executable}' -c 'from charter.cli import console_main; console_main()' constitution show | head -3"
+    for unbuffered in ("1", ""):
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+        assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 3
+
+
 def test_backend_option_checked(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--backend", "fake", "--backend-option", "fial_on=x", "--quiet"]) == 2

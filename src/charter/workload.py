@@ -65,6 +65,7 @@ class Projection:
     max_tokens: int = 0
     skipped: int = 0  # prompts already done in the run directory
     keys: dict[int, array] = field(default_factory=dict, repr=False)  # steps per prompt -> its prompts' id keys
+    checked: list[str] = field(default_factory=list)  # what a dry run checked, one phrase each
 
     @property
     def tokens(self) -> int:
@@ -95,19 +96,43 @@ def project(cfg, settings: Settings, keys: bool = True) -> Projection:
     return proj
 
 
-def dry_run(cfg, settings: Settings) -> Projection:
+def run_identity(cfg, constitution) -> tuple[dict[str, str], str]:
+    """A generate run's parts (what a refusal to resume can name) and its fingerprint."""
+    import json
+
+    parts = {"constitution": str(constitution.principles), "few-shot": str(constitution.few_shots)}
+    return parts, cfg.fingerprint(json.dumps(list(parts.values())))
+
+
+def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
     """What `charter generate` would do with this config (`settings`: generate.settings_from(cfg)),
-    minus what its run directory already holds; reads the prompts and the records, writes nothing."""
+    minus what its run directory already holds, after every check that needs no engine: the model
+    found, the constitution and the prompts read, the output usable (`force`: as --force would).
+    Reads; writes nothing. `checked` on the projection says what was checked."""
     from pathlib import Path
 
-    from charter.backends import check_backend_name
+    from charter.backends import check_backend_name, split_spec
+    from charter.constitution import load_constitution
+    from charter.jobrun import stored_config
+    from charter.models import check_model
     from charter.store import RECORDS, RunStore
 
     cfg.validate()
     check_backend_name(cfg.backend)
+    backend, model = split_spec(cfg.model, cfg.backend)
+    check_backend_name(backend)
+    checked = [f"model {check_model(model, backend)} on backend {backend}"]
+    constitution = load_constitution(cfg.constitution, cfg.few_shot)
+    checked.append(f"constitution {cfg.constitution} ({len(constitution.principles)} principles, "
+                   f"{len(constitution.few_shots)} few-shot examples)")
     proj = project(cfg, settings)
+    store = RunStore(cfg.out)
+    parts, fingerprint = run_identity(cfg, constitution)
+    store.check(stored_config(cfg), fingerprint, force, parts, cfg.NON_RESULT_KEYS)
     if (Path(cfg.out) / RECORDS).is_file():
-        proj.resume(RunStore(cfg.out).done_ids())  # read-only: an unopened store moves nothing
+        proj.resume(store.done_ids())  # read-only: an unopened store moves nothing
+    checked += ["prompts read", f"--out {cfg.out} ({'resumes a run' if store.has_records() else 'a new run'})"]
+    proj.checked = checked
     return proj
 
 

@@ -52,18 +52,7 @@ NEUTRAL_SAMPLERS = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty"
 
 def _resolve_gguf(model: str) -> Path:
     """The embedded SmolLM2 GGUF, or a local .gguf path, with a clear error otherwise."""
-    if models.is_embedded(model):
-        return models.embedded_gguf_path()
-    path = Path(model).expanduser()
-    if path.suffix.lower() != ".gguf":
-        raise BackendError(
-            f"the llamacpp backend needs a .gguf file or 'embedded', got '{model}'; "
-            "convert a Hugging Face model with llama.cpp's convert_hf_to_gguf.py, or use "
-            "--backend transformers"
-        )
-    if not path.is_file():
-        raise BackendError(f"GGUF file not found: {path}")
-    return path
+    return models.resolve_gguf(model)  # one rule, which a dry run checks too
 
 
 def _import_xllamacpp():

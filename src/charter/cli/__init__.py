@@ -17,6 +17,7 @@ from charter.errors import CharterError
 from charter.redact import redact
 
 INTERRUPTED = (130, 143)  # 128 + SIGINT (Ctrl-C), 128 + SIGTERM: generate stops cleanly on both
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left (`| head`)
 COMMANDS = ("generate", "export", "constitution", "label", "train", "eval", "eval_labeler", "report")
 
 
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted = exc.exit_code in INTERRUPTED  # generate's Interrupted: a report, not an error
         print(redact(str(exc) if interrupted else f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader left (`charter ... | head`): not an error; console_main ends quietly
+        return BROKEN_PIPE
     except OSError as exc:  # a path nothing nearer the source checked: still one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(redact(f"error: {where}{exc.strerror or exc}; check the path and its permissions"), file=sys.stderr)
@@ -102,7 +105,15 @@ def console_main() -> None:
     (HTTP requests in flight, engine threads); every finished record is already on disk."""
     import os
 
-    code = main()
+    try:
+        try:
+            code = main()
+        finally:  # argparse's --help exits from here too
+            sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at exit
+    except BrokenPipeError:
+        code = BROKEN_PIPE
+    if code == BROKEN_PIPE:  # what is still buffered goes nowhere, so the interpreter's last flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if code in INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="continue a run directory even if its settings changed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the number of prompts, requests and generated tokens (at most); write nothing")
+                   help="check the model, constitution, prompts and --out without starting the engine; print the number "
+                   "of prompts, requests and generated tokens (at most); write nothing")
     p.set_defaults(func=cmd_generate)
 
 
@@ -49,7 +50,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
         from charter.generate import settings_from
         from charter.workload import dry_run
 
-        print(f"dry run: {dry_run(cfg, settings_from(cfg)).line()}; nothing written")
+        projection = dry_run(cfg, settings_from(cfg), force=a.force)
+        print(f"dry run: {projection.line()}; nothing written")
+        print(redact("checked: " + "; ".join(projection.checked)))  # a model may be a URL with a key
         return 0
     summary = generate(cfg, force=a.force, progress=not a.quiet)
     print(redact(summary.line()))  # it quotes records' errors
@@ -61,8 +64,9 @@ def cost_line(cfg: GenerateConfig) -> str:
     """What the whole run cost so far (every session's records) and what 10,000 such prompts would."""
     from dataclasses import asdict
 
-    from charter.cost import RunCost, engine_gpus, run_cost
+    from charter.cost import RunCost, engine_device, engine_gpus, run_cost
     from charter.store import cached, iter_run
 
     gpus = engine_gpus(cfg.to_dict())
-    return RunCost(**cached(cfg.out, f"cost_gpus{gpus}", lambda: asdict(run_cost(iter_run(cfg.out), gpus)))).line()
+    cost = cached(cfg.out, f"cost_gpus{gpus}", lambda: asdict(run_cost(iter_run(cfg.out), gpus)))
+    return RunCost(**{**cost, "device": engine_device(cfg.to_dict())}).line()  # this session's device

@@ -116,7 +116,7 @@ def lengths_section(runs: Sequence[RunData]) -> str:
 
 
 def cost_section(runs: Sequence[RunData]) -> str:
-    """What each run cost (charter.cost): tokens, engine seconds, throughput, projected time and GPU-hours."""
+    """What each run cost (charter.cost): tokens, engine seconds, throughput, projected time and device-hours."""
     from charter.cost import PROJECTIONS, format_duration
 
     costs = [(run.name, run.digest.cost) for run in runs]
@@ -128,7 +128,7 @@ def cost_section(runs: Sequence[RunData]) -> str:
             + "<p class=\"muted\">Engine seconds: time with at least one record in flight (no model loading, no gaps "
             "between resumed sessions). A run of N prompts of the same shape (model, engine, hardware, rounds, "
             "lengths); 182,831 is the paper's red-team set.</p>"
-            + table(["run", "prompts", "projected time", "GPU-hours", "GPUs"], proj))
+            + table(["run", "prompts", "projected time", "device-hours", "devices"], proj))
 
 
 def failures_section(runs: Sequence[RunData]) -> str:

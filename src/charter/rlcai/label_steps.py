@@ -87,6 +87,14 @@ class LabelJob:
         self.cfg, self.fs = dataclasses.replace(cfg), fs  # a plain copy: what `load` attached stays here
         self.prefix = few_shot_prefix(fs.examples, cfg.format, cfg.cot)
         self.band = (cfg.clamp_low, cfg.clamp_high) if cfg.cot else None
+        self.text = (cfg.policy_format or cfg.format) == "text"  # the policy continues raw transcripts
+        sampling = cfg.sampling()
+        if self.text:
+            sampling = dataclasses.replace(sampling, stop=tuple(dict.fromkeys((*sampling.stop, *TEXT_STOPS))))
+        # answer i's sampling before its seed (made once: a Sampling checks itself when made)
+        self.answers = [dataclasses.replace(sampling, temperature=t)
+                        for t in answer_temperatures(cfg.samples, cfg.temperatures, cfg.temperature)]
+        self.cot = cfg.sampling("cot_") if cfg.cot else None
         self.backends: dict[str, Any] = {}
         self.own: list = []
 
@@ -125,24 +133,15 @@ class LabelJob:
 
 def label_prompt(item: PromptItem, job: LabelJob) -> Program:
     """One prompt: its answers, then every comparison of them; returns its transcript line."""
-    cfg = job.cfg
-    temps = answer_temperatures(cfg.samples, cfg.temperatures, cfg.temperature)
-    done = yield [answer_step(item, i, t, cfg) for i, t in enumerate(temps)]
+    request = text_initial(list(item.messages)) if job.text else list(item.messages)
+    done = yield [Sample(request, seeded(s, f"{item.id}:answer:{i}"), text=job.text, backend=POLICY)
+                  for i, s in enumerate(job.answers)]
     answers = [c.text.strip() for c in done]
     comparisons = yield from compare_answers(item.id, list(item.messages), answers, job)
     line: dict[str, Any] = {"id": item.id, "prompt": list(item.messages), "answers": answers}
-    if cfg.temperatures:  # each answer's temperature, kept in the line and the rows
-        line["temperatures"] = temps
+    if job.cfg.temperatures:  # each answer's temperature, kept in the line and the rows
+        line["temperatures"] = [s.temperature for s in job.answers]
     return {**line, "comparisons": comparisons, "error": None}
-
-
-def answer_step(item: PromptItem, i: int, temperature: float, cfg) -> Sample:
-    fmt = cfg.policy_format or cfg.format
-    sampling = seeded(dataclasses.replace(cfg.sampling(), temperature=temperature), f"{item.id}:answer:{i}")
-    if fmt == "chat":
-        return Sample(list(item.messages), sampling, backend=POLICY)
-    stops = tuple(dict.fromkeys((*sampling.stop, *TEXT_STOPS)))
-    return Sample(text_initial(list(item.messages)), dataclasses.replace(sampling, stop=stops), text=True, backend=POLICY)
 
 
 def compare_answers(pid: str, prompt: list, answers: list[str], job: LabelJob) -> Generator:
@@ -168,8 +167,7 @@ def pair_questions(prompt: list, x: str, y: str, key: str, job: LabelJob, questi
 
 
 def ask_feedback(questions: list, job: LabelJob) -> Generator:
-    cot = job.cfg.sampling("cot_") if job.cfg.cot else None
-    return (yield from on_backend(asking(job.prefix, questions, job.cfg.format, cot), FEEDBACK))
+    return (yield from on_backend(asking(job.prefix, questions, job.cfg.format, job.cot), FEEDBACK))
 
 
 def pair_result(drawn: list, answered, job: LabelJob) -> dict:

@@ -33,10 +33,9 @@ from charter.rlcai.data import (  # noqa: F401 (re-exported for callers of the o
     ANSWER, ANSWER_CUE, AFTER_COT, COT, COT_CUE, FeedbackExample, FeedbackPrinciple, FeedbackSet, draw_principles,
     load_feedback, load_feedback_examples, load_feedback_principles,
 )
-from charter.rlcai.label_steps import LabelJob, answer_temperatures, label_budget, label_comparisons  # noqa: F401
+from charter.rlcai.label_steps import LabelJob, label_comparisons  # noqa: F401
 from charter.rlcai.label_store import (  # noqa: F401
-    KIND, RowsFile, convert_old, error_line, label_layout, preference_row, read_transcripts, transcripts_path,
-    write_rows,
+    KIND, RowsFile, convert_old, label_layout, preference_row, read_transcripts, transcripts_path, write_rows,
 )
 from charter.rlcai.questions import (  # noqa: F401
     Answered, ask, few_shot_prefix, pair_preference, question, render_options, sample,
@@ -148,6 +147,9 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
     from charter.workload import completion_key
 
     cfg.validate()  # a config built in Python has not been checked yet
+    if cfg.executor == "ray" and (policy is not None or feedback is not None):
+        raise ConfigError("backends given to label() run in this process only: with executor 'ray' each worker "
+                          "opens its own from the config, so pass policy/feedback as model names instead")
     start = time.time()
     fs = load_feedback(cfg.principles, cfg.few_shot)
     fingerprint, parts = fingerprint_of(cfg, fs)
