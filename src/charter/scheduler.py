@@ -1,7 +1,8 @@
 """Every job that runs a model, as programs of engine steps on one scheduler.
 
 A *program* is a generator that handles one unit of work (a prompt to label, a pair to judge, an
-answer to score). It yields a list of steps and receives their results, in order:
+answer to score). It yields a list of steps (`Sample` a turn, `Choice` among options, `Logprob`
+of a continuation) and receives their results, in order:
 
     def program(item):
         answers = yield [Sample(item.messages, sampling)] * 2          # -> [Completion, Completion]
@@ -139,6 +140,18 @@ def call(backends: Mapping[str, Backend], steps: Sequence[Step]) -> list:
         for key, idx in groups:
             one(key, idx)
     return results
+
+
+def drive(backends: Backend | Mapping[str, Backend], prog: Program) -> Any:
+    """One program run to its end, each of its yields one `call`: its return value (a failure raises)."""
+    if isinstance(backends, Backend):
+        backends = {MAIN: backends}
+    try:
+        steps = next(prog)
+        while True:
+            steps = prog.send(call(backends, steps))
+    except StopIteration as stop:
+        return stop.value
 
 
 def group(steps: Sequence[Step]) -> dict[Hashable, list[int]]:
@@ -336,9 +349,11 @@ class _Answered:
 
 
 def _unseeded(key: Hashable) -> Hashable:
-    """Steps that differ only in their seed go into one batched call (which gets its own seed)."""
+    """Steps that differ only in their seed go into one batched call (which gets its own seed).
+    Built from the fields, not with dataclasses.replace: it runs for every pending step per call."""
     if key[0] == "sample":
-        return (*key[:2], replace(key[2], seed=None), key[3], key[2].seed is None)
+        s = key[2]
+        return (*key[:2], s.max_tokens, s.temperature, s.top_p, s.stop, s.logprobs, key[3], s.seed is None)
     return key
 
 
@@ -350,4 +365,4 @@ def _one_seed(steps: list[Step]) -> list[Step]:
     return [replace(s, sampling=first.sampling) for s in steps]
 
 
-__all__ = ["Sample", "Choice", "Logprob", "Step", "Program", "run_programs", "seeded", "call", "failure_kind", "MAIN"]
+__all__ = ["Sample", "Choice", "Logprob", "Step", "Program", "run_programs", "seeded", "call", "drive", "failure_kind", "MAIN"]

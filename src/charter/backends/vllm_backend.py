@@ -310,30 +310,24 @@ class VLLMBackend(HFTokenizerPrompts):
             scores.append(Score(float(sum(picked)), n))
         return scores
 
-    def choose(self, contexts: Sequence[str | Sequence[Message]], options: Sequence[Sequence[str]]) -> list[list[float]]:
-        """Log-prob of each option, read off one generated token where the options differ at one
-        (the labeler's "(A)"/"(B)"): the prompt is the context and the options' shared first tokens,
-        and vLLM returns the log-prob of each option's next token (`logprob_token_ids`, before any
-        sampling processors). Unlike `score`'s prompt_logprobs, which makes vLLM skip reading its
-        prefix cache, this keeps the cached few-shot block and conversation. Values are equal to the
-        options' full log-probs up to a term all options of a context share, provided the tokens
-        after the differing one (")") are near-certain; options that do not differ at one token
-        are scored in full."""
+    def choose(self, contexts: Sequence[Any], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Each option's log-prob off one generated token where the options differ at one ("(A)"):
+        the prompt is the context and the options' shared first tokens; vLLM returns each option's
+        next-token log-prob (`logprob_token_ids`). Unlike score's prompt_logprobs, which make vLLM skip
+        its prefix cache, this reads the cached few-shot block. The full log-probs up to a term shared by
+        the options, where the tokens after (")") are near-certain; else the options are scored in full."""
         if len(contexts) != len(options):
             raise ValueError("choose() needs one list of options per context")
         plans = [choice_plan([self._score_pair(c, o) for o in opts]) for c, opts in zip(contexts, options)]
-        out: list[list[float] | None] = [None] * len(contexts)
+        out: list = [None] * len(contexts)
         fast = [i for i, p in enumerate(plans) if p is not None]
-        if fast:
-            outs = self.submit([plans[i][0] for i in fast], [_choice_params(plans[i][1]) for i in fast])
-            for i, o in zip(fast, outs):
-                got = o.outputs[0].logprobs[0]
-                out[i] = [got[t].logprob for t in plans[i][1]]
+        outs = self.submit([plans[i][0] for i in fast], [_choice_params(plans[i][1]) for i in fast])
+        for i, o in zip(fast, outs):
+            out[i] = [o.outputs[0].logprobs[0][t].logprob for t in plans[i][1]]
         slow = [i for i, p in enumerate(plans) if p is None]
-        if slow:
-            for i, logps in zip(slow, super().choose([contexts[i] for i in slow], [options[i] for i in slow])):
-                out[i] = logps
-        return out  # type: ignore[return-value]
+        for i, logps in zip(slow, super().choose([contexts[i] for i in slow], [options[i] for i in slow])):
+            out[i] = logps
+        return out
 
     def _drain(self) -> None:
         """Cancel what still runs on the engine's loop (vLLM's output tasks, after its shutdown)
@@ -375,11 +369,9 @@ class VLLMBackend(HFTokenizerPrompts):
 
 
 def choice_plan(pairs: Sequence[tuple[Sequence[int], int]]) -> tuple[list[int], list[int]] | None:
-    """One multiple-choice question as one next-token step. `pairs`: each option's token ids of
-    context + option and how many trailing ones are the option's (HFTokenizerPrompts._score_pair).
-    Returns the prompt (the context and the tokens every option starts with) and each option's
-    token after it; None when that token does not tell the options apart or the options do not
-    start at the same token (then they are scored in full)."""
+    """A multiple-choice question as one next-token step, from each option's (context + option ids,
+    option length) (_score_pair): the prompt (the context and the tokens all options start with) and
+    each option's token after it; None where those tokens do not tell the options apart."""
     if len(pairs) < 2 or len({len(ids) - n for ids, n in pairs}) != 1:
         return None
     first = list(pairs[0][0])
@@ -391,8 +383,8 @@ def choice_plan(pairs: Sequence[tuple[Sequence[int], int]]) -> tuple[list[int], 
 
 
 def _choice_params(tokens: list[int]):
-    """One greedy token with the log-probs of `tokens` (raw, over the whole vocabulary, unless
-    the engine's logprobs_mode says otherwise: the options' ratios are the same either way)."""
+    """One greedy token and the log-probs of `tokens` (vLLM's raw ones by default; any
+    logprobs_mode keeps the options' ratios)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Generator, Sequence
 
-from charter.choice import clamp, option_label, option_probs, option_texts, softmax
+from charter.choice import clamp, option_label, option_texts, softmax
 from charter.config import FORMATS
 from charter.errors import ConfigError
 from charter.rlcai.data import AFTER_COT, ANSWER, ANSWER_CUE, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
@@ -117,27 +117,10 @@ class Answered:
 
 def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
         cot: Sampling | None = None) -> list[Answered]:
-    """Score each (question, n_options); with `cot`, sample reasoning first, then score after it."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")
-    reasonings: list[str | None] = [None] * len(questions)
-    if cot is not None:
-        reasonings = sample(backend, [cot_prompt(prefix, q, fmt) for q, _ in questions], fmt, cot, COT_STOPS)
-        contexts = [cot_context(prefix, q, r or "", fmt) for (q, _), r in zip(questions, reasonings)]
-    else:
-        contexts = [direct_context(prefix, q, fmt) for q, _ in questions]
-    out: list[Answered] = []
-    # option_probs scores one n for a whole call: group by number of options.
-    by_n: dict[int, list[int]] = {}
-    for i, (_, n) in enumerate(questions):
-        by_n.setdefault(n, []).append(i)
-    probs: list[list[float]] = [[] for _ in questions]
-    for n, idx in by_n.items():
-        for i, p in zip(idx, option_probs(backend, [contexts[i] for i in idx], n_options=n)):
-            probs[i] = p
-    for ctx, p, r in zip(contexts, probs, reasonings):
-        out.append(Answered(ctx, p, r))
-    return out
+    """`asking` run at once on one backend (outside a job): each question's option probabilities."""
+    from charter.scheduler import drive
+
+    return drive(backend, asking(prefix, questions, fmt, cot))
 
 
 def asking(prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,

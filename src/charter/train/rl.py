@@ -133,7 +133,10 @@ def build_rl_trainer(cfg: RLConfig, progress: bool = True):
 
     # TRL warns about the installed vLLM version at import even when generation does not use vLLM.
     warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
-    from trl import RLOOConfig, RLOOTrainer
+    from charter.backends.engine_site.sitecustomize import quiet_notices
+
+    with quiet_notices():  # RLOO's module imports vLLM, whose import-time notices say nothing here
+        from trl import RLOOConfig, RLOOTrainer
 
     defaults = {**TRAINER_DEFAULTS, "learning_rate": LR[cfg.mode]}
     defaults.update({theirs: getattr(cfg, ours) for ours, theirs in GENERATION_KEYS.items()})
