@@ -2,7 +2,10 @@
 
     .venv/bin/python bench/label.py --limit 64 --max-tokens 128 --eval-limit 438 \\
         --fake-sizes 10000,100000,300000                                  # the full run
-    .venv/bin/python bench/label.py --limit 4 --max-tokens 16 --eval-limit 8 --fake-sizes 1000   # smoke, < 3 min
+    .venv/bin/python bench/label.py --limit 1 --max-tokens 8 --rows label-transformers --fake-sizes 1000  # smoke
+
+All six engine rows at --limit 4 --max-tokens 16 --eval-limit 8 took 19.5 min on a 2-core VM
+shared with other jobs (each vLLM row starts its own engine); --rows picks fewer.
 
 One run prints one table. Every row runs in its own process (vLLM needs a fresh one):
   * label: `charter.label(LabelConfig(limit, max_tokens, out))` with the default backend (`auto`:

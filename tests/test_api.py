@@ -194,8 +194,9 @@ def test_bad_arguments_say_how_to_fix_them():
     ({"sampling": {"max_tokens": 8}}, r"sampling must be a charter.Sampling, not a dict: "
                                       r"write sampling=charter.Sampling\(max_tokens=8\)$"),
     ({"sampling": 8}, r"sampling must be a charter.Sampling .*got 8$"),
-    ({"prompts": [42]}, r"^prompts\[0\] must be text, a list of \{role, content\} messages or a PromptItem, got int 42$"),
-    ({"prompts": [LOCK, None]}, r"^prompts\[1\] must be text.*got NoneType None$"),
+    ({"prompts": [42]}, r"^prompts\[0\]: a prompt must be a string, a list of \{role, content\} messages or a "
+                        r"PromptItem, got int 42$"),
+    ({"prompts": [LOCK, None]}, r"^prompts\[1\]: a prompt must be .*got NoneType None$"),
 ])
 def test_a_wrong_type_of_argument_gets_one_sentence(kwargs, message):
     with fake() as llm, pytest.raises((ConfigError, InputError), match=message):

@@ -102,8 +102,8 @@ def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:
             items.append(p)
             continue
         if not isinstance(p, (str, list, tuple)):
-            raise InputError(f"prompts[{i}] must be text, a list of {{role, content}} messages or a PromptItem, "
-                             f"got {type(p).__name__} {p!r:.60}")
+            raise InputError(f"a prompt must be a string, a list of {{role, content}} messages or a PromptItem, "
+                             f"got {type(p).__name__} {p!r:.60}", f"prompts[{i}]")
         msgs = to_messages(list(p) if isinstance(p, (list, tuple)) else p, f"prompts[{i}]", None)  # None: InputError
         key = json.dumps(msgs, sort_keys=True)
         sample = seen[key] = seen.get(key, -1) + 1

@@ -49,6 +49,10 @@ def _load(model: str, dtype: str, device: str):
             f"could not load model '{model}': {exc}. It was not found locally and hub downloads "
             "need network; pass a local path or --model embedded"
         ) from exc
+    except MemoryError as exc:  # ulimit -v or a small machine: not a traceback
+        raise BackendError(f"out of memory loading model '{model}' ({exc or 'no detail'}): a memory limit "
+                           "(ulimit -v, a container's) or too little RAM; raise the limit, free memory, or use "
+                           "a smaller model") from exc
     return tok, lm.to(dev).eval()
 
 

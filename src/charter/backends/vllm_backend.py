@@ -319,15 +319,11 @@ class VLLMBackend(HFTokenizerPrompts):
         if len(contexts) != len(options):
             raise ValueError("choose() needs one list of options per context")
         plans = [choice_plan([self._score_pair(c, o) for o in opts]) for c, opts in zip(contexts, options)]
-        out: list = [None] * len(contexts)
-        fast = [i for i, p in enumerate(plans) if p is not None]
-        outs = self.submit([plans[i][0] for i in fast], [_choice_params(plans[i][1]) for i in fast])
-        for i, o in zip(fast, outs):
-            out[i] = [o.outputs[0].logprobs[0][t].logprob for t in plans[i][1]]
+        fast = [p for p in plans if p is not None]
         slow = [i for i, p in enumerate(plans) if p is None]
-        for i, logps in zip(slow, super().choose([contexts[i] for i in slow], [options[i] for i in slow])):
-            out[i] = logps
-        return out
+        outs = iter(self.submit([p[0] for p in fast], [_choice_params(p[1]) for p in fast]))
+        full = iter(super().choose([contexts[i] for i in slow], [options[i] for i in slow]) if slow else ())
+        return [next(full) if p is None else _picked(next(outs), p[1]) for p in plans]
 
     def _drain(self) -> None:
         """Cancel what still runs on the engine's loop (vLLM's output tasks, after its shutdown)
@@ -390,6 +386,10 @@ def _choice_params(tokens: list[int]):
 
     return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(tokens), detokenize=False,
                           output_kind=RequestOutputKind.FINAL_ONLY)
+
+
+def _picked(out, tokens: list[int]) -> list[float]:
+    return [out.outputs[0].logprobs[0][t].logprob for t in tokens]
 
 
 def _completion(out) -> Completion:

@@ -50,6 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished records are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except MemoryError as exc:  # a model or data set larger than a memory limit (ulimit -v) or the RAM
+        print(f"error: {out_of_memory(exc)}", file=sys.stderr)
+        return 2
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    why = f" ({exc})" if str(exc) else ""
+    return (f"out of memory{why}: the process hit a memory limit (ulimit -v, a container's limit) or the "
+            "machine's RAM; raise the limit, free memory, or use a smaller model")
 
 
 class _RedactingFormatter(logging.Formatter):
