@@ -13,7 +13,8 @@ from charter.cli import main
 from charter.constitution import load_constitution
 from charter.errors import BackendError, RunError
 from charter.generate import GenerateConfig, generate
-from charter.pipeline import STOP_AFTER_SAME_FAILURES, Settings, run_items
+from charter.pipeline import Settings, run_items
+from charter.scheduler import STOP_AFTER_SAME_FAILURES
 from charter.store import load_run
 from charter.types import Completion, PromptItem
 

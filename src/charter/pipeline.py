@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter
 from itertools import chain, islice
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
@@ -21,8 +20,9 @@ from typing import Callable, Iterable, Sequence
 from charter import templates
 from charter.backends.base import Backend, EngineDead
 from charter.constitution import draw_principle
-from charter.errors import BackendError, failure_kind, stop_error
+from charter.errors import BackendError, stop_error
 from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
+from charter.scheduler import Failures
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
 
@@ -58,19 +58,12 @@ def plan(item: PromptItem, s: Settings) -> list[str]:
     return ["initial"] + per_round * s.rounds
 
 
-# Stop a run whose first this-many backend calls all failed the same way (a server that is down, a
-# wrong model name): every further request would fail that way too. "The same way" is the kind of
-# failure (charter.errors.failure_kind), never the text, which a gateway makes unique per request.
-STOP_AFTER_SAME_FAILURES = 8
-
-
 class Runner:
     def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
                  on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None):
         self.backend, self.c, self.s = backend, constitution, settings
         self.on_record, self.on_step = on_record, on_step or (lambda: None)
-        self.ok, self.errors = 0, Counter()  # failed calls by kind of failure
-        self.first_error: dict[str, str] = {}  # each kind's first error text, for the message
+        self.failures = Failures()
         self.calls = 0
         self.fatal: BaseException | None = None  # set when the run must stop (a dead engine, a failed write)
         self.stopped = False  # set on interrupt: finished records are no longer written
@@ -150,17 +143,8 @@ class Runner:
 
     def tally(self, exc: BaseException | None) -> None:
         """Count each backend call's outcome; stop when the first calls all fail the same way."""
-        if exc is None:
-            self.ok += 1
-            return
-        kind = failure_kind(exc)
-        self.errors[kind] += 1
-        self.first_error.setdefault(kind, error_text(exc))
-        failed = sum(self.errors.values())
-        if self.ok == 0 and len(self.errors) == 1 and failed >= STOP_AFTER_SAME_FAILURES and not self.fatal:
-            self.fatal = BackendError(f"the first {failed} requests all failed with: {self.first_error[kind]}; "
-                                      "stopped the run. Fix the cause, then run the same command again to retry the "
-                                      "failed records")
+        self.failures.tally(exc)
+        self.fatal = self.fatal or self.failures.fatal
 
     def prepare(self, batch: Sequence[Job]) -> list:
         """Each job's next request as the backend sends it: encoded once, for both the context

@@ -89,8 +89,8 @@ def seeded(sampling: Sampling, key: str) -> Sampling:
     return replace(sampling, seed=int.from_bytes(digest[:4], "big") >> 1)
 
 
-class _Failures:
-    """Counts step outcomes; `fatal` is set once the run must stop."""
+class Failures:
+    """Counts request outcomes; `fatal` is set once the run must stop (every scheduler's guard)."""
 
     def __init__(self) -> None:
         self.ok, self.kinds, self.fatal = 0, Counter(), None
@@ -181,7 +181,7 @@ def run_programs(backends: Backend | Mapping[str, Backend], items: Iterable, pro
 class _Driver:
     def __init__(self, backends, program, on_done: OnDone, on_step) -> None:
         self.backends, self.program, self.on_done, self.on_step = backends, program, on_done, on_step
-        self.failures = _Failures()
+        self.failures = Failures()
         self.lock = threading.Lock()
 
     def start(self, item) -> tuple[Program, Sequence[Step] | None]:
