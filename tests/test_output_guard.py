@@ -3,7 +3,6 @@ replaced only when Charter recorded writing it as that command's output and it i
 a command's inputs, a run's files, symlinks and anyone else's files are refused, byte for byte
 untouched. Fake backend."""
 import json
-import os
 
 import pytest
 
@@ -19,10 +18,11 @@ ROWS = [{"prompt": f"Which reply is better? {i}", "corrects": ["kind"], "incorre
 def work(tmp_path, monkeypatch, capsys):
     """A run `r` generated from the prompt file p.jsonl, a multiple-choice file, someone's notes."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"How do I pick lock {i}?"}) + "\n"
-                                              for i in range(3)))
+    prompts = [{"id": f"p{i}", "prompt": f"How do I pick lock {i}?"} for i in range(3)]  # '{"id": "...' lines
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    (tmp_path / "notes.jsonl").write_text('{"messages": [{"role": "user", "content": "my own dataset"}]}\n')
+    (tmp_path / "notes.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "my own dataset"},
+                                                                  {"role": "assistant", "content": "kept"}]}) + "\n")
     assert main(GEN + ["--prompts", "p.jsonl", "--out", "r"]) == 0
     assert main(["eval", "r", "--models", "fake:base", "--bootstrap", "2"]) == 0  # r/eval.json: report's input
     capsys.readouterr()
@@ -31,6 +31,8 @@ def work(tmp_path, monkeypatch, capsys):
 
 # command -> (its arguments before --out, an input file of it)
 COMMANDS = {
+    "generate": (GEN + ["--prompts", "p.jsonl"], "p.jsonl"),  # --out is a run directory
+    "train": (["train", "sft", "--data", "notes.jsonl"], "notes.jsonl"),  # --out is a model directory
     "export": (["export", "r"], "p.jsonl"),  # the prompts the run was generated from
     "report": (["report", "r"], "r/eval.json"),
     "eval": (["eval", "r", "--models", "fake:base", "--bootstrap", "2"], "p.jsonl"),
@@ -42,20 +44,23 @@ SUFFIX = {"export": ".jsonl", "report": ".html", "eval": ".json", "eval-labeler"
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_out_refuses_inputs_run_files_and_unrelated_files(work, capsys, command):
+    if command == "train":
+        pytest.importorskip("trl")
     args, given = COMMANDS[command]
-    for target in (given, "r/records.jsonl", "notes.jsonl"):
+    theirs = work / f"theirs{SUFFIX.get(command, '.txt')}"  # a name the command would take
+    theirs.write_text('{"messages": [{"role": "user", "content": "a TRL dataset of theirs"}]}\n')
+    for target in (given, "r/records.jsonl", theirs.name):
         fails(capsys, args + ["--out", target], r"--out \S+ (is one of|already exists and is not a|is a )",
-              work / target, work / "p.jsonl", work / "r" / "records.jsonl", work / "notes.jsonl")
+              work / target, work / "p.jsonl", work / "r" / "records.jsonl", work / "notes.jsonl", theirs)
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "label"])  # label: below (the fake's answers tie)
+@pytest.mark.parametrize("command", ["export", "report", "eval", "eval-labeler"])  # label: below (the fake ties)
 def test_every_out_replaces_its_own_earlier_output(work, capsys, command):
     args, _ = COMMANDS[command]
     out = work / f"mine{SUFFIX[command]}"
-    assert main(args + ["--out", out.name]) == 0, capsys.readouterr().err
-    first = out.stat().st_mtime_ns
-    assert main(args + ["--out", out.name]) == 0, capsys.readouterr().err
-    assert out.stat().st_mtime_ns != first or out.read_bytes()
+    for _ in range(2):
+        assert main(args + ["--out", out.name]) == 0, capsys.readouterr().err
+    assert json.loads((work / files.MANIFEST).read_text())["files"][out.name]["kind"].startswith("Charter ")
 
 
 def test_label_replaces_its_own_earlier_output(tmp_path):
@@ -95,8 +100,9 @@ def test_the_default_plot_never_replaces_a_png(work, capsys):
           r"--plot el.png already exists .* pass --plot PATH \(default: OUT with .png\) or --plot none",
           work / "el.png")
     assert not (work / "el.json").exists()
-    assert main(["eval-labeler", "mc.jsonl", "--backend", "fake", "--quiet", "--out", "el.json", "--plot", "f.png"]) == 0
-    assert main(["eval-labeler", "mc.jsonl", "--backend", "fake", "--quiet", "--out", "el.json", "--plot", "f.png"]) == 0
+    for _ in range(2):  # a plot path of its own, then its own plot again
+        assert main(["eval-labeler", "mc.jsonl", "--backend", "fake", "--quiet", "--out", "el.json",
+                     "--plot", "f.png"]) == 0
 
 
 def test_the_manifest_itself_and_a_symlinked_out_are_refused(work, capsys):

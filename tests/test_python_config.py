@@ -1,7 +1,5 @@
 """A config built in Python gets the checks a YAML file and flags get, in the same words, before
 anything is written: types, list items, plain data in mappings. Fake backend."""
-from pathlib import Path
-
 import pytest
 
 from charter import GenerateConfig, generate

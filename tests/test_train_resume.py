@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from charter.errors import ConfigError, RunError
-from charter.train.common import CHECKPOINTS, RUN, check_resume, last_checkpoint
+from charter.train.common import CHECKPOINTS, RUN, last_checkpoint, trainer_args
 from charter.train.sft import SFTConfig
 
 
@@ -45,6 +45,12 @@ def data(tmp_path):
 
 def cfg(tmp_path, data, **kw):
     return SFTConfig(data=str(data), out=str(tmp_path / "out"), **kw).validate()
+
+
+def check_resume(cfg):
+    """What every trainer does before its model loads: its TRL arguments, the resume checked."""
+    trl = pytest.importorskip("trl")
+    return trainer_args(trl.SFTConfig, cfg, {}, progress=False)
 
 
 def test_a_changed_run_is_refused_and_the_same_one_resumes(tmp_path, data):

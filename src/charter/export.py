@@ -118,20 +118,16 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
     return [row for r in records for row in record_rows(r, "trace")]
 
 
-def write_rows(rows: list[dict[str, Any]], out: str | Path, kind: str = KIND, growing: bool = False) -> Path:
+def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
     """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind,
-    and never replaces anything but an earlier output of `kind` (charter.files.check_out; `growing`:
-    one that rows are appended to between rewrites, as `label` does)."""
-    from charter.files import check_out as check, mark_written
-    from charter.jsonl import atomic_write
+    and never replaces anything but an earlier export (charter.files.check_out)."""
+    from charter.files import check_out as check, write_out
 
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got '{path.name}'")
-    check(path, kind)
-    atomic_write(path, lambda tmp: _write(rows, tmp, path.suffix.lower()))
-    mark_written(path, kind, growing)
-    return path
+    check(path, KIND)
+    return write_out(path, KIND, lambda tmp: _write(rows, tmp, path.suffix.lower()))
 
 
 def _write(rows: list[dict[str, Any]], path: Path, suffix: str) -> None:

@@ -25,7 +25,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from charter.errors import ConfigError, InputError
+from charter.errors import ConfigError, InputError, RunError
+from charter.jsonl import atomic_write
 
 log = logging.getLogger("charter.files")
 MANIFEST = ".charter-outputs.json"  # beside the outputs: which files Charter wrote, as what
@@ -110,9 +111,6 @@ def mark_written(path: str | Path, kind: str, growing: bool = False) -> None:
     rewriting the file. A manifest that cannot be written (logged) costs only the next overwrite,
     which is then refused: the output itself is already on disk.
     """
-    from charter.errors import RunError
-    from charter.jsonl import atomic_write
-
     path = Path(path)
     entry = {"kind": kind, "growing": growing, **_stamp(path, growing)}
     with _locked(path.parent):
@@ -126,8 +124,6 @@ def mark_written(path: str | Path, kind: str, growing: bool = False) -> None:
 
 def write_out(path: str | Path, kind: str, content: Any) -> Path:
     """charter.jsonl.atomic_write(path, content), then mark_written(path, kind)."""
-    from charter.jsonl import atomic_write
-
     written = atomic_write(path, content)
     mark_written(written, kind)
     return written

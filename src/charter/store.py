@@ -119,7 +119,7 @@ class RunStore:
         without records (a failed start) takes the new settings.
         """
         if self.layout.own_dir:
-            self._check_out()
+            self._check_out(config, force, ignore)
         _mkdir(self.dir)
         if self._lock is None:
             self._lock = lock.acquire(self.dir / self.layout.lock, owner=self)
@@ -134,7 +134,7 @@ class RunStore:
         """What `open` would refuse, found without writing anything (a dry run): a file or someone
         else's files at the output, a directory that cannot be made, a run made with other settings."""
         if self.layout.own_dir:
-            self._check_out()
+            self._check_out(config, force, ignore)
         existing = next(p for p in (self.dir.absolute(), *self.dir.absolute().parents) if p.exists())
         if not existing.is_dir():
             raise RunError(f"cannot create run directory {self.dir}: {existing} is a file; choose another --out")
@@ -167,7 +167,7 @@ class RunStore:
                            "restore those settings, or pass --force to continue it anyway")
         return old
 
-    def _check_out(self) -> None:
+    def _check_out(self, config: dict, force: bool = False, ignore: Sequence[str] = ()) -> None:
         """Never write into a file, or into a directory of someone else's files."""
         if self.dir.exists() and not self.dir.is_dir():
             raise RunError(f"--out {self.dir} is a file, not a run directory; choose a new directory name")
@@ -177,10 +177,26 @@ class RunStore:
             foreign = sorted(p.name for p in self.dir.iterdir() if p.name != LOCK and not _OUR_TMP.fullmatch(p.name))
         except OSError as exc:
             raise RunError(f"cannot read {self.dir} ({exc.strerror}); choose another --out") from exc
-        if foreign:
+        if foreign and RECORDS in foreign and set(foreign) <= set(RUN_FILES):
+            self._lost_meta(config, force, ignore)
+        elif foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise RunError(f"--out {self.dir} is not a Charter run but holds files ({shown}); "
                            "choose a new or empty directory (nothing was written)")
+
+    def _lost_meta(self, config: dict, force: bool, ignore: Sequence[str]) -> None:
+        """A run whose meta.json is gone: --force rebuilds it (the records are kept and checked line
+        by line); without it, a refusal that says how config.yaml compares with this command."""
+        if force:
+            log.warning("warning: %s had no %s; rebuilt with this command's settings (the records are kept)",
+                        self.dir, META)
+            return
+        old = load_run_config(self.dir, strict=False)
+        differ = [k for k in sorted(set(old) | set(config)) if k not in ignore and old.get(k) != config.get(k)]
+        how = f"this command differs from its {CONFIG} in {', '.join(differ)}" if differ else \
+            f"its {CONFIG} matches this command"
+        raise RunError(f"{self.dir} is a run whose {META} is missing, so its settings cannot be checked ({how}); "
+                       f"pass --force to rebuild {META} from the records with this command's settings, or use a new --out")
 
     def has_records(self) -> bool:
         return self.records_path.exists() and any(True for _ in read_lines(self.records_path))

@@ -52,7 +52,8 @@ def _load(model: str, dtype: str, device: str):
     except MemoryError as exc:  # ulimit -v or a small machine: not a traceback
         why = f" ({exc})" if str(exc) else ""
         raise BackendError(f"out of memory loading model '{model}'{why}: a memory limit (ulimit -v, a "
-                           "container's) or too little RAM; raise the limit, free memory, or use a smaller model") from exc
+                           "container's) or too little RAM; raise the limit, free memory, or use a smaller "
+                           "model") from exc
     return tok, lm.to(dev).eval()
 
 

@@ -135,7 +135,8 @@ def evaluate_labeler(cfg: LabelerEvalConfig, backend=None, progress: bool = Fals
 RESULT, PLOT = "Charter eval-labeler result", "Charter eval-labeler plot"  # as charter.files records them
 
 
-def check_outputs(out: str | Path, plot: str | Path | None, inputs: Sequence[str | Path] = ()) -> tuple[Path, Path | None]:
+def check_outputs(out: str | Path, plot: str | Path | None,
+                  inputs: Sequence[str | Path] = ()) -> tuple[Path, Path | None]:
     """The result JSON and the plot (None: 'none'; default OUT with .png) as Paths, each refused
     where it would replace anything but this command's own earlier output (charter.files)."""
     from charter.files import check_out

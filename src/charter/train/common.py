@@ -171,7 +171,10 @@ CONTINUE_KEYS = ("max_steps", "num_train_epochs", "save_steps", "save_total_limi
 
 
 def run_stamp(cfg: TrainConfig) -> dict[str, Any]:
-    """What a resume must not change: the result settings and the content of the input files."""
+    """What a resume must not change: the result settings (credentials masked: this is written
+    to disk) and the content of the input files."""
+    from charter.redact import redact
+
     settings = {k: v for k, v in strip_lines(cfg.to_dict()).items() if k not in cfg.NON_RESULT_KEYS and k != "out"}
     settings["trainer"] = {k: v for k, v in settings.get("trainer", {}).items() if k not in CONTINUE_KEYS}
     inputs = {}
@@ -181,7 +184,7 @@ def run_stamp(cfg: TrainConfig) -> dict[str, Any]:
             path = path / "records.jsonl" if path and (path / "records.jsonl").is_file() else path  # a run
             if path and path.is_file():
                 inputs[f"{name}: {v}"] = _digest(path)
-    return {"settings": json.loads(json.dumps(settings, default=str)), "inputs": inputs}
+    return {"settings": redact(json.loads(json.dumps(settings, default=str))), "inputs": inputs}
 
 
 def _digest(path: Path) -> str:
