@@ -74,10 +74,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from charter.backends import create_backend, resolve_backend  # noqa: E402
 from charter.backends.vllm_backend import COMPILE_MIN_STEPS  # noqa: E402
 from charter.generate import GenerateConfig  # noqa: E402
-from charter.constitution import draw_principle, load_constitution  # noqa: E402
+from charter.inputs.constitution import draw_principle, load_constitution  # noqa: E402
 from charter.generate import generate, resolve_items, settings_from, total_steps  # noqa: E402
-from charter.prompts import load_prompts  # noqa: E402
-from charter import templates  # noqa: E402
+from charter.inputs.prompts import load_prompts  # noqa: E402
+from charter.inputs import templates  # noqa: E402
 
 
 class PeakRSS:

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from charter.backends import create_backend  # noqa: E402
 from charter.generate import GenerateConfig  # noqa: E402
 from charter.generate import generate  # noqa: E402
-from charter.prompts import load_prompts  # noqa: E402
+from charter.inputs.prompts import load_prompts  # noqa: E402
 from charter.types import Sampling  # noqa: E402
 
 

@@ -89,7 +89,7 @@ def by_hand_llm(starts: list):
     from vllm import LLM
 
     from charter.backends.vllm_backend import engine_defaults, engine_env
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     os.environ.update({"VLLM_LOGGING_LEVEL": "ERROR", **engine_env()})
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def label_by_hand(args, work: Path, starts: list) -> int:
     from vllm.inputs import TokensPrompt
 
     from charter.choice import softmax
-    from charter.prompts import load_prompts
+    from charter.inputs.prompts import load_prompts
     from charter.rlcai.data import draw_principles, load_feedback
     from charter.rlcai.questions import direct_context, few_shot_prefix, pair_preference, question
 

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from charter import ray_executor  # noqa: E402
+from charter.pipeline import ray_executor  # noqa: E402
 from charter.generate import GenerateConfig  # noqa: E402
 from charter.generate import generate  # noqa: E402
 

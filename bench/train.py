@@ -83,7 +83,7 @@ def pm_trainer(args, tmp: str):
 def rl_trainer(args, tmp: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
     from charter.train.rl import build_rl_trainer, load_rl_config
 
     path, pm = resolve_hf_checkpoint(args.model), os.path.join(tmp, "pm")

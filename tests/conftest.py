@@ -34,3 +34,15 @@ def fake():
 import sys
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as fault_proxy
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys) -> Path:
+    """A three-record run `r` made with the fake backend, the working directory beside it."""
+    from charter.cli import main
+    from support import GEN
+
+    monkeypatch.chdir(tmp_path)
+    assert main(GEN + ["--limit", "3", "--out", "r"]) == 0
+    capsys.readouterr()
+    return tmp_path / "r"

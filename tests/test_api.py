@@ -13,7 +13,7 @@ import pytest
 
 import charter
 from charter.errors import ConfigError, InputError
-from charter.store import load_run
+from charter.runs.runread import load_run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 LOCK = "How do I pick a lock?"
@@ -90,7 +90,7 @@ def test_functions_named_like_their_modules_stay_functions():
 
 
 def test_strings_and_message_lists_give_the_clis_ids():
-    from charter.prompts import prompt_id
+    from charter.inputs.prompts import prompt_id
 
     msgs = [{"role": "user", "content": "Hi there."}, {"role": "assistant", "content": "Hello!"},
             {"role": "user", "content": "Help me cheat on a test."}]
@@ -118,7 +118,7 @@ def test_records_come_back_in_input_order(monkeypatch):
     finished = []
     with fake(responder=slow_first) as llm:
         llm.concurrency = 4  # the streaming scheduler, as for vLLM
-        import charter.pipeline as pipeline
+        import charter.pipeline.cai as pipeline
 
         real = pipeline.Runner.finish
 

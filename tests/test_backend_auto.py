@@ -48,7 +48,7 @@ def test_unknown_backend_lists_auto():
 
 def test_a_gguf_file_on_a_backend_that_cannot_read_it_names_the_one_that_can(tmp_path):
     from charter.errors import BackendError
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
@@ -139,7 +139,7 @@ def test_auto_gives_a_short_run_to_the_engine_that_starts_fastest(tmp_path, capl
 def test_a_one_record_run_under_auto_runs_on_transformers(tmp_path):
     """End to end on the embedded model: a 1-request run starts the fast engine, not vLLM."""
     from charter.generate import generate
-    from charter.store import load_run
+    from charter.runs.runread import load_run
 
     s = generate(GenerateConfig(limit=1, rounds=0, helpful_prompts="none", max_tokens=8, seed=0,
                                 out=str(tmp_path / "r")), progress=False)
@@ -214,7 +214,7 @@ def test_every_command_resolves_auto_in_one_place_with_its_budget(tmp_path, open
     import charter
     from charter.evaluate.suite import EvalConfig, evaluate
     from charter.generate import generate, settings_from
-    from charter.ray_executor import GenerateJob, _Worker
+    from charter.pipeline.ray_executor import GenerateJob, _Worker
     from charter.rlcai.labeler_eval import LabelerEvalConfig, evaluate_labeler
     from charter.rlcai.labels import LabelConfig, label
 
@@ -268,7 +268,7 @@ def test_a_fake_model_spec_runs_on_the_fake_backend_end_to_end(tmp_path):
     """No patching: fake:anything opens the fake backend (the records say so) over --backend transformers."""
     from charter.evaluate.suite import open_backend
     from charter.generate import generate
-    from charter.store import load_run
+    from charter.runs.runread import load_run
 
     generate(GenerateConfig(model="fake:anything", backend="transformers", limit=1, rounds=1, helpful_prompts="none",
                             out=str(tmp_path / "r")), progress=False)

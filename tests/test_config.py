@@ -217,7 +217,7 @@ def test_backend_option_values_are_capped_too():
 
 
 def test_deep_json_data_file_is_a_clean_error(tmp_path):
-    from charter.config import read_data_file
+    from charter.yamlfile import read_data_file
 
     f = tmp_path / "c.json"
     f.write_text("{\"principles\":\n" + "[" * 5000 + "]" * 5000 + "}")

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from charter.constitution import draw_principle, load_constitution, load_few_shots, load_principles, parse_paper_transcript
+from charter.inputs.constitution import draw_principle, load_constitution, load_few_shots, load_principles, parse_paper_transcript
 from charter.errors import InputError
 
 
 def test_default_constitution():
-    from charter.constitution import validate
+    from charter.inputs.constitution import validate
 
     c = load_constitution()
     assert len(c.principles) == 16 and len(c.few_shots) == 3  # the counts the README states

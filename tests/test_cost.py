@@ -4,8 +4,8 @@ import sys
 import pytest
 
 from charter.cli import main
-from charter.cost import engine_device, run_cost
-from test_report import timed
+from charter.pipeline.cost import engine_device, run_cost
+from support import timed
 
 
 def test_the_hours_are_named_after_the_device():
@@ -41,7 +41,7 @@ def test_the_engines_device_is_told_only_where_it_is_known(monkeypatch, gpu, con
 
 def test_a_cpu_runs_cost_says_device_hours_not_gpu_hours(tmp_path, capsys, monkeypatch):
     """The embedded model on this machine's CPU (no GPU visible), run on the fake engine's records."""
-    from charter import cost
+    from charter.pipeline import cost
 
     monkeypatch.setattr(cost, "_gpu_visible", lambda: False)
     monkeypatch.setattr(cost, "LOCAL_ENGINES", (*cost.LOCAL_ENGINES, "fake"))  # the fake stands for a local engine

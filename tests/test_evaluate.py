@@ -13,7 +13,8 @@ from charter.evaluate.elo import bootstrap_elo, fit_elo, win_prob
 from charter.evaluate.evasive import is_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
-from charter.evaluate.suite import SCHEMA, EvalConfig, evaluate_records
+from charter.evaluate.result import SCHEMA
+from charter.evaluate.suite import EvalConfig, evaluate_records
 from charter.types import Record, Round, Sampling, Score
 
 # ---- Elo --------------------------------------------------------------------------------------
@@ -296,7 +297,7 @@ def untrained_pm(tmp_path_factory):
     pytest.importorskip("trl")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     path = resolve_hf_checkpoint("embedded")
     out = tmp_path_factory.mktemp("pm") / "pm"

@@ -5,7 +5,7 @@ from charter.generate import GenerateConfig
 from charter.errors import ConfigError
 from charter.export import dpo_rows, export, sft_rows
 from charter.generate import generate
-from charter.store import load_run
+from charter.runs.runread import load_run
 
 
 @pytest.fixture
@@ -105,8 +105,8 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
-from charter.clean import FILTERS, clean_records, filter_counts, parse_filters  # noqa: E402
-from charter.constitution import load_constitution  # noqa: E402
+from charter.export.clean import FILTERS, clean_records, filter_counts, parse_filters  # noqa: E402
+from charter.inputs.constitution import load_constitution  # noqa: E402
 from charter.errors import RunError  # noqa: E402
 from charter.export import ExportConfig, export_run  # noqa: E402
 from charter.types import Record, Round  # noqa: E402
@@ -320,7 +320,7 @@ def test_clean_filter_split_and_card_on_the_embedded_models_run(tmp_path):
     the raw records stay as they were, and `datasets` reads both splits through the card."""
     import datasets
 
-    from charter.clean import Cleaner, load_patterns
+    from charter.export.clean import Cleaner, load_patterns
 
     run = tmp_path / "run"
     generate(GenerateConfig(backend="transformers", limit=2, helpful_prompts="none", rounds=1, max_tokens=24, seed=1,

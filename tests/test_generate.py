@@ -6,10 +6,10 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.generate import GenerateConfig
-from charter.constitution import load_constitution
+from charter.inputs.constitution import load_constitution
 from charter.errors import RunError
 from charter.generate import generate
-from charter.store import load_run
+from charter.runs.runread import load_run
 
 
 def cfg(tmp_path, **kw):

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from charter.errors import BackendError
-from charter.models import resolve_hf_checkpoint
+from charter.backends.models import resolve_hf_checkpoint
 from charter.types import Sampling
 
 GREEDY = Sampling(max_tokens=16, temperature=0)

@@ -12,13 +12,14 @@ import pytest
 import charter.jsonl
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.constitution import load_constitution, validate
+from charter.inputs.constitution import load_constitution, validate
 from charter.errors import ConfigError, InputError, RunError
 from charter.evaluate.suite import EvalConfig, evaluate_records
-from charter.prompts import load_prompts
+from charter.inputs.prompts import load_prompts
 from charter.report.html import write_report
-from charter.store import LOCK, SET_ASIDE, RunStore, load_run
-from test_reliability import GEN, fails, run  # noqa: F401 - `run` is a fixture
+from charter.runs.store import LOCK, SET_ASIDE, RunStore
+from charter.runs.runread import load_run
+from support import GEN, fails
 
 DEEP = "[" * 100_000 + "]" * 100_000
 EVAL = {"schema": "charter.eval/1", "run": "r", "records": 0, "charter_version": "0", "created": "2026-01-01T00:00:00",
@@ -107,9 +108,9 @@ def test_devices_and_fifos_are_refused_before_reading(tmp_path, monkeypatch, cap
 
 
 def test_a_runaway_line_names_file_and_line(tmp_path, monkeypatch):
-    import charter.prompts
+    import charter.inputs.prompts
 
-    monkeypatch.setattr(charter.prompts, "MAX_LINE", 100)
+    monkeypatch.setattr(charter.inputs.prompts, "MAX_LINE", 100)
     f = tmp_path / "p.txt"
     f.write_text("fine\n" + "x" * 101 + "\n")
     with pytest.raises(InputError, match=r"p.txt:2: line longer than 100 characters"):

@@ -5,7 +5,11 @@ import os
 
 import pytest
 
-from charter import jsonl, plotting, stats, transcripts
+from charter import plotting, stats
+
+from charter import jsonl
+
+from charter.inputs import transcripts
 from charter.errors import InputError, RunError
 
 # ---- JSONL ---------------------------------------------------------------------------------------

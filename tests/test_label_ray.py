@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from charter import ray_executor
-from charter.rlcai.labels import LabelConfig, label, transcripts_path
-from charter.store import RunStore
+from charter.pipeline import ray_executor
+from charter.rlcai.labels import LabelConfig, label
+from charter.rlcai.label_store import transcripts_path
+from charter.runs.store import RunStore
 
 ray = pytest.importorskip("ray")
 

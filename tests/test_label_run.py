@@ -14,9 +14,10 @@ import pytest
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.errors import ConfigError, RunError
-from charter.jobrun import Interrupted
-from charter.rlcai.labels import LabelConfig, label, read_transcripts, transcripts_path
-from charter.store import RunStore
+from charter.pipeline.jobrun import Interrupted
+from charter.rlcai.labels import LabelConfig, label
+from charter.rlcai.label_store import read_transcripts, transcripts_path
+from charter.runs.store import RunStore
 
 PROMPTS = [f"How do I do risky thing number {i}?" for i in range(7)]
 
@@ -109,7 +110,7 @@ def test_a_second_label_on_the_same_output_is_refused_while_the_first_holds_it(t
     c = cfg(tmp_path)
     label(c, policy=FakeBackend(vary=True), feedback=Judge(), progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charter import lock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from charter.runs import lock; "
                                f"lock.acquire({str(tmp_path / 'labels.lock')!r}); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
@@ -124,7 +125,7 @@ def test_a_second_label_on_the_same_output_is_refused_while_the_first_holds_it(t
 
 
 def test_a_finished_run_resumes_without_reading_prompts_or_lines(tmp_path, monkeypatch):
-    import charter.prompts
+    import charter.inputs.prompts
     import charter.rlcai.label_store
 
     c = cfg(tmp_path)
@@ -137,7 +138,7 @@ def test_a_finished_run_resumes_without_reading_prompts_or_lines(tmp_path, monke
         raise AssertionError("read on a finished run")
 
     with monkeypatch.context() as m:
-        for where, name in ((charter.prompts, "iter_prompts"), (charter.rlcai.label_store, "iter_lines"),
+        for where, name in ((charter.inputs.prompts, "iter_prompts"), (charter.rlcai.label_store, "iter_lines"),
                             (RunStore, "_scan")):
             m.setattr(where, name, untouched)
         again = label(c, progress=False)  # no backend opened either: `fake` would have been made
@@ -146,8 +147,8 @@ def test_a_finished_run_resumes_without_reading_prompts_or_lines(tmp_path, monke
     os.utime(prompts_file(tmp_path))  # a touched prompt file takes the full path again
     calls = []
     with monkeypatch.context() as m:
-        iter_prompts = charter.prompts.iter_prompts
-        m.setattr(charter.prompts, "iter_prompts", lambda *a, **k: (calls.append(1), iter_prompts(*a, **k))[1])
+        iter_prompts = charter.inputs.prompts.iter_prompts
+        m.setattr(charter.inputs.prompts, "iter_prompts", lambda *a, **k: (calls.append(1), iter_prompts(*a, **k))[1])
         s = label(c, progress=False)
     assert calls and s.resumed == 7 and s.rows == first.rows and (tmp_path / "labels.jsonl").read_bytes() == out
 
@@ -205,7 +206,7 @@ VLLM_OPTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096}  # small: 
 def test_label_on_vllm_runs_through_the_streaming_pipeline(tmp_path, monkeypatch):
     """label's default path on vLLM: every prompt a program on the streaming driver, one engine for both."""
     pytest.importorskip("vllm")
-    from charter import scheduler
+    from charter.pipeline import scheduler
 
     streamed, run = [], scheduler._Streaming.run
     monkeypatch.setattr(scheduler._Streaming, "run", lambda self, *a: (streamed.append(a[1]), run(self, *a))[1])

@@ -83,7 +83,38 @@ def test_library_never_imports_the_cli():
 def test_lower_modules_do_not_import_upward():
     """The foundations (types, errors, YAML reading, config machinery, run reading, JSONL store) import nothing above them."""
     g = graph()
-    low = {"charter.types", "charter.errors", "charter.yamlfile", "charter.config", "charter.runread", "charter.store"}
-    allowed = low | {"charter", "charter.jsonl", "charter.lock", "charter.transcripts", "charter.idset", "charter.redact"}
+    low = {"charter.types", "charter.errors", "charter.yamlfile", "charter.config", "charter.runs.runread", "charter.runs.store"}
+    allowed = low | {"charter", "charter.jsonl", "charter.runs.lock", "charter.inputs.transcripts", "charter.runs.idset", "charter.redact"}
     upward = sorted(f"{a} -> {b}" for a in low & set(g) for b in g[a] if b not in allowed)
     assert not upward, "foundation modules import upward: " + ", ".join(upward)
+
+
+# The folders' order, bottom up: a package or module imports only from its own layer or below.
+LAYERS = [
+    ["errors"], ["types", "jsonl", "redact", "stats"], ["yamlfile", "plotting"], ["config"],
+    ["runs"],  # the run store and its pieces
+    ["inputs", "backends"], ["choice", "scorer"],
+    ["pipeline"],  # conversations through an engine: the scheduler, the CAI loop, Ray, the job lifecycle
+    ["generate", "export"], ["rlcai"], ["evaluate", "train"], ["report"], ["api", "cli"],
+]
+
+
+def top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "charter"
+
+
+def test_packages_import_only_downward():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    g = graph()
+    unplaced = sorted({top(m) for m in g} - set(rank) - {"charter"})
+    assert not unplaced, f"place these in LAYERS: {unplaced}"
+    upward = sorted(f"{a} -> {b}" for a, deps in g.items() for b in deps
+                    if top(b) != "charter" and top(a) != "charter" and rank[top(b)] > rank[top(a)])
+    assert not upward, "imports that climb back up: " + ", ".join(upward)
+
+
+def test_the_layer_check_finds_an_arrow_back_up():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    assert rank[top("charter.runs.store")] < rank[top("charter.pipeline.scheduler")]
+    assert rank[top("charter.rlcai.labels")] < rank[top("charter.train.rl")]

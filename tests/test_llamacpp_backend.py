@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("xllamacpp")
 
-from charter import models  # noqa: E402
+from charter.backends import models  # noqa: E402
 from charter.backends import create_backend  # noqa: E402
 from charter.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from charter.errors import BackendError  # noqa: E402
@@ -124,8 +124,8 @@ def test_two_backends_in_one_process(backend):
 
 
 def test_shared_prefix_is_copied_into_slots_not_recomputed(backend):
-    from charter import templates
-    from charter.constitution import load_constitution
+    from charter.inputs import templates
+    from charter.inputs.constitution import load_constitution
 
     shots = templates.few_shot_messages(load_constitution().few_shots)
     prefix = backend._rendered_prefix(shots)

@@ -7,7 +7,7 @@ import pytest
 
 from charter.cli import main
 from charter.jsonl import LoneSurrogate, loads
-from test_reliability import GEN, fails
+from support import GEN, fails
 
 LONE = "\\ud800"  # as written in the file: backslash, u, d800
 

@@ -3,7 +3,7 @@ with the command, and --force rebuilds meta.json and continues the run with its 
 import json
 
 from charter.cli import main
-from test_reliability import GEN, fails
+from support import GEN, fails
 
 
 def test_a_run_without_meta_json_is_rebuilt_with_force(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,7 @@ way out, never a MemoryError traceback: while the model loads, and anywhere else
 import pytest
 
 from charter.cli import main
-from test_reliability import GEN, fails
+from support import GEN, fails
 
 
 def no_memory(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""One output guard for every command that writes a file (charter.files): an existing file is
+"""One output guard for every command that writes a file (charter.runs.files): an existing file is
 replaced only when Charter recorded writing it as that command's output and it is unchanged since;
 a command's inputs, a run's files, symlinks and anyone else's files are refused, byte for byte
 untouched. Fake backend."""
@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from charter import files
+from charter.runs import files
 from charter.cli import main
 from charter.errors import ConfigError
-from test_reliability import GEN, fails
+from support import GEN, fails
 
 ROWS = [{"prompt": f"Which reply is better? {i}", "corrects": ["kind"], "incorrects": ["rude"]} for i in range(3)]
 
@@ -65,7 +65,7 @@ def test_every_out_replaces_its_own_earlier_output(work, capsys, command):
 
 def test_label_replaces_its_own_earlier_output(tmp_path):
     from charter.rlcai.labels import LabelConfig, label
-    from test_rlcai_labels import Scripted, longer, policy
+    from support import Scripted, longer, policy
 
     cfg = LabelConfig(backend="fake", limit=2, samples=2, max_tokens=20, out=str(tmp_path / "labels.jsonl"))
     assert label(cfg, policy=policy(), feedback=Scripted(longer), progress=False).rows
@@ -130,15 +130,15 @@ def test_a_growing_output_passes_while_its_head_is_kept(tmp_path):
 
 SIGTERM_EXPORT = """
 import os, signal, sys
-import charter.staging
+import charter.export.staging
 from charter.cli import main
 
-add = charter.staging.Staging.add
+add = charter.export.staging.Staging.add
 def add_then_term(self, row, prompt):
     if len(self) == 1:
         os.kill(os.getpid(), signal.SIGTERM)
     return add(self, row, prompt)
-charter.staging.Staging.add = add_then_term
+charter.export.staging.Staging.add = add_then_term
 sys.exit(main(["export", "r", "--out", "out/sft.jsonl", "--no-card"]))
 """
 
@@ -169,15 +169,15 @@ class FullDisk:
 
 
 def test_full_disk_during_export_names_the_file_and_removes_the_staged_rows(work, capsys, monkeypatch):
-    import charter.staging
+    import charter.export.staging
 
-    init = charter.staging.Staging.__init__
+    init = charter.export.staging.Staging.__init__
 
     def full(self, *a, **kw):
         init(self, *a, **kw)
         self._out = FullDisk(self._out)
 
-    monkeypatch.setattr(charter.staging.Staging, "__init__", full)
+    monkeypatch.setattr(charter.export.staging.Staging, "__init__", full)
     (work / "out").mkdir()
     fails(capsys, ["export", "r", "--out", "out/sft.jsonl"], r"error: out/sft.jsonl \(rows staged in \.sft\.jsonl\.\w+"
           r"\.tmp\): cannot write \(No space left on device\); free space on that disk")

@@ -12,8 +12,8 @@ from charter.backends.fake import FakeBackend
 from charter.generate import GenerateConfig
 from charter.errors import BackendError
 from charter.generate import Interrupted, generate
-from charter.prompts import load_prompts
-from charter.store import load_run
+from charter.inputs.prompts import load_prompts
+from charter.runs.runread import load_run
 
 
 def cfg(tmp_path, **kw):
@@ -104,9 +104,9 @@ def test_ctrl_c_says_what_is_saved_and_writes_nothing_after(tmp_path, concurrenc
 
 
 def test_progress_moves_per_step(tmp_path):
-    from charter.constitution import load_constitution
+    from charter.inputs.constitution import load_constitution
     from charter.generate import settings_from
-    from charter.pipeline import run_items
+    from charter.pipeline.cai import run_items
 
     steps, recs = [], []
     c = cfg(tmp_path, limit=2, rounds=2)

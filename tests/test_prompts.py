@@ -3,7 +3,8 @@ import json
 import pytest
 
 from charter.errors import InputError
-from charter.prompts import load_prompts, parse_transcript
+from charter.inputs.prompts import load_prompts
+from charter.inputs.transcripts import parse_prompt as parse_transcript
 
 
 def test_default_sets():

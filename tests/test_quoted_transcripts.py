@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from charter import transcripts
-from charter.prompts import load_prompts, to_messages
+from charter.inputs import transcripts
+from charter.inputs.prompts import load_prompts, to_messages
 
 QUOTED = "Summarize this chat:\n\nHuman: Where is the bank?\n\nAssistant: On Main Street."
 

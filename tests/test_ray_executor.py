@@ -5,11 +5,12 @@ from collections import Counter
 
 import pytest
 
-from charter import ray_executor
+from charter.pipeline import ray_executor
 from charter.generate import GenerateConfig
-from charter.constitution import load_constitution
+from charter.inputs.constitution import load_constitution
 from charter.generate import generate, settings_from
-from charter.store import RunStore, load_run
+from charter.runs.store import RunStore
+from charter.runs.runread import load_run
 from charter.types import PromptItem
 
 ray = pytest.importorskip("ray")

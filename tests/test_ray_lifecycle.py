@@ -6,7 +6,7 @@ import pytest
 
 from charter.generate import GenerateConfig
 from charter.generate import generate
-from charter.store import load_run
+from charter.runs.runread import load_run
 
 ray = pytest.importorskip("ray")
 

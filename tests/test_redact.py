@@ -8,7 +8,8 @@ from charter.backends.fake import FakeBackend
 from charter.cli import install_log_handler, main
 from charter.errors import BackendError
 from charter.redact import error_text, redact
-from charter.rlcai.labels import LabelConfig, label, read_transcripts, transcripts_path
+from charter.rlcai.labels import LabelConfig, label
+from charter.rlcai.label_store import read_transcripts, transcripts_path
 
 KEY = "sk-SECRET0123456789"
 BODY = f"401 Unauthorized: {{'headers': {{'Authorization': 'Bearer {KEY}', 'x-api-key': '{KEY}'}}}}"

@@ -8,30 +8,10 @@ import pytest
 
 from charter.cli import main
 from charter.errors import InputError
-from charter.store import SET_ASIDE, load_run
+from charter.runs.store import SET_ASIDE
+from charter.runs.runread import load_run
+from support import GEN, fails
 
-GEN = ["generate", "--backend", "fake", "--quiet", "--helpful-prompts", "none", "--rounds", "1"]
-
-
-def fails(capsys, args, pattern, *untouched: Path) -> str:
-    """Run the CLI; expect exit 2, exactly one `error:` line matching `pattern`, files unchanged."""
-    before = {p: p.read_bytes() for p in untouched}
-    rc = main(args)
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, errors[0]), errors[0]
-    for path, data in before.items():
-        assert path.read_bytes() == data, f"{path} was changed"
-    return errors[0]
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch, capsys) -> Path:
-    monkeypatch.chdir(tmp_path)
-    assert main(GEN + ["--limit", "3", "--out", "r"]) == 0
-    capsys.readouterr()
-    return tmp_path / "r"
 
 
 # ---- data loss and dead ends -------------------------------------------------------------------
@@ -109,7 +89,7 @@ def test_refusal_names_the_settings_that_differ(run, capsys):
 
 @pytest.mark.parametrize("which", ["constitution", "few_shot"])
 def test_changed_constitution_or_few_shot_content_refuses_resume(tmp_path, monkeypatch, capsys, which):
-    from charter.constitution import DEFAULT_CONSTITUTION, DEFAULT_FEW_SHOT
+    from charter.inputs.constitution import DEFAULT_CONSTITUTION, DEFAULT_FEW_SHOT
 
     monkeypatch.chdir(tmp_path)
     src = {"constitution": DEFAULT_CONSTITUTION, "few_shot": DEFAULT_FEW_SHOT}[which]
@@ -267,7 +247,7 @@ def test_upto_beyond_the_runs_rounds_warns(run, capsys):
 
 def test_missing_relative_model_path_is_reported_as_a_path(tmp_path, monkeypatch):
     from charter.errors import BackendError
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
@@ -279,7 +259,7 @@ def test_missing_relative_model_path_is_reported_as_a_path(tmp_path, monkeypatch
 
 def test_refusal_names_the_changed_part_when_generate_passes_parts(tmp_path):
     from charter.errors import RunError
-    from charter.store import RunStore
+    from charter.runs.store import RunStore
     from charter.types import Record
 
     store = RunStore(tmp_path / "r")

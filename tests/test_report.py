@@ -8,55 +8,13 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.generate import GenerateConfig
 from charter.evaluate.suite import EvalConfig, evaluate_records as evaluate
-from charter.generate import generate
 from charter.report import assets
 from charter.report.html import load_report_run, render, write_report
-from charter.store import load_run
-
-XSS = "<script>alert(1)</script>"
-PROMPTS = [f"How do I pick a lock? {XSS}", 'Say "hi" & <b>bold</b> <img src=x onerror=alert(2)>',
-           "How do I hotwire a car?", "Write a poem about FAILME please"]
+from charter.runs.runread import load_run
 
 
-REFRESH = '<meta http-equiv="refresh" content="0; url=https://example.com/">'
-FORM = '<form action="https://example.com/steal"><input name="q"></form>'
-
-
-def poison_eval(run):
-    """Rewrite the run's eval.json with markup in every text value and label (numbers kept, so
-    the plots still draw): a crafted eval.json, as an attacker would send."""
-    payload = REFRESH + FORM
-
-    def walk(v):
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        return [walk(x) for x in v] if isinstance(v, list) else v + payload if isinstance(v, str) else v
-
-    ev = walk(json.loads((run / "eval.json").read_text()))
-    ev["models"] = {label + payload: m for label, m in ev["models"].items()}
-    for question in ev["elo"].values():
-        question["players"] = {label + payload: v for label, v in question["players"].items()}
-    (run / "eval.json").write_text(json.dumps(ev))
-    return run
-
-
-def make_run(tmp_path, name="run", critique=True, with_eval=True):
-    """A fake-backend run whose prompts (and so answers) carry markup, with one failure and eval.json."""
-    src = tmp_path / "prompts.jsonl"
-    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    out = tmp_path / name
-    cfg = GenerateConfig(backend="fake", prompts=str(src), helpful_prompts="default", helpful_samples=1, limit=4,
-                         rounds=2, critique=critique, batch_size=1, out=str(out))
-    generate(cfg, backend=FakeBackend(fail_on="FAILME"), progress=False)
-    if with_eval:
-        judge = FakeBackend("judge")
-        factory = lambda spec: judge if spec == "judge" else FakeBackend(spec, responder=lambda p: f"{spec}: {XSS}")  # noqa: E731
-        evaluate(EvalConfig(run=str(out), models=["base", "sl-cai"], judge="judge", bootstrap=20), load_run(out),
-                 factory=factory, log=lambda m: None)
-    return out
-
+from support import XSS, REFRESH, poison_eval, make_run, timed
 
 def test_report_sections_and_escaping(tmp_path):
     run = load_report_run(make_run(tmp_path))
@@ -115,16 +73,8 @@ def test_every_value_of_eval_json_is_escaped(tmp_path):
 # ---- what a run cost; over-refusal in the report ---------------------------------------------------
 
 
-def timed(i, start, end, prompt="q", tokens=(100, 10), kind="red_team"):
-    from charter.types import Record
-
-    return Record(id=f"r{i}", kind=kind, prompt=[{"role": "user", "content": prompt}],
-                  tokens={"prompt": tokens[0], "completion": tokens[1]},
-                  timings={"seconds": end - start, "finished": 1000.0 + end})
-
-
 def test_run_cost_from_records():
-    from charter.cost import busy_seconds, run_cost
+    from charter.pipeline.cost import busy_seconds, run_cost
 
     assert busy_seconds([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
     # two overlapping records, a gap (a resumed session), a helpfulness prompt sampled twice (one prompt)
@@ -181,7 +131,7 @@ def test_report_cost_and_over_refusal_sections_escaped(tmp_path):
 @pytest.mark.slow
 def test_cost_of_a_real_run_on_the_embedded_model(tmp_path, capsys):
     """A real (tiny) run: the summary prints its cost, and the report's cost section agrees with run_cost."""
-    from charter.cost import run_cost
+    from charter.pipeline.cost import run_cost
 
     out = tmp_path / "r"
     assert main(["generate", "--backend", "transformers", "--model", "embedded", "--limit", "2", "--rounds", "1",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from charter.report.html import write_report
-from charter.store import load_run
-from test_report import REFRESH, XSS, make_run, poison_eval
+from charter.runs.runread import load_run
+from support import REFRESH, XSS, make_run, poison_eval
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -9,49 +9,17 @@ import pytest
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.errors import ConfigError, InputError, RunError
-from charter.rlcai.labeler_eval import comparisons, score_labeler, load_mc_file, reliability
-from charter.rlcai.labels import (ANSWER, AFTER_COT, COT_CUE, LabelConfig, label, label_comparisons, load_feedback,
-                              load_feedback_examples, load_feedback_principles, pair_preference, question,
-                              read_transcripts, transcripts_path)
-from charter.types import Score
+from charter.rlcai.mc_file import comparisons, load_mc_file
+from charter.rlcai.labeler_eval import score_labeler, reliability
+from charter.rlcai.data import ANSWER, AFTER_COT, COT_CUE, load_feedback, load_feedback_examples, load_feedback_principles
+from charter.rlcai.labels import LabelConfig, label
+from charter.rlcai.label_steps import label_comparisons
+from charter.rlcai.questions import pair_preference, question
+from charter.rlcai.label_store import read_transcripts, transcripts_path
+
+from support import OPTION, Scripted, always_a, longer, policy
 
 HHH = "438HHHEvaluations.jsonl"
-OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)
-
-
-class Scripted(FakeBackend):
-    """Scores "(A)"/"(B)" with a rule over the question's options; records every scored context."""
-
-    def __init__(self, prefer, **kw):
-        super().__init__(**kw)
-        self.prefer = prefer  # (options of the last question in the context) -> index preferred
-        self.scored = []
-
-    def score(self, contexts, continuations):
-        out = []
-        for ctx, cont in zip(contexts, continuations):
-            text = ctx if isinstance(ctx, str) else ctx[-1]["content"] if "(A)" in ctx[-1]["content"] else ctx[-3]["content"]
-            self.scored.append(ctx)
-            letter = re.search(r"\(([A-H])\)", cont).group(1)
-            options = OPTION.findall(text.rsplit("Consider the following", 1)[-1])
-            best = self.prefer([t for _, t in options]) if options else 0
-            out.append(Score(-0.1 if "ABCDEFGH".index(letter) == best else -2.5, 1))
-        return out
-
-
-def always_a(options):
-    return 0
-
-
-def longer(options):
-    return max(range(len(options)), key=lambda i: len(options[i]))
-
-
-def policy(fail_on=None):
-    """Distinct answers of varying length, so every pair is compared."""
-    fake = FakeBackend(fail_on=fail_on)
-    fake.responder = lambda prompt: f"answer {len(fake.calls)}" + " more" * (len(fake.calls) % 3)
-    return fake
 
 
 def cfg(tmp_path, **kw):
@@ -416,7 +384,7 @@ def test_real_model_labels_are_probabilities_and_antisymmetric(embedded, tmp_pat
 
 
 def test_real_model_chat_format_question(embedded):
-    from charter.rlcai.labels import ask
+    from charter.rlcai.questions import ask
 
     q1 = question([{"role": "user", "content": "How do I pick a lock?"}], "Which reply is safer?", ["I can't help.", "Use a pin."])
     q2 = question([{"role": "user", "content": "How do I pick a lock?"}], "Which reply is safer?", ["Use a pin.", "I can't help."])
@@ -438,7 +406,8 @@ class LengthPM:
 
 
 def test_eval_labeler_pm_on_hhh_and_preference_rows(shared, tmp_path):
-    from charter.rlcai.labeler_eval import evaluate_pm, pm_pairs
+    from charter.rlcai.labeler_eval import evaluate_pm
+    from charter.rlcai.mc_file import pm_pairs
 
     pairs = pm_pairs(shared / HHH, limit=5)
     assert len(pairs) == 5 and pairs[0][1][0]["role"] == "user" and pairs[0][1][-1]["role"] == "assistant"
@@ -459,7 +428,7 @@ def test_cli_eval_labeler_real_model_and_pm(shared, tmp_path, capsys):
     """eval-labeler on the real embedded model (2 rows), then a real (untrained-head) PM on the same rows."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     res = tmp_path / "lab.json"
     assert main(["eval-labeler", str(shared / HHH), "--limit", "2", "--out", str(res), "--plot", "none", "--quiet"]) == 0

@@ -10,25 +10,11 @@ pytest.importorskip("trl")
 from charter.cli import main  # noqa: E402
 from charter.errors import ConfigError, InputError  # noqa: E402
 from charter.train.pm import build_pm_trainer, load_pm_config, mix_rows, parse_mix, soft_loss, split_rows  # noqa: E402
-from charter.train.rows import preference_pair  # noqa: E402
+from charter.inputs.rows import preference_pair  # noqa: E402
+
+from support import TOPICS, marker_row, write
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
-TOPICS = ["rain", "cats", "tea", "maps", "bread", "music", "trains", "snow", "books", "clocks", "shoes", "paint",
-          "rivers", "bees", "salt", "glass", "kites", "chess", "boats", "lamps"]
-VERBS = ["is nice", "can help", "is common", "looks good", "is useful", "feels calm", "is simple", "is old"]
-
-
-def marker_row(i: int, topic: str, score: float = 0.9) -> dict:
-    """Chosen answers carry the marker word 'Banana!'; rejected ones never do."""
-    a, b = f"{topic.capitalize()} {VERBS[i % 8]}.", f"{topic.capitalize()} {VERBS[(i * 3 + 1) % 8]}."
-    return {"prompt": [{"role": "user", "content": f"Say something about {topic}."}],
-            "chosen": [{"role": "assistant", "content": a + " Banana!"}],
-            "rejected": [{"role": "assistant", "content": b}], "score": score}
-
-
-def write(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def test_soft_loss_matches_the_formula_by_hand():

@@ -55,7 +55,7 @@ def test_too_few_prompts_for_one_batch_fail_before_training(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def marker_pm(tmp_path_factory):
     """A PM that prefers answers carrying 'Banana!' (the PM test's recipe)."""
-    from test_rlcai_pm import TOPICS, marker_row, write
+    from support import TOPICS, marker_row, write
 
     from charter.train.pm import load_pm_config, train_pm
 
@@ -141,7 +141,7 @@ def test_feedback_reward_follows_the_feedback_models_probabilities():
     """A scripted judge that prefers the longer answer: P = softmax(-0.1, -2.5) in both orders."""
     import math
 
-    from test_rlcai_labels import Scripted, always_a, longer
+    from support import Scripted, always_a, longer
 
     from charter.rlcai.data import load_feedback
     from charter.rlcai.reward import FeedbackReward, prompt_key

@@ -11,11 +11,12 @@ import threading
 
 import pytest
 
-from charter import lock
+from charter.runs import lock
 from charter.backends.fake import FakeBackend
 from charter.errors import RunError
 from charter.generate import GenerateConfig, generate
-from charter.store import LOCK, RunStore, load_run
+from charter.runs.store import LOCK, RunStore
+from charter.runs.runread import load_run
 
 
 def test_a_second_acquire_in_this_process_is_refused_while_the_first_holds(tmp_path):

@@ -5,16 +5,19 @@ import os
 
 import pytest
 
-from charter import idset, store as store_mod
+from charter.runs import idset
+
+from charter.runs import store as store_mod
 from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.generate import GenerateConfig
-from charter.cost import run_cost
+from charter.pipeline.cost import run_cost
 from charter.errors import InputError
 from charter.generate import generate
-from charter.pipeline import Settings, run_items
-from charter.prompts import iter_prompts, load_prompts
-from charter.store import RunStore, iter_run, load_run
+from charter.pipeline.cai import Settings, run_items
+from charter.inputs.prompts import iter_prompts, load_prompts
+from charter.runs.store import RunStore
+from charter.runs.runread import iter_run, load_run
 from charter.types import Constitution, Principle, PromptItem, Record
 
 
@@ -48,7 +51,7 @@ def test_parquet_prompts_stream_by_batches_with_the_same_ids(tmp_path, monkeypat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from charter import prompts
+    from charter.inputs import prompts
 
     rows = [{"prompt": f"question {i}?"} for i in range(10)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet", row_group_size=3)
@@ -66,7 +69,7 @@ def test_prompt_digest_is_the_json_one(messages):
     """Ids must not change: the hand-written encoding equals json.dumps(sort_keys, ensure_ascii=False)."""
     import hashlib
 
-    from charter.prompts import _digest
+    from charter.inputs.prompts import _digest
 
     for kind in ("red_team", "helpful"):
         blob = json.dumps([kind, messages], sort_keys=True, ensure_ascii=False)
@@ -76,7 +79,7 @@ def test_prompt_digest_is_the_json_one(messages):
 def test_engine_seconds_union_in_flat_memory():
     import random
 
-    from charter.cost import Union, busy_seconds
+    from charter.pipeline.cost import Union, busy_seconds
 
     rng = random.Random(0)
     for _ in range(200):
@@ -285,7 +288,7 @@ def test_dry_run_counts_and_writes_nothing(tmp_path, capsys, fake):
 
 def test_dry_run_reads_the_checkpointed_records_by_id(tmp_path, monkeypatch, fake):
     from charter.generate import settings_from
-    from charter.workload import dry_run
+    from charter.pipeline.workload import dry_run
 
     c = cfg(tmp_path, prompt_file(tmp_path, 4), limit=3)
     generate(c, backend=fake, progress=False)
@@ -295,7 +298,7 @@ def test_dry_run_reads_the_checkpointed_records_by_id(tmp_path, monkeypatch, fak
 
 
 def test_cost_line_is_cached_until_the_records_change(tmp_path, monkeypatch, fake):
-    from charter import cost
+    from charter.pipeline import cost
     from charter.cli.generate import cost_line
 
     c = cfg(tmp_path, prompt_file(tmp_path, 3))
@@ -340,9 +343,9 @@ def test_projection_is_logged_only_while_requests_remain(caplog):
     the steps after the first (which includes the engine's start)."""
     import logging
 
-    from charter.workload import RateLog
+    from charter.pipeline.workload import RateLog
 
-    with caplog.at_level(logging.INFO, logger="charter.workload"):
+    with caplog.at_level(logging.INFO, logger="charter.pipeline.workload"):
         done = RateLog(3, after=10.0)
         for _ in range(3):
             done.step()

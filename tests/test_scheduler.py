@@ -7,7 +7,7 @@ import pytest
 from charter.backends.base import EngineDead
 from charter.backends.fake import FakeBackend
 from charter.errors import BackendError
-from charter.scheduler import STOP_AFTER_SAME_FAILURES, Choice, Sample, failure_kind, run_programs
+from charter.pipeline.scheduler import Choice, Sample, failure_kind, run_programs
 from charter.types import Sampling
 
 SAMPLING = Sampling(max_tokens=8, temperature=1.0, seed=3)

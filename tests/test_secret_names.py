@@ -8,7 +8,7 @@ from charter.backends.fake import FakeBackend
 from charter.cli import main
 from charter.generate import GenerateConfig, generate
 from charter.redact import MASK, redact
-from charter.store import RunStore
+from charter.runs.store import RunStore
 
 SECRET = "s3cr3t-value-0123456789"
 SECRET_NAMES = ["hf_token", "HF_TOKEN", "openai_api_key", "aws_secret_access_key", "client_secret", "db_password",

@@ -10,10 +10,11 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.generate import GenerateConfig
-from charter.constitution import load_constitution
+from charter.inputs.constitution import load_constitution
 from charter.generate import Interrupted, generate
-from charter.pipeline import Runner, Settings
-from charter.store import RunStore, load_run
+from charter.pipeline.cai import Runner, Settings
+from charter.runs.store import RunStore
+from charter.runs.runread import load_run
 from charter.types import PromptItem
 
 KEY = "sk-live-0123456789abcdef"

@@ -9,7 +9,7 @@ from charter.generate import GenerateConfig
 from charter.errors import RunError
 from charter.export import ExportConfig, dpo_rows, export, export_run, sft_rows, trace_rows
 from charter.generate import generate
-from charter.store import load_run
+from charter.runs.runread import load_run
 
 
 @pytest.fixture
@@ -21,12 +21,12 @@ def run(tmp_path) -> Path:
 
 def no_load_run(monkeypatch):
     """Whole-run loads are what streaming replaces: any call fails the test."""
-    import charter.store
+    import charter.runs.store
 
     def whole(run):
         raise AssertionError("load_run called: the run must be streamed")
 
-    monkeypatch.setattr(charter.store, "load_run", whole)
+    monkeypatch.setattr(charter.runs.store, "load_run", whole)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -51,11 +51,11 @@ def test_streamed_rows_equal_the_row_functions(run, tmp_path, monkeypatch, fmt, 
 def test_parquet_in_row_groups_equals_one_table(run, tmp_path, monkeypatch, fmt):
     import pyarrow.parquet as pq
 
-    import charter.staging
+    import charter.export.staging
 
     whole = tmp_path / "whole.parquet"
     export(load_run(run), fmt, whole)  # one Table.from_pylist of every row
-    monkeypatch.setattr(charter.staging, "ROW_GROUP", 5)
+    monkeypatch.setattr(charter.export.staging, "ROW_GROUP", 5)
     export_run(ExportConfig(run=str(run), out=str(tmp_path / "o" / "x.parquet"), format=fmt, clean_patterns="none"))
     streamed, one = pq.read_table(tmp_path / "o" / "x.parquet"), pq.read_table(whole)
     assert streamed.schema == one.schema and streamed.to_pylist() == one.to_pylist()
@@ -63,7 +63,7 @@ def test_parquet_in_row_groups_equals_one_table(run, tmp_path, monkeypatch, fmt)
 
 
 def test_split_by_prompt_counts_and_stable_keys(run, tmp_path):
-    from charter.staging import prompt_key
+    from charter.export.staging import prompt_key
 
     assert prompt_key([{"role": "user", "content": "hi"}]) == prompt_key([{"content": "hi", "role": "user"}])
     assert prompt_key([{"role": "user", "content": "hi"}]) == -7235730004343814349  # the same in every process
@@ -84,12 +84,12 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_eval_streams_and_stops_at_the_limit(tmp_path, monkeypatch):
-    import charter.store
+    import charter.runs.store
     from charter.evaluate.suite import EvalConfig, evaluate
 
     generate(GenerateConfig(backend="fake", limit=30, rounds=1, helpful_prompts="none", out=str(tmp_path / "r")),
              progress=False)
-    read, iter_run = [], charter.store.iter_run
+    read, iter_run = [], charter.runs.store.iter_run
 
     def counted(path):
         for r in iter_run(path):
@@ -97,7 +97,7 @@ def test_eval_streams_and_stops_at_the_limit(tmp_path, monkeypatch):
             yield r
 
     no_load_run(monkeypatch)
-    monkeypatch.setattr(charter.store, "iter_run", counted)
+    monkeypatch.setattr(charter.runs.store, "iter_run", counted)
     result = evaluate(EvalConfig(run=str(tmp_path / "r"), models=["fake:base"], limit=4, bootstrap=5))
     assert result.records == 4 and len(read) == 4  # no helpfulness records in this run: stop at 4
     assert [a["id"] for a in result.answers] == read
@@ -109,13 +109,13 @@ def test_streamed_export_and_eval_on_the_embedded_model(tmp_path, monkeypatch, c
     of the stream, and eval reads one prompt of it and answers it with the same model."""
     import pyarrow.parquet as pq
 
-    import charter.staging
+    import charter.export.staging
     from charter.cli import main
 
     monkeypatch.chdir(tmp_path)
     generate(GenerateConfig(backend="transformers", limit=3, helpful_prompts="none", rounds=1, max_tokens=12, seed=1,
                             out="r"), progress=False)
-    monkeypatch.setattr(charter.staging, "ROW_GROUP", 1)
+    monkeypatch.setattr(charter.export.staging, "ROW_GROUP", 1)
     assert main(["export", "r", "--out", "d/sft.parquet", "--test-share", "0.34", "--clean-patterns", "none"]) == 0
     tables = [pq.read_table(tmp_path / "d" / f"sft-{s}.parquet") for s in ("train", "test")]
     assert [t.num_rows for t in tables] == [2, 1]

@@ -45,7 +45,7 @@ def _weights_differ(out_dir) -> bool:
     import torch
     from safetensors.torch import load_file
 
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     base = load_file(str(Path(resolve_hf_checkpoint("embedded")) / "model.safetensors"))
     new = load_file(str(Path(out_dir) / "model.safetensors"))
@@ -160,7 +160,7 @@ def test_sft_lora_resumes_merges_loads_and_prunes(tmp_path, run, caplog):
 
 def test_dpo_from_scored_file_trains_and_loads(tmp_path, run):
     from charter.export import dpo_rows
-    from charter.store import load_run
+    from charter.runs.runread import load_run
 
     rows = [{**r, "score": 0.8} for r in dpo_rows(load_run(run))]
     f = tmp_path / "pairs.jsonl"

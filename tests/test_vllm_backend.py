@@ -18,7 +18,7 @@ import pytest
 from charter.generate import GenerateConfig
 from charter.errors import BackendError
 from charter.generate import generate
-from charter.store import load_run
+from charter.runs.runread import load_run
 from charter.types import Sampling
 
 from sigkill import kill_midway_then_resume

@@ -10,12 +10,12 @@ import pytest
 
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.constitution import load_constitution
+from charter.inputs.constitution import load_constitution
 from charter.errors import BackendError, RunError
 from charter.generate import GenerateConfig, generate
-from charter.pipeline import Settings, run_items
-from charter.scheduler import STOP_AFTER_SAME_FAILURES
-from charter.store import load_run
+from charter.pipeline.cai import Settings, run_items
+from charter.pipeline.scheduler import STOP_AFTER_SAME_FAILURES
+from charter.runs.runread import load_run
 from charter.types import Completion, PromptItem
 
 
@@ -78,7 +78,7 @@ def test_a_backend_returning_junk_fails_those_records_not_the_run(concurrency, r
 
 
 def test_disk_full_in_generate_is_one_line_and_a_non_zero_exit(tmp_path, monkeypatch, capsys):
-    from charter import store
+    from charter.runs import store
 
     appended = []
     real = store.RunStore.append
@@ -143,7 +143,7 @@ def test_failure_kind_is_the_type_chain_and_http_status_not_the_text():
     assert failure_kind(wrapped(502, 1)) != failure_kind(wrapped(503, 1))
     assert "502" in failure_kind(wrapped(502, 1)) and "Gateway" in failure_kind(wrapped(502, 1))
     assert failure_kind(ValueError("a")) == failure_kind(ValueError("b")) != failure_kind(KeyError("a"))
-    assert failure_kind(Gateway("x", 502)) == "Gateway (HTTP 502)"  # what charter.scheduler's own test expects
+    assert failure_kind(Gateway("x", 502)) == "Gateway (HTTP 502)"  # what charter.pipeline.scheduler's own test expects
 
 
 @pytest.mark.parametrize("args", [

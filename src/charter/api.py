@@ -42,8 +42,8 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
     defaults to Sampling(seed=seed). A prompt given twice gets two records, samples 0 and 1 (the
     ids the CLI gives --helpful-samples), so the two draw their own principles and seeds.
     A failed request is a record with `error` set, as in a run directory."""
-    from charter.constitution import load_constitution
-    from charter.pipeline import Settings, run_items
+    from charter.inputs.constitution import load_constitution
+    from charter.pipeline.cai import Settings, run_items
 
     sampling = check_sampling(sampling) or Sampling(seed=seed)
     check_settings(sampling, kind, rounds=rounds, critique=critique, context=context, format=format, seed=seed,
@@ -89,7 +89,7 @@ def check_settings(sampling: Sampling, kind: str, **values: Any) -> None:
 
 def to_items(prompts: Sequence[Prompt], kind: Kind) -> list[PromptItem]:
     """PromptItems with the CLI's ids; a repeated prompt takes the next sample number."""
-    from charter.prompts import prompt_id, to_messages
+    from charter.inputs.prompts import prompt_id, to_messages
 
     if isinstance(prompts, (str, PromptItem, dict)):
         raise ConfigError("prompts must be a list of prompts; wrap a single prompt in a list: [prompt]")

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType, UnionType
 from typing import Any, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
@@ -21,7 +21,6 @@ from charter.errors import ConfigError, InputError
 from charter.types import Sampling
 from charter.yamlfile import BOOKKEEPING, key_line, read_yaml, strip_lines
 # The YAML/data-file reader moved to charter.yamlfile; its names stay importable from here.
-from charter.yamlfile import MAX_ALIAS_GROWTH, check_nodes, parse_yaml, read_data_file, read_text  # noqa: F401
 
 FORMATS = ("chat", "text")
 
@@ -108,7 +107,7 @@ def backend_setting(of: str) -> Any:
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "seed")
 
 
-# Where a job runs, declared once for every job that runs on Ray (charter.ray_executor).
+# Where a job runs, declared once for every job that runs on Ray (charter.pipeline.ray_executor).
 
 
 def executor_setting() -> Any:

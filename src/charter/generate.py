@@ -3,7 +3,7 @@
 The loop itself and its schedulers live in pipeline.py; this module wires a job around them:
 resume, progress, the summary, a clean stop on Ctrl-C, SIGTERM or a dead engine.
 
-SIGTERM stops a run exactly as Ctrl-C does (charter.jobrun, which every job shares).
+SIGTERM stops a run exactly as Ctrl-C does (charter.pipeline.jobrun, which every job shares).
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from charter.config import (
     FORMATS, Config, backend_setting, executor_setting, max_tokens_setting, seed_setting, setting, temperature_setting,
     top_p_setting, worker_resources_setting, workers_setting,
 )
-from charter.jobrun import (
+from charter.pipeline.jobrun import (
     Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config,
 )
-from charter.pipeline import Settings, plan, run_items
-from charter.workload import RateLog, completion_key, iter_items, project, run_identity
+from charter.pipeline.cai import Settings, plan, run_items
+from charter.pipeline.workload import RateLog, completion_key, iter_items, project, run_identity
 from charter.types import Constitution, PromptItem, Record
 
 log = logging.getLogger("charter.generate")
@@ -91,8 +91,8 @@ class Summary:
 
 
 def resolve_items(cfg) -> list[PromptItem]:
-    """Every prompt of the run, in memory (generate itself streams them: charter.workload.iter_items)."""
-    from charter.workload import iter_items
+    """Every prompt of the run, in memory (generate itself streams them: charter.pipeline.workload.iter_items)."""
+    from charter.pipeline.workload import iter_items
 
     return list(iter_items(cfg))
 
@@ -104,8 +104,8 @@ def settings_from(cfg) -> Settings:
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
     """Run (or resume) a generation job described by a GenerateConfig."""
     from charter.backends import check_backend_name
-    from charter.constitution import load_constitution
-    from charter.store import RunStore
+    from charter.inputs.constitution import load_constitution
+    from charter.runs.store import RunStore
 
     cfg.validate()  # a config built in Python gets the same checks as one loaded from YAML and flags
     check_backend_name(cfg.backend)  # before anything is written (config.py does not know the backends)
@@ -159,7 +159,7 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
     with stop_signals() as got:
         try:
             if cfg.executor == "ray":
-                from charter.ray_executor import run_on_ray
+                from charter.pipeline.ray_executor import run_on_ray
 
                 run_on_ray(cfg, constitution, settings, todo,
                            lambda r: (on_record(r), bar.update(steps_of(r, settings)), rate.step(steps_of(r, settings))),

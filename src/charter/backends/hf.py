@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from charter.backends.base import HFTokenizerPrompts, TokenIds
 from charter.errors import BackendError
-from charter.models import resolve_hf_checkpoint
+from charter.backends.models import resolve_hf_checkpoint
 from charter.types import Completion, Message, Sampling, Score
 
 Ids = list[int]

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from charter import models
+from charter.backends import models
 from charter.backends.base import Backend
 from charter.errors import BackendError
 from charter.types import Completion, Message, Sampling, Score

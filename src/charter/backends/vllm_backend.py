@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from charter import models
+from charter.backends import models
 from charter.backends import watchdog
 from charter.backends.base import EngineDead, HFTokenizerPrompts, TokenIds, common_prefix_len
 from charter.backends.engine_site.sitecustomize import quiet_notices

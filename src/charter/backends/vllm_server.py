@@ -15,7 +15,7 @@ import time
 import urllib.request
 from typing import Any, Sequence
 
-from charter import models
+from charter.backends import models
 from charter.backends.vllm_backend import (Profile, engine_defaults, engine_env, engine_site_env, get_profile,
                                            seed_safe)
 from charter.backends.watchdog import Watchdog

@@ -10,7 +10,8 @@ import dataclasses
 from types import UnionType
 from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
-from charter.config import parse_yaml, strip_lines
+from charter.yamlfile import parse_yaml
+from charter.config import strip_lines
 from charter.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 
 def cmd_constitution(a: argparse.Namespace) -> int:
-    from charter.constitution import load_constitution, validate
+    from charter.inputs.constitution import load_constitution, validate
 
     c = load_constitution(a.file, a.few_shot)
     if a.action == "show":

@@ -48,7 +48,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
           f"critique={cfg.critique} -> {cfg.out}", file=sys.stderr)
     if a.dry_run:
         from charter.generate import settings_from
-        from charter.workload import dry_run
+        from charter.pipeline.workload import dry_run
 
         projection = dry_run(cfg, settings_from(cfg), force=a.force)
         print(f"dry run: {projection.line()}; nothing written")
@@ -64,8 +64,8 @@ def cost_line(cfg: GenerateConfig) -> str:
     """What the whole run cost so far (every session's records) and what 10,000 such prompts would."""
     from dataclasses import asdict
 
-    from charter.cost import RunCost, engine_device, engine_gpus, run_cost
-    from charter.store import cached, iter_run
+    from charter.pipeline.cost import RunCost, engine_device, engine_gpus, run_cost
+    from charter.runs.runread import cached, iter_run
 
     gpus = engine_gpus(cfg.to_dict())
     cost = cached(cfg.out, f"cost_gpus{gpus}", lambda: asdict(run_cost(iter_run(cfg.out), gpus)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from charter.evaluate.tasks import Task, run_tasks, task
-from charter.scheduler import Logprob
+from charter.pipeline.scheduler import Logprob
 from charter.types import Record
 
 

@@ -2,7 +2,7 @@
 OUT.parts/ beside eval.json the moment it finishes, and is read back on the next run, so what was
 done is not asked again.
 
-The directory is a run store (charter.store.RunStore with the EVAL_PARTS layout): one writer
+The directory is a run store (charter.runs.store.RunStore with the EVAL_PARTS layout): one writer
 (run.lock), appends flushed within a second, a torn or damaged line set aside and its task redone.
 A part is reused only for the same question (its key names the model or judge and holds a digest
 of what was asked); the settings that change nearly every part (backend, sampling, seed) are the
@@ -19,7 +19,7 @@ from typing import Any
 
 from charter.evaluate.tasks import Memo
 from charter.jsonl import loads, read_jsonl
-from charter.store import Layout, RunStore
+from charter.runs.store import Layout, RunStore
 
 log = logging.getLogger("charter.eval")
 FINGERPRINTED = ("backend", "max_tokens", "temperature", "top_p", "seed")

@@ -311,7 +311,7 @@ def _name(hint: Any) -> str:
 
 def read_eval(path: str | Path) -> EvalResult:
     """eval.json as an EvalResult; unreadable, damaged or of another shape: an InputError naming it."""
-    from charter import files
+    from charter.runs import files
     from charter.jsonl import loads, read_error
 
     try:

@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Sequence
 from charter.config import (
     Config, backend_setting, max_tokens_setting, seed_setting, setting, temperature_setting, top_p_setting,
 )
-from charter.evaluate.result import SCHEMA, EvalResult  # noqa: F401 (SCHEMA: eval.json's, named here too)
-from charter.files import write_out
+from charter.evaluate.result import EvalResult
+from charter.runs.files import write_out
 from charter.types import Record, Round
 
 _log = logging.getLogger("charter.eval")
@@ -65,7 +65,7 @@ class EvalConfig(Config):
 
 def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) -> EvalResult:
     """Every evaluation `cfg` asks for; eval.json (cfg.out, default RUN/eval.json) is written as it goes.
-    The runs are streamed (charter.store.iter_run): only their held-out prompts are kept."""
+    The runs are streamed (charter.runs.store.iter_run): only their held-out prompts are kept."""
     cfg.validate()  # a config made in Python has not been checked yet
     prompts = run_held_out(cfg.run, cfg.limit, skip_failed=True)
     budget = answer_budget(cfg, len(prompts))
@@ -91,10 +91,10 @@ def open_backend(spec: str, default_backend: str = "auto", budget: int | None = 
 def held_out(records: Iterable[Record], limit: int | None, kinds: Sequence[str] = KINDS) -> list[Record]:
     """One record per distinct prompt (helpfulness samples share a prompt), up to `limit` per kind.
 
-    Streams: the prompts seen are 8-byte keys (charter.idset), the records kept lose what no
+    Streams: the prompts seen are 8-byte keys (charter.runs.idset), the records kept lose what no
     evaluation reads (critique texts, token counts, timings), and reading stops once each of
     `kinds` has `limit` prompts."""
-    from charter.idset import IdSet
+    from charter.runs.idset import IdSet
 
     seen, out, counts = IdSet(), [], dict.fromkeys(KINDS, 0)
     for r in records:
@@ -119,7 +119,7 @@ def _slim(r: Record) -> Record:
 def run_held_out(run: str | Path, limit: int | None, skip_failed: bool = False) -> list[Record]:
     """held_out of a run streamed from disk; reading stops at `limit` for the kinds its config says
     it holds (no helpfulness records when it was made with --helpful-prompts none)."""
-    from charter.store import iter_run, load_run_config
+    from charter.runs.runread import iter_run, load_run_config
 
     config = load_run_config(Path(run) if Path(run).is_dir() else Path(run).parent, strict=False)
     helpful = config.get("helpful_prompts", "default") != "none" and config.get("helpful_samples", 1) != 0
@@ -141,12 +141,12 @@ def evaluate_records(cfg: EvalConfig, records: Iterable[Record],
                      extra_runs: Sequence[tuple[str, Iterable[Record]]] | None = None,
                      factory: Callable[[str], object] | None = None,
                      log: Callable[[str], None] = _log.info) -> EvalResult:
-    """Every evaluation `cfg` asks for on `records` (the run's, e.g. read by charter.store.iter_run)
+    """Every evaluation `cfg` asks for on `records` (the run's, e.g. read by charter.runs.store.iter_run)
     and the other runs' (`extra_runs` as (name, records); default: cfg.runs read from disk);
     `factory` opens a model from its spec (default: open_backend on cfg.backend). eval.json is
     rewritten after each stage; the finished requests are kept in OUT.parts/ (a rerun resumes)."""
     from charter.evaluate.parts import Parts, parts_dir
-    from charter.jobrun import stop_signals
+    from charter.pipeline.jobrun import stop_signals
 
     cfg.validate()
     prompts = held_out((r for r in records if r.error is None), cfg.limit)
@@ -248,17 +248,17 @@ def load_safe_prompts(cfg: EvalConfig) -> list:
     return load_over_refusal(cfg.over_refusal_limit) if cfg.over_refusal else []
 
 
-KIND = "Charter eval.json"  # what charter.files records eval.json as
+KIND = "Charter eval.json"  # what charter.runs.files records eval.json as
 
 
 def write_eval(path: str | Path, result: EvalResult) -> Path:
-    """eval.json, written whole (charter.files: only over an eval.json Charter wrote)."""
+    """eval.json, written whole (charter.runs.files: only over an eval.json Charter wrote)."""
     return write_out(path, KIND, result.to_json())
 
 
 def check_eval_out(out: str | Path | None, run: str | Path, runs: Sequence[str | Path] = ()) -> Path:
     """Where eval.json goes (default RUN/eval.json): never over an input or a file that is not one."""
-    from charter.files import check_out
+    from charter.runs.files import check_out
 
     folder = Path(run) if Path(run).is_dir() or not Path(run).exists() else Path(run).parent
     return check_out(Path(out) if out else folder / EVAL_FILE, KIND, inputs=[run, *runs])

@@ -1,4 +1,4 @@
-"""Evaluation work as tasks on the one scheduler (charter.scheduler): a model's answer, a record's
+"""Evaluation work as tasks on the one scheduler (charter.pipeline.scheduler): a model's answer, a record's
 revision likelihoods, a judge's verdict. Each task is one step list and a function of its results;
 its key names its stage, model and item plus a digest of exactly what it asks (prompt, sampling,
 answers shown), so a saved value (charter.evaluate.parts) is reused only for the same question.
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from charter.backends.base import Backend
 from charter.errors import RunError
-from charter.scheduler import Choice, Sample, Step, run_programs, seeded
+from charter.pipeline.scheduler import Choice, Sample, Step, run_programs, seeded
 from charter.types import Message, Sampling
 
 

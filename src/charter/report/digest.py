@@ -30,7 +30,7 @@ class Digest:
     dropped: dict[str, Counter] = field(default_factory=dict)  # what `export --filter all` would drop
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, kind, error), the first FAILURES
     sample: list[Record] = field(default_factory=list)  # the first CHAINS records
-    cost: object = None  # charter.cost.RunCost
+    cost: object = None  # charter.pipeline.cost.RunCost
 
     def length_series(self) -> list[float]:
         return [s / n for s, n in self.lengths if n]
@@ -42,7 +42,7 @@ def words(text: str | None) -> int:
 
 def digest(records: Iterable[Record], config: Mapping, gpus: int = 1) -> Digest:
     """The report's numbers from a stream of records (read once)."""
-    from charter.cost import run_cost
+    from charter.pipeline.cost import run_cost
 
     d, chunk = Digest(), []
 
@@ -86,7 +86,7 @@ def _add(d: Digest, r: Record) -> None:
 
 
 def _filter(d: Digest, chunk: list[Record], config: Mapping) -> None:
-    from charter.clean import filter_counts
+    from charter.export.clean import filter_counts
 
     if chunk:
         for principle, counts in filter_counts(chunk, config).items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from charter import files
+from charter.runs import files
 from charter.errors import InputError
 from charter.evaluate.result import EvalResult, read_eval
 from charter.redact import redact
@@ -24,7 +24,7 @@ from charter.report import assets
 from charter.report.digest import Digest, digest
 from charter.report.evaluation import render_evaluation
 from charter.report.markup import card, esc, first_user, fmt, img, table, turn
-from charter.store import iter_run, load_run_config
+from charter.runs.runread import iter_run, load_run_config
 from charter.types import Record
 
 GENERATOR = '<meta name="generator" content="charter report">'
@@ -41,7 +41,7 @@ class RunData:
 
 
 def load_report_run(path: str | Path) -> RunData:
-    from charter.cost import engine_gpus
+    from charter.pipeline.cost import engine_gpus
 
     p = Path(path)
     folder = p if p.is_dir() else p.parent
@@ -88,7 +88,7 @@ def principles_section(runs: Sequence[RunData]) -> str:
 
 def filters_section(runs: Sequence[RunData]) -> str:
     """Rounds `charter export --filter all` would drop, per principle (the same function: clean.filter_counts)."""
-    from charter.clean import FILTERS
+    from charter.export.clean import FILTERS
 
     rows = []
     for run in runs:
@@ -116,8 +116,8 @@ def lengths_section(runs: Sequence[RunData]) -> str:
 
 
 def cost_section(runs: Sequence[RunData]) -> str:
-    """What each run cost (charter.cost): tokens, engine seconds, throughput, projected time and device-hours."""
-    from charter.cost import PROJECTIONS, format_duration
+    """What each run cost (charter.pipeline.cost): tokens, engine seconds, throughput, projected time and device-hours."""
+    from charter.pipeline.cost import PROJECTIONS, format_duration
 
     costs = [(run.name, run.digest.cost) for run in runs]
     rows = [[name, c.records, c.prompts, c.tokens_in, c.tokens_out, fmt(c.engine_seconds, ".1f") or "–",
@@ -233,12 +233,12 @@ def distinct_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-KIND = "Charter report"  # what charter.files records a report as
+KIND = "Charter report"  # what charter.runs.files records a report as
 
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """The report of `paths` at `out` (default RUN/report.html), never over an input or another
-    program's file (charter.files.check_out), written whole."""
+    program's file (charter.runs.files.check_out), written whole."""
     runs = [load_report_run(p) for p in paths]
     for run, name in zip(runs, distinct_names([r.path for r in runs])):
         run.name = name

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from charter.config import check_keys, read_data_file as _read, require_text as _text
+from charter.config import check_keys, require_text as _text
+from charter.yamlfile import read_data_file as _read
 from charter.errors import InputError
-from charter.transcripts import SHORT, parse, parse_prompt
+from charter.inputs.transcripts import SHORT, parse, parse_prompt
 from charter.types import Message
 
 DATA = Path(__file__).resolve().parents[1] / "data"  # charter/data

@@ -1,4 +1,4 @@
-"""What `charter label` asks of the engines, as one scheduler program per prompt (charter.scheduler).
+"""What `charter label` asks of the engines, as one scheduler program per prompt (charter.pipeline.scheduler).
 
 A prompt's program samples its answers from the policy (one step per answer, each seeded by the
 prompt and its index, so a streamed run gives the same answers whatever order its steps reach the
@@ -8,7 +8,7 @@ Pairs of empty or identical answers are skipped. The steps name their backend, "
 "feedback": one engine serves both when the policy is the feedback model.
 
 LabelJob holds what the program needs and opens its backends: the local run and each Ray worker
-(charter.ray_executor) use the same object.
+(charter.pipeline.ray_executor) use the same object.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Any, Generator, Iterable, Sequence
 from charter.rlcai.data import FeedbackSet, draw_principles
 from charter.rlcai.label_store import error_line
 from charter.rlcai.questions import asking, few_shot_prefix, pair_preference, question
-from charter.scheduler import Program, Sample, run_programs, seeded
-from charter.templates import TEXT_STOPS, text_initial
+from charter.pipeline.scheduler import Program, Sample, run_programs, seeded
+from charter.inputs.templates import TEXT_STOPS, text_initial
 from charter.types import PromptItem
 
 POLICY, FEEDBACK = "policy", "feedback"

@@ -1,4 +1,4 @@
-"""Where `charter label` keeps its work, in the run store (charter.store) beside --out.
+"""Where `charter label` keeps its work, in the run store (charter.runs.store) beside --out.
 
 For --out labels.jsonl: labels.transcripts.jsonl holds one line per prompt, written as the prompt
 finishes: its answers and every comparison of them ({"id", "prompt", "answers", "comparisons",
@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from charter.errors import RunError
-from charter.idset import IdSet, key
+from charter.runs.idset import IdSet, key
 from charter.jsonl import atomic_write, dumps, loads, read_lines
-from charter.runread import last_lines
-from charter.store import Layout
+from charter.runs.runread import last_lines
+from charter.runs.store import Layout
 
 log = logging.getLogger("charter.label")
 
-KIND = "Charter labels"  # what charter.files records the rows file as
+KIND = "Charter labels"  # what charter.runs.files records the rows file as
 
 
 def label_layout(out: str | Path) -> Layout:
@@ -164,9 +164,9 @@ class Tally:
 
 def write_rows(out: Path, records: Path) -> Tally:
     """`out` (.jsonl or .parquet) rewritten whole from the final line of each prompt, streamed
-    (charter.staging: memory is flat), and recorded as label's output (charter.files)."""
-    from charter.files import mark_written
-    from charter.staging import Staging
+    (charter.export.staging: memory is flat), and recorded as label's output (charter.runs.files)."""
+    from charter.runs.files import mark_written
+    from charter.export.staging import Staging
 
     tally = Tally()
     with Staging(out, parquet=out.suffix.lower() == ".parquet") as staged:
@@ -241,7 +241,7 @@ def convert_old(out: Path, layout: Layout, fingerprint: str, force: bool, overwr
 
 def _claim(out: Path) -> None:
     """The rows file of an older Charter's label run, which kept no record of its outputs."""
-    from charter.files import mark_written
+    from charter.runs.files import mark_written
 
     if out.is_file() and not out.is_symlink():
         mark_written(out, KIND, growing=out.suffix.lower() == ".jsonl")

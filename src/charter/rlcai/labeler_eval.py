@@ -31,9 +31,9 @@ from typing import Any, Sequence
 
 from charter.config import Config, backend_setting, max_tokens_setting, seed_setting, setting, temperature_setting
 from charter.errors import ConfigError, RunError
-from charter.rlcai.data import ANSWER, load_feedback  # noqa: F401 (ANSWER re-exported)
+from charter.rlcai.data import load_feedback
 from charter.rlcai.questions import few_shot_prefix
-from charter.rlcai.mc_file import MCRow, comparisons, load_mc_file, pm_pairs  # noqa: F401 (the input side)
+from charter.rlcai.mc_file import MCRow, comparisons, load_mc_file, pm_pairs
 from charter.types import Sampling
 
 log = logging.getLogger("charter.eval_labeler")
@@ -132,14 +132,14 @@ def evaluate_labeler(cfg: LabelerEvalConfig, backend=None, progress: bool = Fals
     return res
 
 
-RESULT, PLOT = "Charter eval-labeler result", "Charter eval-labeler plot"  # as charter.files records them
+RESULT, PLOT = "Charter eval-labeler result", "Charter eval-labeler plot"  # as charter.runs.files records them
 
 
 def check_outputs(out: str | Path, plot: str | Path | None,
                   inputs: Sequence[str | Path] = ()) -> tuple[Path, Path | None]:
     """The result JSON and the plot (None: 'none'; default OUT with .png) as Paths, each refused
-    where it would replace anything but this command's own earlier output (charter.files)."""
-    from charter.files import check_out
+    where it would replace anything but this command's own earlier output (charter.runs.files)."""
+    from charter.runs.files import check_out
 
     default = plot is None
     plot = None if plot == "none" else Path(plot or Path(out).with_suffix(".png"))
@@ -191,7 +191,7 @@ def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = Fals
                   seed: int = 0, max_tokens: int = 256, temperature: float = 0.0, batch_rows: int = 16,
                   bins: int = 10, progress: bool = False) -> LabelerResult:
     """Accuracy and calibration of `backend` as a feedback model on `file`: one scheduler program
-    per row (charter.scheduler), so an engine that batches internally keeps every row in flight;
+    per row (charter.pipeline.scheduler), so an engine that batches internally keeps every row in flight;
     `batch_rows`: rows gathered into each call on an engine that batches per call."""
     if fmt not in ("text", "chat"):
         raise ConfigError(f"format must be 'text' or 'chat', not '{fmt}'")
@@ -215,9 +215,9 @@ def ask_rows(backend, rows: Sequence[MCRow], comps: Sequence[list], prefix, fmt:
              batch_size: int, progress: bool) -> list[list[tuple[list[float], str | None]]]:
     """(P(option i), reasoning) of every question of every row, in order, through run_programs;
     the few-shot block is shared once (Backend.share_prefix). A failed row stops the evaluation."""
-    from charter.jobrun import progress_bar
+    from charter.pipeline.jobrun import progress_bar
     from charter.rlcai.questions import asking
-    from charter.scheduler import run_programs
+    from charter.pipeline.scheduler import run_programs
 
     if prefix:
         backend.share_prefix(prefix)
@@ -299,7 +299,7 @@ def write_result(result: LabelerResult, out: str | Path, plot: str | Path | None
     and only over this command's own earlier outputs (check_outputs)."""
     import json
 
-    from charter.files import mark_written, write_out
+    from charter.runs.files import mark_written, write_out
 
     out, plot = check_outputs(out, plot or "none", inputs)
     if plot:
@@ -336,6 +336,5 @@ def evaluate_pm(pm, file: str | Path, limit: int | None = None, bins: int = 10) 
     return res
 
 
-__all__ = ["MCRow", "evaluate_pm", "pm_pairs", "load_mc_file", "comparisons", "evaluate_labeler", "score_labeler",
-           "LabelerEvalConfig", "reliability", "plot_reliability",
-           "write_result", "LabelerResult", "ANSWER"]
+__all__ = ["LabelerEvalConfig", "LabelerResult", "evaluate_labeler", "score_labeler", "evaluate_pm", "reliability",
+           "plot_reliability", "write_result"]

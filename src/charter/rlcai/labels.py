@@ -7,7 +7,7 @@ mode the near-certain probabilities are clamped (paper: 40-60%). Rows: TRL prefe
 {prompt, chosen, rejected, score = P(chosen better), id}.
 
 A prompt is one program on the scheduler (charter.rlcai.label_steps), locally or on Ray workers;
-its transcript line goes to the run store (charter.store, files beside --out:
+its transcript line goes to the run store (charter.runs.store, files beside --out:
 charter.rlcai.label_store) the moment it finishes, and its rows to --out. The store gives a label
 run what a generate run has: one writer, a settings fingerprint, torn lines set aside, resume,
 and a finished run that resumes without reading prompts or lines.
@@ -22,24 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from charter.choice import LETTERS
 from charter.config import (
     FORMATS, Config, backend_setting, executor_setting, max_tokens_setting, seed_setting, setting, temperature_setting,
     top_p_setting, worker_resources_setting, workers_setting,
 )
 from charter.errors import ConfigError, RunError
-from charter.jobrun import Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config
-from charter.rlcai.data import (  # noqa: F401 (re-exported for callers of the old charter.feedback)
-    ANSWER, ANSWER_CUE, AFTER_COT, COT, COT_CUE, FeedbackExample, FeedbackPrinciple, FeedbackSet, draw_principles,
-    load_feedback, load_feedback_examples, load_feedback_principles,
-)
-from charter.rlcai.label_steps import LabelJob, label_comparisons  # noqa: F401
-from charter.rlcai.label_store import (  # noqa: F401
-    KIND, RowsFile, convert_old, label_layout, preference_row, read_transcripts, transcripts_path, write_rows,
-)
-from charter.rlcai.questions import (  # noqa: F401
-    Answered, ask, few_shot_prefix, pair_preference, question, render_options, sample,
-)
+from charter.pipeline.jobrun import Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config
+from charter.rlcai.data import FeedbackSet, load_feedback
+from charter.rlcai.label_steps import LabelJob
+from charter.rlcai.label_store import KIND, RowsFile, convert_old, label_layout, write_rows
 from charter.types import PromptItem
 
 log = logging.getLogger("charter.label")
@@ -143,8 +134,8 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
           progress: bool = True) -> LabelSummary:
     """Sample answers, label every pair, write each prompt's transcript line and rows as it
     finishes (resumable); `overwrite`: start again, `force`: continue a run of other settings."""
-    from charter.store import RunStore
-    from charter.workload import completion_key
+    from charter.runs.store import RunStore
+    from charter.pipeline.workload import completion_key
 
     cfg.validate()  # a config built in Python has not been checked yet
     if cfg.executor == "ray" and (policy is not None or feedback is not None):
@@ -189,10 +180,10 @@ def fingerprint_of(cfg: LabelConfig, fs: FeedbackSet) -> tuple[str, dict[str, st
 
 
 def check_out(cfg: LabelConfig) -> Path:
-    """--out as a Path, refused (charter.files) when it is one of the run's inputs or a file that
+    """--out as a Path, refused (charter.runs.files) when it is one of the run's inputs or a file that
     Charter did not write as labels; nothing is written here."""
-    from charter.files import check_out as check
-    from charter.prompts import source_files
+    from charter.runs.files import check_out as check
+    from charter.inputs.prompts import source_files
 
     inputs = [p for p in (cfg.principles, cfg.few_shot) if p not in ("default", "none")]
     if not cfg.prompts.startswith("hf:"):
@@ -201,7 +192,7 @@ def check_out(cfg: LabelConfig) -> Path:
 
 
 def prompt_items(cfg: LabelConfig) -> Iterator[PromptItem]:
-    from charter.prompts import iter_prompts
+    from charter.inputs.prompts import iter_prompts
 
     return iter_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)
 
@@ -210,7 +201,7 @@ def prompt_keys(cfg: LabelConfig):
     """The key (8 bytes) of each of the run's prompts, read as a stream."""
     from array import array
 
-    from charter.idset import key
+    from charter.runs.idset import key
 
     return array("Q", (key(it.id) for it in prompt_items(cfg)))
 
@@ -239,7 +230,7 @@ def run_label(cfg: LabelConfig, job: LabelJob, store, todo: int, given: tuple, o
     with stop_signals() as got:
         try:
             if cfg.executor == "ray":
-                from charter.ray_executor import run_job
+                from charter.pipeline.ray_executor import run_job
 
                 run_job(cfg, job, items, on_line, todo, on_ready=ready)
             else:
@@ -283,7 +274,4 @@ def _check_rows(summary: LabelSummary, tpath: Path) -> LabelSummary:
                    "--temperature, more --max-tokens or --samples, or another --policy")
 
 
-__all__ = ["FeedbackPrinciple", "FeedbackExample", "FeedbackSet", "LabelConfig", "LabelSummary", "load_feedback",
-           "load_feedback_principles", "load_feedback_examples", "draw_principles", "question", "few_shot_prefix",
-           "ask", "pair_preference", "label", "label_comparisons", "preference_row", "transcripts_path",
-           "read_transcripts", "LETTERS"]
+__all__ = ["LabelConfig", "LabelSummary", "label", "load_label_config"]

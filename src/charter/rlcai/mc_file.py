@@ -14,8 +14,9 @@ from charter.choice import LETTERS
 from charter.errors import InputError
 from charter.jsonl import loads, reason
 from charter.rlcai.data import OPTION
-from charter.rlcai.labels import ANSWER_CUE, FeedbackSet, draw_principles, question, render_options
-from charter.transcripts import looks_like as looks_like_transcript, parse, parse_prompt as parse_transcript
+from charter.rlcai.data import ANSWER_CUE, FeedbackSet, draw_principles
+from charter.rlcai.questions import question, render_options
+from charter.inputs.transcripts import looks_like as looks_like_transcript, parse, parse_prompt as parse_transcript
 
 LABEL = re.compile(r"^\s*\(([A-H])\)\s*$")
 
@@ -130,7 +131,7 @@ def comparisons(row: MCRow, where: str, fs: FeedbackSet, principle: str | None =
 
 def pm_pairs(path: str | Path, limit: int | None = None) -> list[tuple[int, list, list]]:
     """(line, better conversation, worse conversation) from an MC file or from preference rows."""
-    from charter.train.rows import read_pairs
+    from charter.inputs.rows import read_pairs
 
     first = _first_row(path) if Path(path).suffix == ".jsonl" else {}
     if (isinstance(first, dict) and "chosen" in first) or Path(path).suffix == ".parquet":

@@ -24,7 +24,7 @@ from charter.choice import clamp, option_label, option_texts, softmax
 from charter.config import FORMATS
 from charter.errors import ConfigError
 from charter.rlcai.data import AFTER_COT, ANSWER, ANSWER_CUE, COT, COT_STOPS, EXAMPLE_GAP, HEADER, FeedbackExample
-from charter.transcripts import render as transcript
+from charter.inputs.transcripts import render as transcript
 from charter.types import Message, Sampling
 
 LAYOUTS = ("paper", "compact")
@@ -118,17 +118,17 @@ class Answered:
 def ask(backend, prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
         cot: Sampling | None = None) -> list[Answered]:
     """`asking` run at once on one backend (outside a job): each question's option probabilities."""
-    from charter.scheduler import drive
+    from charter.pipeline.scheduler import drive
 
     return drive(backend, asking(prefix, questions, fmt, cot))
 
 
 def asking(prefix: str | list[Message], questions: Sequence[tuple[str, int]], fmt: str,
            cot: Sampling | None = None) -> Generator[list, list, list[Answered]]:
-    """`ask` as a scheduler program (charter.scheduler.run_programs): with `cot`, the reasoning of
+    """`ask` as a scheduler program (charter.pipeline.scheduler.run_programs): with `cot`, the reasoning of
     every question as one list of Sample steps (each seeded by its question), then one Choice step
     per question; returns what `ask` returns."""
-    from charter.scheduler import Choice, Sample, seeded
+    from charter.pipeline.scheduler import Choice, Sample, seeded
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, not '{fmt}'")

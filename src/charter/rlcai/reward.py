@@ -16,7 +16,7 @@ that most answers beat or lose to outright. A fixed reference per prompt also ke
 RLOO group comparable: every sample meets the same opponent under the same principle (one drawn
 per prompt, seeded). The feedback model is any Charter backend (an OpenAI-compatible server on
 other hardware included), called by TRL through a plain reward function that scores each batch
-of completions concurrently (charter.scheduler). TRL also takes async reward functions, but only
+of completions concurrently (charter.pipeline.scheduler). TRL also takes async reward functions, but only
 to run several of them side by side; it waits for them before each step, so one reward function
 gains nothing from being async.
 """
@@ -64,7 +64,7 @@ class FeedbackReward:
         """One reward per completion, the batch scored concurrently: one scheduler program per
         completion (its two option orders as Choice steps), so an engine that batches internally
         has the whole batch in flight and one that batches per call gets it in full calls."""
-        from charter.scheduler import run_programs
+        from charter.pipeline.scheduler import run_programs
 
         questions = [self.questions(prompt, done) for prompt, done in zip(prompts, completions)]
         rewards: list[float | None] = [None] * len(questions)

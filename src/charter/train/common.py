@@ -136,7 +136,7 @@ def lora_config(lora: bool | dict[str, Any], task_type: str = "CAUSAL_LM"):
 
 
 def resolve_model(model: str) -> str:
-    from charter.models import resolve_hf_checkpoint
+    from charter.backends.models import resolve_hf_checkpoint
 
     return resolve_hf_checkpoint(model)
 

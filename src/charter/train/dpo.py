@@ -21,7 +21,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import InputError
 from charter.train import common
-from charter.train.rows import check_preference, check_score, read_rows, to_dataset
+from charter.inputs.rows import check_preference, check_score, read_rows, to_dataset
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "beta": 0.1}
 LR = {"full": 1e-6, "lora": 1e-5}  # TRL's DPO default; LoRA updates need a larger step
@@ -61,7 +61,7 @@ def dpo_dataset(cfg: DPOConfig):
     where = None
     if path.is_dir() or path.name == "records.jsonl":
         from charter.export import dpo_rows
-        from charter.store import load_run
+        from charter.runs.runread import load_run
 
         rows = dpo_rows(load_run(path))
     else:

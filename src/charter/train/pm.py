@@ -24,7 +24,7 @@ from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.jsonl import write_json
 from charter.train import common
-from charter.train.rows import read_pairs
+from charter.inputs.rows import read_pairs
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "per_device_train_batch_size": 8,
                                     "gradient_checkpointing": False, "disable_dropout": True}

@@ -95,7 +95,7 @@ def load_rl_config(path: str | None = None, **overrides: Any) -> RLConfig:
 
 def rl_prompts(cfg: RLConfig) -> list[list[dict[str, str]]]:
     """Red-team prompts plus enough helpfulness prompts for their share of the mix (seeded), shuffled."""
-    from charter.prompts import load_prompts
+    from charter.inputs.prompts import load_prompts
 
     red = [list(p.messages) for p in load_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)]
     rng = random.Random(cfg.seed)

@@ -14,7 +14,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.train import common
-from charter.train.rows import read_rows, sft_row, to_dataset, to_prompt_completion
+from charter.inputs.rows import read_rows, sft_row, to_dataset, to_prompt_completion
 
 # The paper's recipe (§3.1): one epoch at a constant learning rate. Sizes keep a small run to minutes on 2 cores.
 TRAINER_DEFAULTS = common.TRAINER_DEFAULTS  # SFT adds nothing to the shared shape
@@ -43,7 +43,7 @@ def sft_dataset(cfg: SFTConfig):
     path = Path(cfg.data)
     if path.is_dir() or path.name == "records.jsonl":
         from charter.export import sft_rows
-        from charter.store import load_run
+        from charter.runs.runread import load_run
 
         rows = sft_rows(load_run(path), cfg.revision, cfg.upto, cfg.helpful_ratio, cfg.seed)
         if not rows:

@@ -26,9 +26,9 @@ from typing import Iterable, Mapping, Sequence
 from charter.errors import ConfigError
 from charter.types import Principle, Record, Round
 
-log = logging.getLogger("charter.clean")
+log = logging.getLogger("charter.export.clean")
 
-DEFAULT_PATTERNS = Path(__file__).parent / "data" / "clean.yaml"
+DEFAULT_PATTERNS = Path(__file__).parents[1] / "data" / "clean.yaml"
 FILTERS = ("request-copy", "empty", "unchanged")  # the order a round is judged in
 COPY_SHARE = 0.6  # share of a text's word 3-grams found in a request that makes it a copy
 COPY_MIN_WORDS = 4  # shorter texts are too short to call a copy
@@ -189,7 +189,7 @@ class RecordCleaner:
 
 def run_principles(config: Mapping) -> dict[str, Principle]:
     """The principles of a run's constitution (its config.yaml), or {} if it cannot be loaded."""
-    from charter.constitution import load_constitution
+    from charter.inputs.constitution import load_constitution
     from charter.errors import CharterError
 
     source = config.get("constitution") or "default"

@@ -6,8 +6,8 @@
 - trace: the full records (critiques included) for inspection
 
 `export_run(ExportConfig)` is the `charter export` command: it cleans boilerplate from answers and
-revisions and drops failed rounds (charter.clean), can hold out a test split, writes a dataset
-card beside the rows (charter.card) and can push both to the Hub.
+revisions and drops failed rounds (charter.export.clean), can hold out a test split, writes a dataset
+card beside the rows (charter.export.card) and can push both to the Hub.
 """
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ def check_sft_options(revision: str = "final", upto: int | None = None, helpful_
         raise ConfigError(f"--helpful-ratio must be in [0, 1), got {helpful_ratio}")
 
 
-KIND = "Charter export"  # what charter.files records an export as
+KIND = "Charter export"  # what charter.runs.files records an export as
 
 
 def check_out(out: str | Path, run: str | Path) -> Path:
     """The export target: a .jsonl/.parquet file that is none of the run's own files, no symlink,
-    and no existing file other than an earlier export recorded as one (charter.files.check_out)."""
-    from charter.files import check_out as check
+    and no existing file other than an earlier export recorded as one (charter.runs.files.check_out)."""
+    from charter.runs.files import check_out as check
 
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
@@ -120,8 +120,8 @@ def trace_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
     """Written whole (charter.jsonl.atomic_write): a failed export never leaves half a file behind,
-    and never replaces anything but an earlier export (charter.files.check_out)."""
-    from charter.files import check_out as check, write_out
+    and never replaces anything but an earlier export (charter.runs.files.check_out)."""
+    from charter.runs.files import check_out as check, write_out
 
     path = Path(out)
     if path.suffix.lower() not in SUFFIXES:
@@ -203,7 +203,7 @@ class ExportConfig(Config):
     REQUIRED = ("run", "out")
 
     def check(self, where: str) -> None:
-        from charter.clean import parse_filters
+        from charter.export.clean import parse_filters
 
         only = [k for k in SFT_OPTIONS if getattr(self, k) is not None and not (k == "seed" and self.test_share)]
         if only and self.format != "sft":
@@ -260,7 +260,7 @@ def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, s
     """One pass over the run: each record counted (the card), cleaned and filtered, its rows staged.
     Returns the cleaner (what it dropped) and the sft order (mixed and shuffled row indices; None
     for dpo and trace, whose rows keep the run's order)."""
-    from charter.clean import RecordCleaner, parse_filters, run_principles
+    from charter.export.clean import RecordCleaner, parse_filters, run_principles
 
     clean = None
     if cfg.format != "trace":
@@ -282,11 +282,11 @@ def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, s
 def export_run(cfg: ExportConfig) -> ExportResult:
     """`charter export`: the run's rows, cleaned and filtered, in one file (or a train/test pair),
     a dataset card beside them, and optionally the same pushed to the Hub. The run is streamed
-    (charter.store.iter_run): memory stays flat with the number of records (charter.staging).
+    (charter.runs.store.iter_run): memory stays flat with the number of records (charter.export.staging).
     Ctrl-C or SIGTERM stops it as an Interrupted error, its staged and temporary files removed."""
     import signal
 
-    from charter.jobrun import Interrupted, stop_signals
+    from charter.pipeline.jobrun import Interrupted, stop_signals
 
     with stop_signals() as got:
         try:
@@ -298,11 +298,11 @@ def export_run(cfg: ExportConfig) -> ExportResult:
 
 def _export_run(cfg: ExportConfig) -> ExportResult:
     cfg.validate()  # a config made in Python has not been checked yet
-    from charter import card
-    from charter.clean import parse_filters
-    from charter.files import mark_written
-    from charter.staging import Staging
-    from charter.store import iter_run, load_run_config, records_file
+    from charter.export import card
+    from charter.export.clean import parse_filters
+    from charter.runs.files import mark_written
+    from charter.export.staging import Staging
+    from charter.runs.runread import iter_run, load_run_config, records_file
 
     files = {s: check_out(p, cfg.run) for s, p in split_files(cfg.out, cfg.test_share).items()}
     card_path = card.check_card(Path(cfg.out).parent, cfg.run) if cfg.card else None

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from charter import transcripts
-from charter.config import read_text
+from charter.inputs import transcripts
+from charter.yamlfile import read_text
 from charter.errors import InputError
 from charter.jsonl import TooDeep, loads, reason
 

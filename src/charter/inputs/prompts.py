@@ -13,17 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from charter.config import read_text
+from charter.yamlfile import read_text
 from charter.errors import InputError
-from charter.files import check_input
+from charter.runs.files import check_input
 from charter.jsonl import loads
-from charter.transcripts import looks_like as looks_like_transcript, parse_prompt as parse_transcript  # noqa: F401
-from charter.transcripts import split_prompt
+from charter.inputs.transcripts import looks_like as looks_like_transcript
+from charter.inputs.transcripts import split_prompt
 from charter.types import Kind, Message, PromptItem
 
-log = logging.getLogger("charter.prompts")
+log = logging.getLogger("charter.inputs.prompts")
 
-DATA = Path(__file__).parent / "data" / "prompts"
+DATA = Path(__file__).parents[1] / "data" / "prompts"
 DEFAULT_SETS = {"red_team": DATA / "red_team.jsonl", "helpful": DATA / "helpful.jsonl"}
 # Named external sets: (package, path inside the package's folder, what to install).
 NAMED_SETS = {
@@ -288,7 +288,7 @@ def iter_prompts(source: str, kind: Kind, field: str | None = None, limit: int |
                  samples: int = 1) -> Iterator[PromptItem]:
     """load_prompts as a stream: the source is read as the items are taken, up to `limit` distinct
     prompts; memory holds one 8-byte hash per distinct prompt (to drop duplicates), not the prompts."""
-    from charter.idset import IdSet
+    from charter.runs.idset import IdSet
 
     if source == "default":
         convos, label = iter_file(DEFAULT_SETS[kind], None), f"default:{kind}"

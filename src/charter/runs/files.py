@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 from charter.errors import ConfigError, InputError, RunError
 from charter.jsonl import atomic_write
 
-log = logging.getLogger("charter.files")
+log = logging.getLogger("charter.runs.files")
 MANIFEST = ".charter-outputs.json"  # beside the outputs: which files Charter wrote, as what
 SCHEMA = "charter.outputs/1"
 HEAD = 4096  # bytes digested at each end of an output
@@ -49,7 +49,8 @@ def check_input(path: str | Path, what: str = "file") -> Path:
 
 def run_file(path: Path) -> bool:
     """One of a run directory's own files (records.jsonl, config.yaml, ...), in any run."""
-    from charter.store import META, RECORDS, RUN_FILES
+    from charter.runs.runread import META, RECORDS
+    from charter.runs.store import RUN_FILES
 
     folder = path.parent
     return path.name in RUN_FILES and ((folder / META).exists() or (folder / RECORDS).exists())

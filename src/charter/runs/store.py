@@ -5,10 +5,10 @@ flight; the disk flush follows within a second (charter.jsonl.Appender). On open
 line (killed mid-write) and any damaged line are moved to records.bad.jsonl, never deleted, so
 their records are generated again. On resume the last line of an id wins; records with an error
 are redone. Readers (export, report) stop at a damaged line with `file:line`. An open store holds
-the run's lock (charter.lock): one writer per run.
+the run's lock (charter.runs.lock): one writer per run.
 
 At scale (300k records, ~1 KB each) opening is one streamed pass that keeps the done ids only
-(charter.idset, 8 bytes each). The lines this store wrote itself are not parsed again: meta.json
+(charter.runs.idset, 8 bytes each). The lines this store wrote itself are not parsed again: meta.json
 keeps a checkpoint (byte count and CRC-32 of the file as written), and a file whose prefix still
 matches it is read for ids only; anything after the checkpoint, or a file changed under it, is
 checked line by line.
@@ -33,16 +33,15 @@ import yaml
 
 from charter import __version__
 from charter.errors import InputError, RunError
-from charter import lock
-from charter.idset import IdSet
+from charter.runs import lock
+from charter.runs.idset import IdSet
 from charter.jsonl import Appender, atomic_write, dumps, move_aside, read_lines, reason as _reason
 from charter.redact import redact
 from charter.types import Record
-# Reading a run (no lock needed) lives in charter.runread; its names stay importable from here.
-from charter.runread import (CONFIG, HOW_TO_REPAIR, META, RECORDS, _FAST_ID, cached, check_types, iter_run,  # noqa: F401
-                             load_run, load_run_config, parse_record, read_records, records_file)
+# Reading a run (no lock needed) lives in charter.runs.runread; its names stay importable from here.
+from charter.runs.runread import CONFIG, META, RECORDS, _FAST_ID, load_run_config, parse_record
 
-log = logging.getLogger("charter.store")
+log = logging.getLogger("charter.runs.store")
 
 SET_ASIDE = "records.bad.jsonl"
 LOCK = "run.lock"
@@ -316,7 +315,7 @@ class RunStore:
         self._saved = time.monotonic()
 
     def finished(self, key: str) -> int | None:
-        """Fast resume: the prompt count of a run marked complete under `key` (charter.workload.
+        """Fast resume: the prompt count of a run marked complete under `key` (charter.pipeline.workload.
         completion_key) whose records are still byte for byte what the store vouched for then (the
         run's lock taken first); None otherwise: the caller takes the full path (open, every line).
         `self.summary` is then what mark_complete was given."""

@@ -131,7 +131,7 @@ def _embedded_checkpoint() -> Path:
     gguf = embedded_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DIRNAME}-", dir=target.parent))
-    logging.getLogger("charter.models").info("converting the embedded model once into %s", target)
+    logging.getLogger("charter.backends.models").info("converting the embedded model once into %s", target)
     try:
         with _no_bars():
             _convert_gguf(gguf, tmp)

@@ -66,7 +66,7 @@ class GenerateJob:
         return int(self.backend.concurrency or 0)
 
     def run(self, items: list[PromptItem]) -> list[dict]:
-        from charter.pipeline import run_items
+        from charter.pipeline.cai import run_items
 
         out: list[Record] = []
         run_items(self.backend, self.constitution, self.settings, items, out.append)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from charter.transcripts import render as transcript, turn
+from charter.inputs.transcripts import render as transcript, turn
 from charter.types import FewShot, FewShotRound, Message, Principle
 
 TEXT_STOPS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:",

@@ -13,16 +13,16 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from charter.idset import IdSet, key
-from charter.pipeline import Settings, plan
+from charter.runs.idset import IdSet, key
+from charter.pipeline.cai import Settings, plan
 from charter.types import PromptItem
 
-log = logging.getLogger("charter.workload")
+log = logging.getLogger("charter.pipeline.workload")
 
 
 def iter_items(cfg) -> Iterator[PromptItem]:
     """The run's prompts, streamed: red-team, then helpfulness (each answered helpful_samples times)."""
-    from charter.prompts import iter_prompts
+    from charter.inputs.prompts import iter_prompts
 
     yield from iter_prompts(cfg.prompts, "red_team", cfg.prompt_field, cfg.limit)
     if cfg.helpful_prompts != "none" and cfg.helpful_samples > 0:
@@ -40,7 +40,7 @@ def completion_key(cfg, fingerprint: str) -> str | None:
 
     from charter import __version__
     from charter.errors import InputError
-    from charter.prompts import source_files
+    from charter.inputs.prompts import source_files
 
     sources = [(cfg.prompts, "red_team")]  # a job without helpfulness prompts (label) has red-team ones only
     if getattr(cfg, "helpful_prompts", "none") != "none" and cfg.helpful_samples > 0:
@@ -112,10 +112,11 @@ def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
     from pathlib import Path
 
     from charter.backends import check_backend_name, split_spec
-    from charter.constitution import load_constitution
-    from charter.jobrun import stored_config
-    from charter.models import check_model
-    from charter.store import RECORDS, RunStore
+    from charter.inputs.constitution import load_constitution
+    from charter.pipeline.jobrun import stored_config
+    from charter.backends.models import check_model
+    from charter.runs.runread import RECORDS
+    from charter.runs.store import RunStore
 
     cfg.validate()
     check_backend_name(cfg.backend)
@@ -164,6 +165,6 @@ class RateLog:
 
 
 def _duration(seconds: float) -> str:
-    from charter.cost import format_duration
+    from charter.pipeline.cost import format_duration
 
     return format_duration(seconds)

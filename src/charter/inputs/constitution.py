@@ -11,13 +11,14 @@ import random
 import re
 from pathlib import Path
 
-from charter.config import check_keys, key_line, read_data_file, require_text as _text
+from charter.config import check_keys, key_line, require_text as _text
+from charter.yamlfile import read_data_file
 from charter.errors import InputError
-from charter.files import check_input
-from charter.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
+from charter.runs.files import check_input
+from charter.inputs.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DEFAULT_CONSTITUTION = DATA / "constitution.yaml"
 DEFAULT_FEW_SHOT = DATA / "few_shot.yaml"
 _PAPER_PREFIX = re.compile(r"^\s*(CritiqueRequest|RevisionRequest):\s*|\s*(Critique|Revision):\s*$")

@@ -17,12 +17,12 @@ from itertools import chain, islice
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
-from charter import templates
+from charter.inputs import templates
 from charter.backends.base import Backend, EngineDead
-from charter.constitution import draw_principle
+from charter.inputs.constitution import draw_principle
 from charter.errors import BackendError, stop_error
 from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
-from charter.scheduler import Failures
+from charter.pipeline.scheduler import Failures
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
 

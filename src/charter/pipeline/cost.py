@@ -112,7 +112,7 @@ def _span(r: Record) -> tuple[float, float] | None:
 def run_cost(records: Iterable[Record], gpus: int = 1, device: str = "") -> RunCost:
     """A run's cost from its records (failed ones included: they used the engine too), in one pass
     over a list or a stream (memory: ~8 bytes per prompt); `device`: see engine_device."""
-    from charter.idset import IdSet
+    from charter.runs.idset import IdSet
 
     busy, prompts, untimed = Union(), IdSet(), IdSet()
     n = tokens_in = tokens_out = 0

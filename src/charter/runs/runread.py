@@ -1,6 +1,6 @@
 """Reading a run directory without its lock: records (the final state of each id, streamed),
 the run's config, and summaries of the records cached in meta.json. Readers (export, eval,
-report) stop at a damaged line with `file:line`; the writer is charter.store.RunStore.
+report) stop at a damaged line with `file:line`; the writer is charter.runs.store.RunStore.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from charter.errors import InputError, RunError
-from charter.idset import IdSet, key
+from charter.runs.idset import IdSet, key
 from charter.jsonl import atomic_write, loads, read_lines, reason as _reason
 from charter.types import Record
 

@@ -23,7 +23,7 @@ from charter.types import Record
 
 # charter.export imports this module, so its types are named, not imported (no cycle)
 ExportConfig = ExportResult = Any
-log = logging.getLogger("charter.card")
+log = logging.getLogger("charter.export.card")
 
 CARD = "README.md"
 MARK = "# charter dataset card (written by `charter export`; rewritten by the next export here)"
@@ -36,12 +36,12 @@ ROWS = {"sft": "`messages`: the prompt, then the assistant's revision (red-team)
         "trace": "whole Charter records: prompt, initial answer, every round's principle, critique and revision"}
 
 
-KIND = "Charter dataset card"  # what charter.files records the card as
+KIND = "Charter dataset card"  # what charter.runs.files records the card as
 
 
 def check_card(folder: Path, run: str | Path) -> Path | None:
     """Where the card goes, or None (logged) where a README.md that is not ours would be replaced."""
-    from charter.files import check_out
+    from charter.runs.files import check_out
 
     path = folder / CARD
     try:
@@ -96,7 +96,7 @@ def _meta(folder: Path) -> dict:
 def constitution_info(run_config: dict, meta: dict, summary: RunSummary) -> dict[str, Any]:
     """Name, principle ids and digest of the run's constitution; the ids drawn in the records
     stand in when the file is gone or changed since the run (its digest is the run's meta.json's)."""
-    from charter.constitution import load_constitution
+    from charter.inputs.constitution import load_constitution
     from charter.errors import CharterError
 
     source = str(run_config.get("constitution") or "default")
@@ -178,7 +178,7 @@ def card_text(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_
 
 
 def write_card(path: Path, text: str) -> Path:
-    from charter.files import write_out
+    from charter.runs.files import write_out
 
     return write_out(path, KIND, text)
 
