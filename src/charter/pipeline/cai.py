@@ -22,7 +22,7 @@ from charter.backends.base import Backend, EngineDead
 from charter.inputs.constitution import draw_principle
 from charter.errors import BackendError, stop_error
 from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
-from charter.pipeline.scheduler import Failures
+from charter.pipeline.scheduler import Failures, run_threads
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
 
@@ -286,18 +286,8 @@ class Runner:
                 with lock:
                     self.fatal = self.fatal or stop_error(exc)
 
-        threads = [threading.Thread(target=guarded, daemon=True) for _ in range(max(1, min(workers, len(head))))]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
-        except BaseException:
-            self.stopped = True  # nothing is written after an interrupt
-            with lock:  # a record being written now is complete (and counted) before we go on
-                pass
-            raise
+        run_threads(guarded, max(1, min(workers, len(head))), lock,
+                    lambda: setattr(self, "stopped", True))  # nothing is written after an interrupt
         if self.fatal:
             raise self.fatal
 

@@ -178,6 +178,24 @@ def run_programs(backends: Backend | Mapping[str, Backend], items: Iterable, pro
     driver(backends, program, on_done, on_step or (lambda n: None)).run(iter(items), width)
 
 
+def run_threads(target: Callable[[], None], n: int, lock: threading.Lock, on_interrupt: Callable[[], None]) -> None:
+    """`n` daemon threads running `target`, joined in short waits so that Ctrl-C reaches the main
+    thread at once. On an interrupt: `on_interrupt()`, then the lock taken once, so that a result
+    being written at that moment is complete before the interrupt goes on."""
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        on_interrupt()
+        with lock:
+            pass
+        raise
+
+
 class _Driver:
     def __init__(self, backends, program, on_done: OnDone, on_step) -> None:
         self.backends, self.program, self.on_done, self.on_step = backends, program, on_done, on_step
@@ -215,19 +233,8 @@ class _Streaming(_Driver):
         head = list(islice(items, width))  # no more threads than items
         queue = chain(head, items)
         self.stopped = False
-        threads = [threading.Thread(target=self.worker, args=(queue,), daemon=True)
-                   for _ in range(max(1, min(width, len(head))))]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)  # short waits: Ctrl-C reaches the main thread at once
-        except BaseException:
-            self.stopped = True  # nothing is handed on after an interrupt
-            with self.lock:  # a result being written now is complete before we go on
-                pass
-            raise
+        run_threads(lambda: self.worker(queue), max(1, min(width, len(head))), self.lock,
+                    lambda: setattr(self, "stopped", True))  # nothing is handed on after an interrupt
         if self.failures.fatal is not None:
             raise self.failures.fatal
 
