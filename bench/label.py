@@ -88,7 +88,7 @@ def by_hand_llm(starts: list):
     """vLLM's offline engine as a user starts it, with Charter's settings for this machine."""
     from vllm import LLM
 
-    from charter.backends.vllm_backend import engine_defaults, engine_env
+    from charter.backends.vllm_engine import engine_defaults, engine_env
     from charter.backends.models import resolve_hf_checkpoint
 
     os.environ.update({"VLLM_LOGGING_LEVEL": "ERROR", **engine_env()})

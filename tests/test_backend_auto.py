@@ -89,11 +89,12 @@ def test_a_backend_sizes_its_options_to_the_workload_and_the_user_wins(monkeypat
 
 def test_vllm_compiles_only_for_long_runs_on_cpu(monkeypatch):
     from charter.backends import vllm_backend as vb
+    from charter.backends import vllm_engine
 
-    monkeypatch.setattr(vb, "_cuda", lambda: False)
-    assert vb.workload_options(None) == {} and vb.workload_options(vb.COMPILE_MIN_STEPS - 1) == {}
-    assert vb.workload_options(vb.COMPILE_MIN_STEPS) == {"enforce_eager": False}
-    monkeypatch.setattr(vb, "_cuda", lambda: True)  # vLLM's own default on GPU: compiled
+    monkeypatch.setattr(vllm_engine, "_cuda", lambda: False)
+    assert vb.workload_options(None) == {} and vb.workload_options(vllm_engine.COMPILE_MIN_STEPS - 1) == {}
+    assert vb.workload_options(vllm_engine.COMPILE_MIN_STEPS) == {"enforce_eager": False}
+    monkeypatch.setattr(vllm_engine, "_cuda", lambda: True)  # vLLM's own default on GPU: compiled
     assert vb.workload_options(10**6) == {}
 
 

@@ -104,7 +104,7 @@ def test_close_stops_the_engine_but_not_other_children():
 
 
 def test_an_orphaned_engine_is_named_at_the_next_start(caplog):
-    from charter.backends.vllm_backend import warn_orphans
+    from charter.backends.vllm_engine import warn_orphans
 
     # A process titled like vLLM's engine, orphaned (its parent exits at once): re-parented to PID 1.
     subprocess.run(["bash", "-c", "(exec -a VLLM::EngineCore sleep 60 &)"], check=True)
@@ -206,7 +206,7 @@ def test_sigkill_of_charter_takes_the_vllm_engine_down(tmp_path):
 def test_engine_processes_log_the_notices_that_say_nothing_to_the_user():
     """What vLLM's engine processes (and the resource tracker they start) would print that tells a
     Charter user nothing goes to the log; a warning of the same kind with other words still shows."""
-    from charter.backends.vllm_backend import engine_site_env
+    from charter.backends.vllm_engine import engine_site_env
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL")}
     code = ("import os, warnings, torch.distributed as dist; dist.reduce_op.SUM; "
@@ -240,7 +240,7 @@ def test_charters_process_logs_vllms_notices_while_it_imports_vllm(caplog):
 
 
 def test_engine_processes_drop_vllms_import_notices_and_keep_a_sitecustomize(tmp_path, monkeypatch):
-    from charter.backends.vllm_backend import engine_site_env
+    from charter.backends.vllm_engine import engine_site_env
 
     (tmp_path / "sitecustomize.py").write_text("import sys; sys.stderr.write('the user hook ran\\n')\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the hook goes first, the user's path stays

@@ -65,3 +65,12 @@ def test_backends_given_in_python_are_refused_on_ray(tmp_path):
     with pytest.raises(ConfigError, match="each worker opens its own"):
         label(cfg(tmp_path, "r", limit=2, executor="ray"), policy=FakeBackend(), progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_worker_backend_that_fails_to_open_is_one_line(tmp_path):
+    from charter.errors import BackendError
+
+    c = cfg(tmp_path, "r", limit=2, executor="ray", workers=1, backend_options={"bogus": 1})
+    with pytest.raises(BackendError, match=r"^on a Ray worker: unknown option 'bogus' for backend 'fake'") as got:
+        label(c, progress=False)
+    assert "\n" not in str(got.value)

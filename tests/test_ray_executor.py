@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from charter.errors import BackendError, RunError
 from charter.pipeline import ray_executor
 from charter.generate import GenerateConfig
 from charter.inputs.constitution import load_constitution
@@ -12,6 +13,7 @@ from charter.generate import generate, settings_from
 from charter.runs.store import RunStore
 from charter.runs.runread import load_run
 from charter.types import PromptItem
+from support import GEN, fails
 
 ray = pytest.importorskip("ray")
 
@@ -109,3 +111,57 @@ def test_prompts_are_read_lazily(tmp_path):
     assert sorted(i for i, _ in seen) == sorted(it.id for it in items)
     most = 2 * ray_executor.IN_FLIGHT * 5  # every slot full, never more
     assert max(n - k for k, (_, n) in enumerate(seen)) <= most
+
+
+def test_a_worker_backend_that_fails_to_open_is_one_line(tmp_path, capsys):
+    args = [*GEN, "--executor", "ray", "--workers", "1", "--backend-option", "bogus=1", "--limit", "2",
+            "--out", str(tmp_path / "run")]
+    fails(capsys, args, r"^error: on a Ray worker: unknown option 'bogus' for backend 'fake'")
+
+
+class _Job:
+    """A job whose `open` or `run` fails as told."""
+
+    def __init__(self, fail_in: str, exc: BaseException | None = None):
+        self.fail_in, self.exc = fail_in, exc
+
+    def open(self, workload):
+        if self.fail_in == "exit":
+            import os
+            os._exit(1)  # the worker process dies before it can say why
+        if self.fail_in == "open":
+            raise self.exc
+
+    def capacity(self):
+        return 0
+
+    def run(self, items):
+        if self.fail_in == "run":
+            raise self.exc
+        return items
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def sent_by_value():
+    """This module's classes travel to the workers as code: the workers cannot import tests."""
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.parametrize("fail_in, exc, error, message", [
+    ("open", BackendError("no model; pass a path"), BackendError, r"^on a Ray worker: no model; pass a path$"),
+    ("run", KeyError("usage"), RunError, r"^on a Ray worker: the run stopped: a worker failed with KeyError: 'usage'"),
+    ("exit", None, BackendError, r"^a Ray worker died while opening its backend \(its process ended: killed, out of "
+                                 r"memory or crashed\); the Ray session's logs say more"),
+])
+def test_what_a_worker_raises_reaches_the_driver_as_one_line(fail_in, exc, error, message, sent_by_value):
+    cfg = GenerateConfig(executor="ray", backend="fake", workers=1)
+    with pytest.raises(error, match=message) as got:
+        ray_executor.run_job(cfg, _Job(fail_in, exc), ["a", "b"], lambda r: None)
+    assert "\n" not in str(got.value)

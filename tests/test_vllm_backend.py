@@ -57,7 +57,7 @@ def test_engine_computes_on_every_core_of_a_small_machine(backend):
     (engine_env): the worker's threads together are bound to every core we may use."""
     import psutil
 
-    from charter.backends.vllm_backend import engine_env
+    from charter.backends.vllm_engine import engine_env
 
     if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in engine_env():
         pytest.skip("GPU or a machine of 8+ cores: vLLM's own thread binding is kept")
@@ -68,7 +68,7 @@ def test_engine_computes_on_every_core_of_a_small_machine(backend):
 
 
 def test_engine_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
-    from charter.backends import vllm_backend as vb
+    from charter.backends import vllm_engine as vb
 
     monkeypatch.setattr(vb, "_cuda", lambda: False)
     for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_USE_AOT_COMPILE"):
@@ -84,7 +84,7 @@ def test_engine_env_leaves_big_machines_and_user_settings_alone(monkeypatch):
 
 
 def test_profiles_pick_the_engine_defaults(monkeypatch):
-    from charter.backends import vllm_backend as vb
+    from charter.backends import vllm_engine as vb
 
     monkeypatch.setattr(vb, "_cuda", lambda: False)
     cpu = vb.engine_defaults(None)
@@ -97,7 +97,7 @@ def test_profiles_pick_the_engine_defaults(monkeypatch):
 
 
 def test_scoped_env_restores_the_environment(monkeypatch):
-    from charter.backends.vllm_backend import scoped_env
+    from charter.backends.vllm_engine import scoped_env
 
     monkeypatch.setenv("CHARTER_T_SET", "mine")
     monkeypatch.delenv("CHARTER_T_NEW", raising=False)
@@ -115,7 +115,7 @@ def test_the_backend_leaves_the_environment_as_it_was(backend):
 
 
 def test_server_command_tuned_or_as_by_hand(monkeypatch):
-    from charter.backends import vllm_backend as vb
+    from charter.backends import vllm_engine as vb
     from charter.backends.vllm_server import server_command
 
     monkeypatch.setattr(vb, "_cuda", lambda: False)
@@ -135,11 +135,11 @@ def test_long_runs_get_a_compiled_engine_that_scores_as_the_eager_one(backend):
     """A run of COMPILE_MIN_STEPS requests compiles the model on CPU (vLLM's own default on GPU);
     the compiled engine is the same model: its log-probs match the eager engine's."""
     from charter.backends import create_backend
-    from charter.backends.vllm_backend import COMPILE_MIN_STEPS
+    from charter.backends.vllm_engine import COMPILE_MIN_STEPS
 
     compiled = create_backend("vllm", "embedded", workload=COMPILE_MIN_STEPS, **OPTS)
     try:
-        assert compiled.engine.model_config.enforce_eager is False
+        assert compiled.engine.llm.model_config.enforce_eager is False
         pair = ([CHAT, "The sky is"], ["Blue.", " blue because of Rayleigh scattering."])
         for a, b in zip(compiled.score(*pair), backend.score(*pair)):
             assert a.n_tokens == b.n_tokens and abs(a.logprob - b.logprob) / a.n_tokens < TOLERANCE

@@ -16,8 +16,8 @@ import urllib.request
 from typing import Any, Sequence
 
 from charter.backends import models
-from charter.backends.vllm_backend import (Profile, engine_defaults, engine_env, engine_site_env, get_profile,
-                                           seed_safe)
+from charter.backends.vllm_engine import (Profile, engine_defaults, engine_env, engine_site_env, get_profile,
+                                          seed_safe)
 from charter.backends.watchdog import Watchdog
 from charter.errors import BackendError
 

@@ -24,7 +24,8 @@ import threading
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from charter.errors import BackendError
+from charter.backends.watchdog import Watchdog
+from charter.errors import BackendError, stop_error
 from charter.types import Constitution, PromptItem, Record
 
 log = logging.getLogger("charter.ray")
@@ -77,42 +78,103 @@ class GenerateJob:
 
 
 class _Worker:
-    """Body of the Ray actor: one job, its backends open, many chunks."""
+    """Body of the Ray actor: one job, its backends open, many chunks. A job that cannot open its
+    backends keeps the actor alive to raise why at every call: a constructor that raises reaches
+    the driver only as ActorDiedError, the worker's exception flattened into traceback text."""
 
     def __init__(self, job: Job, workload: int | None = None):
-        self.job = job
-        job.open(workload)
+        self.job, self.failure = job, None
+        try:
+            job.open(workload)
+        except Exception as exc:
+            self.failure = exc
         # engines that batch internally take concurrent chunks; the others run one at a time
-        self._lock = contextlib.nullcontext() if job.capacity() else threading.Lock()
+        self._lock = contextlib.nullcontext() if self.failure is None and job.capacity() else threading.Lock()
+
+    def _started(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     def capacity(self) -> int:
+        self._started()
         return self.job.capacity()
 
     def run(self, items: list) -> list:
+        self._started()
         with self._lock:
             return self.job.run(items)
 
     def close(self) -> None:
-        self.job.close()
+        if self.failure is None:
+            self.job.close()
+
+
+def _get(ray, ref):
+    """ray.get; what a worker raised comes back as one line that says it happened on a Ray worker
+    (a CharterError keeps its class; anything else is stop_error's RunError)."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        err = stop_error(exc.cause)
+        err.args = (f"on a Ray worker: {err}",)
+        raise err from exc
+
+
+def _first_capacity(ray, pool: "_Pool") -> int:
+    """The first worker's capacity: waits for its backends to open."""
+    from ray.exceptions import RayActorError
+
+    try:
+        return _get(ray, pool.workers[0].capacity.remote())
+    except RayActorError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # a failed start of the actor itself (its job could not be unpacked there) ends with the exception
+        why = lines[-1] if exc.actor_init_failed and lines else "its process ended: killed, out of memory or crashed"
+        raise BackendError(f"a Ray worker died while opening its backend ({why}); the Ray session's logs say more "
+                           "(/tmp/ray/session_latest/logs on a local Ray)") from exc
 
 
 def _init_ray(cfg):
-    """Ray, started here unless the caller already did (then the second value is True: ours to shut down)."""
+    """Ray, started here unless the caller already did (then the second value is True: ours to shut
+    down). A local instance gets a watchdog, the third value (else None): Ray ties its GCS and raylet
+    to us, but the raylet's agents, orphaned when we are killed, wait a minute on the dead GCS."""
     try:
         import ray
     except ImportError as exc:
         raise BackendError("--executor ray needs Ray; pip install 'charter[ray]'") from exc
     if ray.is_initialized():
-        return ray, False
+        return ray, False, None
     address = os.environ.get("RAY_ADDRESS")
     # a local instance gets a small object store: records are small, the machine may be too
     kwargs = {} if address else {"object_store_memory": 256 * 1024 * 1024}
+    dog = None if address else Watchdog()
+    if dog is not None:
+        dog.adopt()  # every process ray.init starts, and their descendants
+    try:
+        with _keep_sigterm():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                     **kwargs)
+    except BaseException:
+        if dog is not None:
+            dog.close()  # stops what a failed start left
+        raise
+    if dog is not None:
+        dog.hold()
+    return ray, True, dog
+
+
+@contextlib.contextmanager
+def _keep_sigterm():
+    """ray.init installs a SIGTERM handler that exits at once: the job's own is put back."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kwargs)
-    if previous is not None:  # ray.init installs a SIGTERM handler that exits at once: keep the job's own
-        signal.signal(signal.SIGTERM, previous)
-    return ray, True
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -170,11 +232,11 @@ def run_job(cfg, job: Job, todo: Iterable, on_result: Callable[[Any], None], wor
     """`job` over `todo` (consumed lazily) on Ray workers (cfg: executor settings, batch_size);
     `on_result` for each result as its chunk comes back; `on_ready` once the first worker's
     backends are up, before any chunk is sent."""
-    ray, ours = _init_ray(cfg)
+    ray, ours, dog = _init_ray(cfg)
     try:
         pool = _Pool(ray, cfg, job, workload)
         try:
-            size = max(1, cfg.batch_size, ray.get(pool.workers[0].capacity.remote()))
+            size = max(1, cfg.batch_size, _first_capacity(ray, pool))
             log.info("ray: %d workers, chunks of %d prompts, %d in flight per worker", pool.n, size, IN_FLIGHT)
             if on_ready is not None:
                 on_ready()
@@ -184,6 +246,8 @@ def run_job(cfg, job: Job, todo: Iterable, on_result: Callable[[Any], None], wor
     finally:
         if ours:  # a local Ray started for this run must not outlive it
             ray.shutdown()
+        if dog is not None:
+            dog.close()  # stops anything of Ray's that shutdown left
 
 
 def _drive(ray, pool: _Pool, chunks: Iterator[list], on_result: Callable[[Any], None]) -> None:
@@ -208,7 +272,7 @@ def _drive(ray, pool: _Pool, chunks: Iterator[list], on_result: Callable[[Any], 
         slot, actor, chunk = flight.pop(ref)
         pool.load[slot] -= 1
         try:
-            results = ray.get(ref)
+            results = _get(ray, ref)
         except (RayActorError, ActorDiedError, ActorUnavailableError):
             pool.replace(slot, actor)
             retry.append(chunk)

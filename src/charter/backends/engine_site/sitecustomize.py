@@ -1,5 +1,5 @@
 """Run at start-up by the processes vLLM spawns while Charter starts an engine: VLLMBackend puts
-this folder first on PYTHONPATH for that moment only (vllm_backend.engine_site_env).
+this folder first on PYTHONPATH for that moment only (vllm_engine.engine_site_env).
 
 vLLM and the libraries under it say things that tell a Charter user nothing, in every engine
 process: a notice logged when its modules are imported, before its logging is configured, so no
