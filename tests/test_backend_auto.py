@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from charter import backends
+from charter.backends import SCORED_QUESTION_TOKENS
 from charter.generate import GenerateConfig
 
 
@@ -223,11 +224,12 @@ def test_every_command_resolves_auto_in_one_place_with_its_budget(tmp_path, open
     generate(cfg, progress=False)
     assert opened == [("fake", "embedded", 2 * 3 * 10)]  # 2 prompts x (answer, critique, revision) x 10
     label(LabelConfig(limit=2, max_tokens=10, out=str(tmp_path / "l.jsonl")), progress=False)
-    assert opened[-1] == ("fake", "embedded", 2 * 2 * 10 + 2 * 2)  # answers + both orders of each pair
+    q = SCORED_QUESTION_TOKENS
+    assert opened[-1] == ("fake", "embedded", 2 * 2 * 10 + 2 * 2 * q)  # answers + both orders of each pair
     evaluate(EvalConfig(run=str(tmp_path / "r"), models=["base"], max_tokens=7, bootstrap=5))
     assert opened[-1] == ("fake", "base", 2 * 7)
     evaluate_labeler(LabelerEvalConfig(file=mc_file(tmp_path), out=str(tmp_path / "lab.json"), plot="none"))
-    assert opened[-1] == ("fake", "embedded", 3 * 2 * 2)  # 3 rows x 2 incorrects x both orders
+    assert opened[-1] == ("fake", "embedded", 3 * 2 * 2 * q)  # 3 rows x 2 incorrects x both orders
     charter.load_backend(model="m").close()
     assert opened[-1] == ("fake", "m", None)
     _Worker(GenerateJob("auto", "w", {}, None, settings_from(cfg)), workload=4).close()
@@ -244,7 +246,8 @@ def test_the_rl_feedback_model_resolves_auto_too(tmp_path, opened):
     cfg = load_rl_config(None, reward="feedback", out=str(tmp_path / "o"), prompts=str(tmp_path / "p.jsonl"),
                          helpful_prompts="none", few_shot="none")
     build_feedback_reward(cfg, rl_prompts(cfg)).close()
-    assert opened == [("fake", "embedded", 3 * 4 * 2 + 3 * 64)]  # scored completions + the reference answers
+    scored = 3 * 4 * 2 * SCORED_QUESTION_TOKENS
+    assert opened == [("fake", "embedded", scored + 3 * 64)]  # scored completions + the reference answers
 
 
 def test_every_model_argument_takes_backend_colon_model(tmp_path, monkeypatch, opened, capsys):
@@ -285,3 +288,15 @@ def test_open_model_logs_what_auto_chose_and_why(caplog):
             assert b.name == "fake"
         assert backends.resolve_backend("auto", "m.gguf", 5) == "llamacpp"
     assert caplog.text.count("backend auto -> ") == 1 and "backend auto -> llamacpp (a GGUF file)" in caplog.text
+
+
+def test_a_scoring_job_weighs_its_questions_so_auto_picks_the_engine_that_caches_prefixes(tmp_path):
+    """eval-labeler on the 32 rows of a small file generates nothing, yet each question costs
+    transformers as much as ~20 generated tokens: the budget says so, and auto goes past the
+    short-run threshold."""
+    from charter.rlcai.labeler_eval import LabelerEvalConfig, labeler_budget
+
+    rows = "".join(json.dumps({"prompt": f"q{i}", "corrects": ["a"], "incorrects": ["b"]}) + "\n" for i in range(32))
+    (tmp_path / "mc.jsonl").write_text(rows)
+    budget = labeler_budget(LabelerEvalConfig(file=str(tmp_path / "mc.jsonl")))
+    assert budget == 32 * 2 * SCORED_QUESTION_TOKENS > backends.AUTO_SHORT_RUN_TOKENS

@@ -50,10 +50,14 @@ def vllm_imports() -> bool:
 
 
 # `auto` on a short run: a run that can generate at most this many tokens (requests x max_tokens)
-# finishes first on transformers, whose one-record run takes ~9 s, than on vLLM, whose takes ~39 s
-# and which then generates ~9x faster (bench/engine.py, 2-core CPU: 132.6 vs 14.2 tok/s).
-# Break-even: 30 s / (1/14.2 - 1/132.6 s per token) ~ 480 tokens.
+# finishes first on transformers, which starts in seconds, than on vLLM, whose start takes half a
+# minute on a CPU and which then generates about 9x faster: the break-even of the two (README,
+# Benchmarks: bench/engine.py) on a 2-core CPU.
 AUTO_SHORT_RUN_TOKENS = 512
+# What one scored multiple-choice question (few-shot block and all) weighs in that budget: it
+# generates nothing, yet transformers takes as long on it as on ~20 generated tokens, while vLLM
+# reads it off its prefix cache (bench/label.py).
+SCORED_QUESTION_TOKENS = 20
 
 
 def auto_choice(model: str, budget: int | None = None) -> tuple[str, str]:

@@ -49,9 +49,12 @@ def same_model(cfg) -> bool:
 
 def label_budget(cfg, prompts: int) -> tuple[int, int]:
     """The most tokens the policy and the feedback model generate over `prompts` prompts (a scored
-    question counts as one token: it generates none, yet is a request), which `auto` sizes to."""
+    question weighs SCORED_QUESTION_TOKENS: it generates none, yet costs), which `auto` sizes to."""
+    from charter.backends import SCORED_QUESTION_TOKENS
+
     questions = prompts * cfg.samples * (cfg.samples - 1) * cfg.ensemble  # every pair, both orders
-    return prompts * cfg.samples * cfg.max_tokens, questions * (cfg.cot_max_tokens if cfg.cot else 1)
+    return (prompts * cfg.samples * cfg.max_tokens,
+            questions * ((cfg.cot_max_tokens if cfg.cot else 0) + SCORED_QUESTION_TOKENS))
 
 
 def open_backends(cfg, policy, feedback, prompts: int | None) -> tuple[Any, Any, list]:

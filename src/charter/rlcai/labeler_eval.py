@@ -181,9 +181,11 @@ def _score_model(cfg: LabelerEvalConfig, backend, progress: bool) -> LabelerResu
 
 def labeler_budget(cfg: LabelerEvalConfig) -> int:
     """The most tokens the model generates, which `auto` sizes to: CoT reasoning for each question,
-    every correct against every incorrect in both orders (a scored question counts as one token)."""
+    every correct against every incorrect in both orders (a scored question weighs SCORED_QUESTION_TOKENS)."""
+    from charter.backends import SCORED_QUESTION_TOKENS
+
     questions = sum(2 * len(r.corrects) * len(r.incorrects) for r in load_mc_file(cfg.file, cfg.limit))
-    return questions * (cfg.max_tokens if cfg.cot else 1)
+    return questions * ((cfg.max_tokens if cfg.cot else 0) + SCORED_QUESTION_TOKENS)
 
 
 def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = False, limit: int | None = None,

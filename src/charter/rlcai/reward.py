@@ -101,12 +101,12 @@ class FeedbackReward:
 
 def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]]) -> FeedbackReward:
     """The feedback backend, the principles and the starting policy's reference answers (rl.RLConfig)."""
-    from charter.backends import open_model
+    from charter.backends import SCORED_QUESTION_TOKENS, open_model
     from charter.rlcai.data import load_feedback
 
     fs = load_feedback(cfg.principles, cfg.few_shot)
     start_judges = (cfg.feedback_model or cfg.model) == cfg.model  # the feedback model is the starting policy
-    scored = len(prompts) * cfg.samples * 2  # an epoch of completions, each asked in both orders
+    scored = len(prompts) * cfg.samples * 2 * SCORED_QUESTION_TOKENS  # an epoch of completions, both orders
     budget = scored + (len(prompts) * cfg.max_tokens if start_judges else 0)  # + the reference answers
     feedback = open_model(cfg.feedback_model or cfg.model, cfg.feedback_backend, budget=budget, **cfg.feedback_options)
     try:
