@@ -103,6 +103,26 @@ def test_close_stops_the_engine_but_not_other_children():
         _cleanup(engine_tree | {bystander})
 
 
+def test_close_without_grace_kills_at_once_so_the_engine_prints_nothing(tmp_path):
+    """An interrupted start closes with no grace: a half-started engine gets no SIGTERM to
+    answer with the traceback of its start (here: a file it writes on SIGTERM)."""
+    said = tmp_path / "said"
+    engine = ("import pathlib, signal, sys, time\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(said)!r}).write_text('x'), sys.exit(1)))\n"
+              "time.sleep(300)\n")
+    parent = ("import subprocess, sys, time\n"
+              "from charter.backends.watchdog import Watchdog\n"
+              "dog = Watchdog(grace_s=5.0)\n"
+              "dog.adopt()\n"
+              "engine = subprocess.Popen([sys.executable, '-c', sys.argv[1]])\n"
+              "time.sleep(1.5)\n"
+              "dog.close(grace_s=0)\n"
+              "print(engine.wait(), flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", parent, engine], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == str(-signal.SIGKILL), done.stderr
+    assert not said.exists()
+
+
 def test_an_orphaned_engine_is_named_at_the_next_start(caplog):
     from charter.backends.vllm_engine import warn_orphans
 
@@ -193,6 +213,32 @@ def test_sigterm_on_a_vllm_run_saves_closes_the_engine_and_exits_143(tmp_path):
         assert f"interrupted: {saved} records saved" in err and "Traceback" not in err
         assert "doesn't include CPU backend" not in err and "Converting and de-quantizing" not in err
         assert _wait_gone(tree, 10) == set(), _vllm_left(tree)
+
+
+@pytest.mark.slow
+def test_sigterm_while_vllm_starts_says_so_in_one_line(tmp_path):
+    """SIGTERM while the engine's worker loads the model: the half-started engine is killed at
+    once, so none of its processes prints the traceback of its start."""
+    pytest.importorskip("vllm")
+    proc, tree = _vllm_generate(tmp_path / "run"), set()
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            tree = _tree(proc.pid)
+            cores = [p for p in tree if watchdog.cmdline(p).startswith("VLLM::EngineCore")]
+            if cores and _tree(cores[0]):  # the EngineCore has started its worker
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err[-3000:]
+        assert "Traceback" not in out + err and "ERROR" not in out, (out + err)[-3000:]
+        assert err.splitlines()[-1].startswith("interrupted: 0 records saved")
+        assert _wait_gone(tree, 10) == set(), _vllm_left(tree)
+    finally:
+        proc.kill()
+        proc.wait()
+        _cleanup(tree)
 
 
 @pytest.mark.slow

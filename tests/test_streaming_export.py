@@ -21,12 +21,12 @@ def run(tmp_path) -> Path:
 
 def no_load_run(monkeypatch):
     """Whole-run loads are what streaming replaces: any call fails the test."""
-    import charter.runs.store
+    import charter.runs.runread
 
     def whole(run):
         raise AssertionError("load_run called: the run must be streamed")
 
-    monkeypatch.setattr(charter.runs.store, "load_run", whole)
+    monkeypatch.setattr(charter.runs.runread, "load_run", whole)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -84,12 +84,12 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_eval_streams_and_stops_at_the_limit(tmp_path, monkeypatch):
-    import charter.runs.store
+    import charter.runs.runread
     from charter.evaluate.suite import EvalConfig, evaluate
 
     generate(GenerateConfig(backend="fake", limit=30, rounds=1, helpful_prompts="none", out=str(tmp_path / "r")),
              progress=False)
-    read, iter_run = [], charter.runs.store.iter_run
+    read, iter_run = [], charter.runs.runread.iter_run
 
     def counted(path):
         for r in iter_run(path):
@@ -97,7 +97,7 @@ def test_eval_streams_and_stops_at_the_limit(tmp_path, monkeypatch):
             yield r
 
     no_load_run(monkeypatch)
-    monkeypatch.setattr(charter.runs.store, "iter_run", counted)
+    monkeypatch.setattr(charter.runs.runread, "iter_run", counted)
     result = evaluate(EvalConfig(run=str(tmp_path / "r"), models=["fake:base"], limit=4, bootstrap=5))
     assert result.records == 4 and len(read) == 4  # no helpfulness records in this run: stop at 4
     assert [a["id"] for a in result.answers] == read

@@ -282,7 +282,8 @@ def test_engine_death_fails_records_in_flight_and_resume_finishes(backend, tmp_p
     killer.join(5)
     recs = load_run(out)
     failed = [r for r in recs if r.error]
-    assert failed and all("engine died" in r.error for r in failed)
+    assert failed and all("engine died: EngineCore was killed by SIGKILL" in r.error for r in failed)
+    assert not any("above" in r.error for r in failed)  # nothing above says more than this line
     assert len(recs) < 12  # the run stopped instead of failing every remaining prompt
     s = generate(cfg, backend=backend, progress=False)  # re-running resumes
     assert s.failures == 0

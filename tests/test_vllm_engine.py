@@ -63,7 +63,7 @@ def start() -> vllm_engine.Engine:
 @pytest.mark.parametrize("exitcode, how", [
     (-signal.SIGKILL, "EngineCore was killed by SIGKILL (the out-of-memory killer sends it)"),
     (1, "EngineCore exited with code 1 (vLLM printed its error above)"),
-    (None, "EngineCore stopped answering"),
+    (None, "EngineCore failed (vLLM printed its error above)"),
 ])
 def test_a_dead_engine_says_how_it_died_in_one_line(fake_vllm, monkeypatch, caplog, exitcode, how):
     monkeypatch.setattr(fake_vllm, "exitcode", exitcode, raising=False)
@@ -100,4 +100,35 @@ def test_a_closed_engine_refuses_requests_and_shuts_vllm_down_once(fake_vllm, mo
 def test_a_bad_option_names_the_fields_and_leaves_nothing_running(fake_vllm):
     with pytest.raises(BackendError, match="bad vLLM engine option: .*no_such_option.*AsyncEngineArgs fields"):
         vllm_engine.Engine("embedded", {"no_such_option": 1}, vllm_engine.PROFILES["cuda"])
+    assert "charter-vllm" not in [t.name for t in threading.enumerate()]
+
+
+def test_an_interrupted_start_kills_the_half_started_engine_at_once(fake_vllm, monkeypatch):
+    """Ctrl-C or SIGTERM while vLLM starts: its processes are killed without the SIGTERM each
+    would answer with the traceback of its start; a failed start gives them the usual grace."""
+    import vllm.v1.engine.async_llm as async_llm
+
+    from charter.backends import watchdog
+
+    closed, close = [], watchdog.Watchdog.close
+    monkeypatch.setattr(watchdog.Watchdog, "close",
+                        lambda self, **kw: closed.append(kw.get("grace_s")) or close(self, **kw))
+
+    class Failing(FakeLLM):
+        @classmethod
+        def from_engine_args(cls, args):
+            raise RuntimeError("no memory")
+
+    monkeypatch.setattr(async_llm, "AsyncLLM", Failing)
+    with pytest.raises(BackendError, match="vLLM could not load .*RuntimeError: no memory"):
+        start()
+
+    class Signalled:  # the wait for the start, as a signal handler interrupts it
+        def result(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(vllm_engine.Engine, "_run", lambda self, coro: coro.close() or Signalled())
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    assert closed == [None, 0]
     assert "charter-vllm" not in [t.name for t in threading.enumerate()]

@@ -174,9 +174,10 @@ def engine_args(path: str, options: dict[str, Any], profile: Profile) -> dict[st
 
 
 def process_end(name: str, code: int | None) -> str:
-    """How one engine process ended, from its exit code (None: still running)."""
+    """How one engine process ended, from its exit code (None: still running, so it reported a
+    fatal error of its own, which vLLM prints, and is still shutting down)."""
     if code is None:
-        return f"{name} stopped answering"
+        return f"{name} failed (vLLM printed its error above)"
     if code < 0:
         try:
             sig = signal.Signals(-code).name
@@ -248,7 +249,7 @@ class Engine:
         for logger, quiet in self._quiet:
             logger.addFilter(quiet)
         self._thread.start()
-        started = None
+        started, grace_s = None, None
         try:
             parsed = AsyncEngineArgs(**args)
             with main_not_reimported():
@@ -258,9 +259,12 @@ class Engine:
             raise BackendError(f"bad vLLM engine option: {exc}; options are vllm.AsyncEngineArgs fields") from exc
         except Exception as exc:  # vLLM raises many kinds; all mean "could not start"
             raise BackendError(f"vLLM could not load '{self.name}': {type(exc).__name__}: {exc}") from exc
-        finally:  # failed or interrupted (Ctrl-C, SIGTERM): nothing of a half-started engine stays
+        except BaseException:  # Ctrl-C, SIGTERM: a half-started engine has nothing to save, and on
+            grace_s = 0  # SIGTERM each of its processes would print the traceback of its start
+            raise
+        finally:  # failed or interrupted: nothing of a half-started engine stays
             if started is None:
-                self._watchdog.close()
+                self._watchdog.close(grace_s=grace_s)
                 self._stop_loop()
 
     @staticmethod

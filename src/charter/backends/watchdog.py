@@ -10,7 +10,8 @@ end-of-file on the pipe means the engine was closed or Charter is gone, and it t
 tracked processes: SIGTERM, SIGKILL after a grace period. Linux only (/proc); elsewhere a no-op.
 
 Protocol (one line each): "adopt PID..." (track new children, except these), "hold" (stop
-adopting; keep tracking descendants); EOF: stop what is tracked, then exit.
+adopting; keep tracking descendants), "grace S" (the grace period at the end); EOF: stop what
+is tracked, then exit.
 """
 from __future__ import annotations
 
@@ -129,10 +130,13 @@ class Watchdog:
         """The engine is up: stop adopting (its processes' own children are still tracked)."""
         self._send("hold")
 
-    def close(self, wait: bool = True) -> None:
-        """Stop the engine's processes that are still alive (and the watchdog)."""
+    def close(self, wait: bool = True, grace_s: float | None = None) -> None:
+        """Stop the engine's processes that are still alive (and the watchdog); `grace_s`: the
+        time they get between SIGTERM and SIGKILL, if not the watchdog's own."""
         if self.proc is None or self.proc.stdin.closed:
             return
+        if grace_s is not None:
+            self._send(f"grace {grace_s}")
         self.proc.stdin.close()
         if wait:
             try:
@@ -161,6 +165,7 @@ class _Tracker:
     def __init__(self, parent: int):
         self.parent, self.me = parent, os.getpid()
         self.adopting, self.spared = False, {self.me}
+        self.grace_s: float | None = None  # set by "grace S"
         self.tracked: dict[int, int] = {}  # pid -> start time (a reused pid is not ours)
 
     def command(self, line: str) -> None:
@@ -170,6 +175,8 @@ class _Tracker:
         elif word == "hold":  # what was started up to now is the engine's, even if not yet seen
             self.scan()
             self.adopting = False
+        elif word == "grace":
+            self.grace_s = float(pids[0])
 
     def scan(self) -> dict[int, tuple[int, int]]:
         table = processes()
@@ -187,11 +194,11 @@ class _Tracker:
         return table
 
     def stop(self, grace_s: float) -> None:
-        """SIGTERM everything tracked, SIGKILL what is left after `grace_s`."""
+        """SIGTERM everything tracked, SIGKILL what is left after `grace_s` (0: SIGKILL only)."""
         self.scan()  # adopting still if the engine's start was cut short: what it had started
         self.adopting = False
         deadline = time.time() + grace_s
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGTERM, signal.SIGKILL) if grace_s > 0 else (signal.SIGKILL,):
             self.scan()
             for pid in self.tracked:
                 try:
@@ -217,7 +224,7 @@ def _watch(parent: int, grace_s: float) -> None:
                 line, buf = buf.split(b"\n", 1)
                 tracker.command(line.decode())
         tracker.scan()
-    tracker.stop(grace_s)
+    tracker.stop(grace_s if tracker.grace_s is None else tracker.grace_s)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class EvalConfig(Config):
 
 def evaluate(cfg: EvalConfig, factory: Callable[[str], object] | None = None) -> EvalResult:
     """Every evaluation `cfg` asks for; eval.json (cfg.out, default RUN/eval.json) is written as it goes.
-    The runs are streamed (charter.runs.store.iter_run): only their held-out prompts are kept."""
+    The runs are streamed (charter.runs.runread.iter_run): only their held-out prompts are kept."""
     cfg.validate()  # a config made in Python has not been checked yet
     prompts = run_held_out(cfg.run, cfg.limit, skip_failed=True)
     budget = answer_budget(cfg, len(prompts))
@@ -141,7 +141,7 @@ def evaluate_records(cfg: EvalConfig, records: Iterable[Record],
                      extra_runs: Sequence[tuple[str, Iterable[Record]]] | None = None,
                      factory: Callable[[str], object] | None = None,
                      log: Callable[[str], None] = _log.info) -> EvalResult:
-    """Every evaluation `cfg` asks for on `records` (the run's, e.g. read by charter.runs.store.iter_run)
+    """Every evaluation `cfg` asks for on `records` (the run's, e.g. read by charter.runs.runread.iter_run)
     and the other runs' (`extra_runs` as (name, records); default: cfg.runs read from disk);
     `factory` opens a model from its spec (default: open_backend on cfg.backend). eval.json is
     rewritten after each stage; the finished requests are kept in OUT.parts/ (a rerun resumes)."""

@@ -282,7 +282,7 @@ def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, s
 def export_run(cfg: ExportConfig) -> ExportResult:
     """`charter export`: the run's rows, cleaned and filtered, in one file (or a train/test pair),
     a dataset card beside them, and optionally the same pushed to the Hub. The run is streamed
-    (charter.runs.store.iter_run): memory stays flat with the number of records (charter.export.staging).
+    (charter.runs.runread.iter_run): memory stays flat with the number of records (charter.export.staging).
     Ctrl-C or SIGTERM stops it as an Interrupted error, its staged and temporary files removed."""
     import signal
 
