@@ -46,3 +46,21 @@ def run(tmp_path, monkeypatch, capsys) -> Path:
     assert main(GEN + ["--limit", "3", "--out", "r"]) == 0
     capsys.readouterr()
     return tmp_path / "r"
+
+
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at Python's default, as in a fresh process (an earlier test's `ray.init` installs its own)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A small local Ray (2 CPUs) for a module's tests, shut down after them."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 1024 * 1024,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}})
+    yield
+    ray.shutdown()

@@ -139,3 +139,29 @@ def policy(fail_on=None):
     fake = FakeBackend(fail_on=fail_on)
     fake.responder = lambda prompt: f"answer {len(fake.calls)}" + " more" * (len(fake.calls) % 3)
     return fake
+
+
+def kill_a_worker_after(monkeypatch, n: int, id_of) -> list:
+    """Ray worker 0 of the first pool is killed once the driver has appended `n` lines (`id_of`
+    gives a line's id): mid-run, with chunks in flight. Returns the pools the run made."""
+    import ray
+
+    from charter.pipeline import ray_executor
+    from charter.runs.store import RunStore
+
+    pools, appended = [], []
+    init, append = ray_executor._Pool.__init__, RunStore.append
+
+    def keep_pool(self, *a, **k):
+        init(self, *a, **k)
+        pools.append(self)
+
+    def append_and_kill(self, line):
+        append(self, line)
+        appended.append(id_of(line))
+        if len(appended) == n:
+            ray.kill(pools[0].workers[0])
+
+    monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
+    monkeypatch.setattr(RunStore, "append", append_and_kill)
+    return pools

@@ -4,20 +4,14 @@ import json
 
 import pytest
 
-from charter.pipeline import ray_executor
 from charter.rlcai.labels import LabelConfig, label
 from charter.rlcai.label_store import transcripts_path
-from charter.runs.store import RunStore
+from support import kill_a_worker_after
 
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 1024 * 1024,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}})
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # one small local Ray for the module
 
 
 def cfg(tmp_path, name, **kw):
@@ -31,22 +25,8 @@ def ids(path):
 
 
 def test_killed_worker_loses_nothing_and_writes_nothing_twice(tmp_path, monkeypatch):
-    pools, appended = [], []
-    init, append = ray_executor._Pool.__init__, RunStore.append
-
-    def keep_pool(self, *a, **k):
-        init(self, *a, **k)
-        pools.append(self)
-
-    def append_and_kill(self, line):
-        append(self, line)
-        appended.append(line["id"])
-        if len(appended) == 10:  # mid-run: worker 0 has chunks in flight
-            ray.kill(pools[0].workers[0])
-
     local = label(cfg(tmp_path, "local", limit=40), progress=False)
-    monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
-    monkeypatch.setattr(RunStore, "append", append_and_kill)
+    pools = kill_a_worker_after(monkeypatch, 10, lambda line: line["id"])
     c = cfg(tmp_path, "ray", limit=40, executor="ray", workers=2)
     s = label(c, progress=False)
     assert pools[0].replaced == 1 and s.failures == 0 and s.prompts == 40

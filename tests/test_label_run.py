@@ -168,14 +168,6 @@ def test_out_equal_to_the_prompts_file_is_refused_with_the_prompts_unchanged(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.jsonl", "prompts.jsonl"]
 
 
-@pytest.fixture
-def default_sigterm():
-    """SIGTERM at Python's default, as in a fresh process (an earlier test's `ray.init` installs its own)."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
 def test_sigterm_stops_label_like_ctrl_c(tmp_path, default_sigterm):
     class Terminated(FakeBackend):
         def chat(self, convos, sampling):

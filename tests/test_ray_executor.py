@@ -10,20 +10,14 @@ from charter.pipeline import ray_executor
 from charter.generate import GenerateConfig
 from charter.inputs.constitution import load_constitution
 from charter.generate import generate, settings_from
-from charter.runs.store import RunStore
 from charter.runs.runread import load_run
 from charter.types import PromptItem
-from support import GEN, fails
+from support import GEN, fails, kill_a_worker_after
 
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 1024 * 1024,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}})
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # one small local Ray for the module
 
 
 @pytest.mark.slow
@@ -69,23 +63,9 @@ def _ids(run):
 
 def test_killed_worker_loses_nothing_and_writes_nothing_twice(tmp_path, monkeypatch):
     """A worker killed mid-run: its chunks are retried on a new worker; every record once."""
-    pools, appended = [], []
-    init, append = ray_executor._Pool.__init__, RunStore.append
-
-    def keep_pool(self, *a, **k):
-        init(self, *a, **k)
-        pools.append(self)
-
-    def append_and_kill(self, rec):
-        append(self, rec)
-        appended.append(rec.id)
-        if len(appended) == 20:  # mid-run: worker 0 has chunks in flight
-            ray.kill(pools[0].workers[0])
-
     common = dict(backend="fake", limit=100, rounds=1, helpful_samples=1, batch_size=4)
     local = generate(GenerateConfig(out=str(tmp_path / "local"), **common), progress=False)
-    monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
-    monkeypatch.setattr(RunStore, "append", append_and_kill)
+    pools = kill_a_worker_after(monkeypatch, 20, lambda rec: rec.id)
     s = generate(GenerateConfig(executor="ray", workers=2, out=str(tmp_path / "ray"), **common), progress=False)
     assert pools[0].replaced == 1 and s.records == local.records == 200 and s.failures == 0
     ids = _ids(tmp_path / "ray")

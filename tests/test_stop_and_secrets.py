@@ -25,14 +25,6 @@ def cfg(tmp_path, **kw):
     return GenerateConfig(**{**base, **kw})
 
 
-@pytest.fixture
-def default_sigterm():
-    """SIGTERM at Python's default, as in a fresh process (an earlier test's `ray.init` installs its own)."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
 def test_sigterm_stops_the_job_like_ctrl_c_and_handlers_come_back(tmp_path, default_sigterm):
     before = signal.getsignal(signal.SIGTERM)
 
