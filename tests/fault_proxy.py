@@ -25,26 +25,37 @@ class _QuietServer(ThreadingHTTPServer):
         pass  # clients that timed out on a stall close their socket: expected here
 
 
-class FaultProxy:
-    def __init__(self, upstream: str, fault_rate: float = 0.3, seed: int = 0, stall_s: float = 2.0):
-        self.upstream = upstream.rstrip("/")
-        self.rate, self.rng, self.stall_s = fault_rate, random.Random(seed), stall_s
-        self.lock = threading.Lock()
-        self.counts = {k: 0 for k in FAULTS + ("ok",)}
+class _Served:
+    """A local HTTP server on a free loopback port, served from a thread while in a `with` block."""
+
+    def __init__(self) -> None:
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
-    def url(self) -> str:
+    def root(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FaultProxy(_Served):
+    def __init__(self, upstream: str, fault_rate: float = 0.3, seed: int = 0, stall_s: float = 2.0):
+        self.upstream = upstream.rstrip("/")
+        self.rate, self.rng, self.stall_s = fault_rate, random.Random(seed), stall_s
+        self.lock = threading.Lock()
+        self.counts = {k: 0 for k in FAULTS + ("ok",)}
+        _Served.__init__(self)
+
+    @property
+    def url(self) -> str:
+        return self.root
 
     def pick(self) -> str:
         with self.lock:
@@ -120,7 +131,7 @@ class Blackhole:
         self.sock.close()
 
 
-class Canned:
+class Canned(_Served):
     """A server that answers every request with one fixed reply (status, content type, body); with
     `trickle_s`, the body's first `trickle` bytes go out one at a time that many seconds apart (the
     headers at once), then the rest. Bounded: a trickle ends when its bytes are sent or the client leaves."""
@@ -131,20 +142,11 @@ class Canned:
         self.status, self.content_type = status, content_type
         self.trickle, self.trickle_s = trickle, trickle_s
         self.requests = 0
-        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        _Served.__init__(self)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> "Canned":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.root + "/v1"
 
     def _handler(self):
         canned = self
