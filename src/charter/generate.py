@@ -21,7 +21,7 @@ from charter.config import (
     top_p_setting, worker_resources_setting, workers_setting,
 )
 from charter.pipeline.jobrun import (
-    Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config,
+    Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals,
 )
 from charter.pipeline.cai import Settings, plan, run_items
 from charter.pipeline.workload import RateLog, completion_key, iter_items, project, run_identity
@@ -53,6 +53,11 @@ class GenerateConfig(Config):
                              flag={"--no-critique": (False, "ablation: revise directly, no critique")})
     context: str = setting("full", "what round k critiques: full = the conversation so far (default), "
                            "latest = prompt + latest revision", choices=CONTEXTS)
+    stop_when_clean: bool = setting(False, "after each critique, ask the model (scored, not sampled) whether it "
+                                    "found a real problem; if not, the chain ends with the answer as it is",
+                                    since="stop when clean")
+    clean_threshold: float = setting(0.5, "with --stop-when-clean: stop when P(problem) is below this (default 0.5)",
+                                     bounds="[0, 1]", since="stop when clean")
     helpful_samples: int = setting(2, "answers per helpfulness prompt (default 2)", bounds=">= 0")
     limit: int | None = setting(None, "use at most N prompts from each prompt set", bounds=">= 1", result=False)
     seed: int = seed_setting("principle draws and sampling")
@@ -64,6 +69,11 @@ class GenerateConfig(Config):
     executor: str = executor_setting()
     workers: int | None = workers_setting()
     worker_resources: dict[str, Any] = worker_resources_setting()
+
+    def check(self, where: str) -> None:
+        from charter.pipeline.clean_check import check_settings
+
+        check_settings(self.stop_when_clean, self.critique)
 
 
 def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
@@ -78,6 +88,9 @@ class Summary:
     tokens: int = 0
     seconds: float = 0.0
     errors: Counter = field(default_factory=Counter)  # distinct error -> records
+    stopped: int = 0  # chains stop-when-clean ended early
+    saved: int = 0  # generation requests those chains did not make
+    checks: int = 0  # clean checks asked (scored questions, two option orders each)
 
     def line(self) -> str:
         rate = self.tokens / self.seconds if self.seconds else 0.0
@@ -87,7 +100,17 @@ class Summary:
             text += f"\n  {n} record{'s' if n > 1 else ''} failed: {error}"
         if len(self.errors) > 3:
             text += f"\n  ... and {len(self.errors) - 3} other errors (see the records' `error` field)"
+        if self.checks:
+            text += (f"\nstop when clean: {self.stopped} chains stopped early, {self.saved} generation requests "
+                     f"saved, {self.checks} clean checks asked")
         return text
+
+    def count(self, rec: Record, settings: Settings) -> None:
+        """Add a finished record's clean checks and the requests its early stop saved."""
+        self.checks += len(rec.p_problem or ())
+        if rec.stopped:
+            self.stopped += 1
+            self.saved += steps_of(rec, settings) - (2 * len(rec.rounds) + 2)  # initial, rounds, the last critique
 
 
 def resolve_items(cfg) -> list[PromptItem]:
@@ -98,7 +121,8 @@ def resolve_items(cfg) -> list[PromptItem]:
 
 
 def settings_from(cfg) -> Settings:
-    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, cfg.sampling(), cfg.context)
+    return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, cfg.sampling(), cfg.context,
+                    stop_when_clean=cfg.stop_when_clean, clean_threshold=cfg.clean_threshold)
 
 
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
@@ -120,7 +144,7 @@ def generate(cfg, backend: Backend | None = None, force: bool = False, progress:
             log.info("nothing to do: all %s prompts done", f"{finished:,}")
             return Summary(skipped=finished)
         projection = project(cfg, settings, keys=resuming)  # reads (and checks) the prompts before anything is written
-        store.open(stored_config(cfg), fingerprint, force, parts=parts, ignore=cfg.NON_RESULT_KEYS)
+        store.open(cfg.to_dict(), fingerprint, force, parts=parts, ignore=cfg.NON_RESULT_KEYS)
         done = store.done_ids()
         projection.resume(done)
         log.info("%s", projection.line())
@@ -150,6 +174,7 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
         store.append(rec)
         summary.records += 1
         summary.tokens += rec.tokens.get("completion", 0)
+        summary.count(rec, settings)
         if rec.error is not None:
             summary.failures += 1
             summary.errors[rec.error] += 1
@@ -184,6 +209,9 @@ def total_steps(todo: Iterable[PromptItem], settings: Settings) -> int:
 
 
 def steps_of(rec: Record, settings: Settings) -> int:
+    """The steps a finished record counts for on the bar: a chain stopped clean counts its skipped ones."""
+    if rec.stopped:
+        return 1 + 2 * settings.rounds
     return 1 + len(rec.rounds) * (2 if settings.critique else 1) if rec.kind == "red_team" else 1
 
 

@@ -81,16 +81,6 @@ def lines_since(path, offset: int) -> int:
         return 0
 
 
-def stored_config(cfg) -> dict:
-    """The config as a run's config file keeps it: credentials in backend options (a key in
-    base_url, api_key) masked. The fingerprint still hashes the values in use."""
-    from charter.redact import redact
-
-    data = cfg.to_dict()
-    if data.get("backend_options"):
-        data["backend_options"] = redact(data["backend_options"])
-    return data
-
 
 def progress_bar(total: int, progress: bool, unit: str = "step"):
     """tqdm on a terminal; on a pipe or log file, a line every 30 s instead of redraws."""
@@ -101,4 +91,4 @@ def progress_bar(total: int, progress: bool, unit: str = "step"):
                 leave=True, file=sys.stderr)
 
 
-__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar", "stored_config"]
+__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar"]

@@ -113,7 +113,6 @@ def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
 
     from charter.backends import check_backend_name, split_spec
     from charter.inputs.constitution import load_constitution
-    from charter.pipeline.jobrun import stored_config
     from charter.backends.models import check_model
     from charter.runs.runread import RECORDS
     from charter.runs.store import RunStore
@@ -129,7 +128,7 @@ def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
     proj = project(cfg, settings)
     store = RunStore(cfg.out)
     parts, fingerprint = run_identity(cfg, constitution)
-    store.check(stored_config(cfg), fingerprint, force, parts, cfg.NON_RESULT_KEYS)
+    store.check(cfg.to_dict(), fingerprint, force, parts, cfg.NON_RESULT_KEYS)
     if (Path(cfg.out) / RECORDS).is_file():
         proj.resume(store.done_ids())  # read-only: an unopened store moves nothing
     checked += ["prompts read", f"--out {cfg.out} ({'resumes a run' if store.has_records() else 'a new run'})"]

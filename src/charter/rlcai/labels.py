@@ -27,8 +27,9 @@ from charter.config import (
     top_p_setting, worker_resources_setting, workers_setting,
 )
 from charter.errors import ConfigError, RunError
-from charter.pipeline.jobrun import Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals, stored_config
+from charter.pipeline.jobrun import Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals
 from charter.rlcai.data import FeedbackSet, load_feedback
+from charter.rlcai.bias_rows import label_bias
 from charter.rlcai.label_steps import LabelJob
 from charter.rlcai.label_store import KIND, RowsFile, convert_old, label_layout, write_rows
 from charter.types import PromptItem
@@ -119,6 +120,7 @@ class LabelSummary:
     seconds: float = 0.0
     out: str = ""
     mean_score: float | None = None
+    bias: dict | None = None  # the feedback model's biases (charter.rlcai.bias.JudgeBias)
 
     def line(self) -> str:
         ms = f", mean score {self.mean_score:.3f}" if self.mean_score is not None else ""
@@ -127,7 +129,7 @@ class LabelSummary:
                 f"in {self.seconds:.1f}s -> {self.out}")
 
 
-KEPT = ("prompts", "comparisons", "rows", "skipped", "mean_score")  # what a complete run's mark keeps
+KEPT = ("prompts", "comparisons", "rows", "skipped", "mean_score", "bias")  # what a complete run's mark keeps
 
 
 def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False, force: bool = False,
@@ -156,7 +158,7 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
             summary = LabelSummary(**{**kept, "resumed": finished, "out": str(out), "seconds": time.time() - start})
             return _check_rows(summary, store.records_path)
         keys = prompt_keys(cfg)  # reads (and checks) the prompts before anything is written
-        store.open(stored_config(cfg), fingerprint, force or overwrite or converted, parts=parts,
+        store.open(cfg.to_dict(), fingerprint, force or overwrite or converted, parts=parts,
                    ignore=cfg.NON_RESULT_KEYS)
         done = store.done_ids()
         todo = len(keys) if overwrite else sum(1 for k in keys if not done.has_key(k))
@@ -166,6 +168,7 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
                      f"{todo * cfg.samples * (cfg.samples - 1) // 2:,}")
             run_label(cfg, LabelJob(cfg, fs), store, todo, (policy, feedback), overwrite, progress)
         _count(summary, write_rows(out, store.records_path), start)
+        summary.bias = label_bias(store.records_path, cfg.feedback_model or cfg.policy, cfg.policy)
         if key and not summary.failures:
             store.mark_complete(key, len(keys), {k: getattr(summary, k) for k in KEPT})
     return _check_rows(summary, store.records_path)

@@ -115,8 +115,11 @@ class RunStore:
 
         `parts` (name -> content, e.g. the constitution's) lets a refusal name what changed, and
         `ignore` lists the config keys that do not change results (not named in a refusal). A run
-        without records (a failed start) takes the new settings.
+        without records (a failed start) takes the new settings. The config is kept and compared
+        without credentials (a key in backend options, a URL's password): the fingerprint still
+        hashes the values in use.
         """
+        config = redact(config)
         if self.layout.own_dir:
             self._check_out(config, force, ignore)
         _mkdir(self.dir)
@@ -132,6 +135,7 @@ class RunStore:
               ignore: Sequence[str] = ()) -> None:
         """What `open` would refuse, found without writing anything (a dry run): a file or someone
         else's files at the output, a directory that cannot be made, a run made with other settings."""
+        config = redact(config)
         if self.layout.own_dir:
             self._check_out(config, force, ignore)
         existing = next(p for p in (self.dir.absolute(), *self.dir.absolute().parents) if p.exists())
@@ -152,8 +156,7 @@ class RunStore:
         if isinstance(old.get("cache"), dict):
             self._meta["cache"] = old["cache"]  # summaries of the records (`cached`), each checked on use
         atomic_write(self.dir / self.layout.meta, json.dumps(self._meta, indent=2))
-        # Every run's config is written here, so here it loses its credentials, whoever calls.
-        atomic_write(self.dir / self.layout.config, yaml.safe_dump(redact(config), sort_keys=False))
+        atomic_write(self.dir / self.layout.config, yaml.safe_dump(config, sort_keys=False))
         self.set_aside_damaged(checkpoint if isinstance(checkpoint, dict) else None)
 
     def _same_settings(self, config: dict, fingerprint: str, parts: dict[str, str], ignore: Sequence[str]) -> dict:
