@@ -159,3 +159,20 @@ def test_the_typed_result_round_trips_eval_json(tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(broken))
         with pytest.raises(InputError, match=message):
             read_eval(tmp_path / "bad.json")
+
+
+def test_a_resumed_eval_reads_the_pm_scores_back_and_a_changed_pm_scores_again(tmp_path, monkeypatch):
+    from charter.evaluate import suite
+
+    calls = []
+    monkeypatch.setattr(suite, "score_with_pm",
+                        lambda pm, runs, bootstrap, seed: calls.append(pm) or {"mean": float(len(calls))})
+    pm = tmp_path / "pm"
+    pm.mkdir()
+    (pm / "model.safetensors").write_text("v1")
+    cfg = EvalConfig(run=str(tmp_path / "run"), pm=str(pm), out=str(tmp_path / "eval.json"))
+    first = evaluate_records(cfg, RECORDS, extra_runs=[], factory=opener({}))
+    again = evaluate_records(cfg, RECORDS, extra_runs=[], factory=opener({}))
+    assert len(calls) == 1 and first.pm == again.pm == {"mean": 1.0}
+    (pm / "model.safetensors").write_text("v2, retrained")  # another PM in the same directory
+    assert evaluate_records(cfg, RECORDS, extra_runs=[], factory=opener({})).pm == {"mean": 2.0}

@@ -184,14 +184,30 @@ def run_stages(cfg: EvalConfig, result: EvalResult, prompts: Sequence[Record], o
     if cfg.pm:
         runs = [(str(cfg.run), prompts), *others]
         log(f"eval: preference model {cfg.pm}: scores of every revision of {len(runs)} run(s)")
-        result.pm = score_with_pm(cfg.pm, runs, cfg.bootstrap, cfg.seed)
+        key = pm_part_key(cfg, runs)
+        if key not in parts:  # a resumed eval reads the scores back instead of loading the PM again
+            parts.save(key, score_with_pm(cfg.pm, runs, cfg.bootstrap, cfg.seed), None)
+        result.pm = parts[key]
         save()
+
+
+def pm_part_key(cfg: EvalConfig, runs: Sequence[tuple[str, Sequence[Record]]]) -> str:
+    """The PM stage's part: the same PM files (path, size, time) on the same revisions."""
+    import hashlib
+
+    pm = Path(cfg.pm)
+    files = sorted((str(p.relative_to(pm)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in pm.rglob("*") if p.is_file()) if pm.is_dir() else []
+    asked = [(name, [(r.id, r.initial, [x.revision for x in r.rounds]) for r in recs]) for name, recs in runs]
+    blob = json.dumps([str(pm.resolve()), files, asked, cfg.bootstrap, cfg.seed], default=str)
+    return "pm:" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def judge_into(cfg: EvalConfig, result: EvalResult, prompts: Sequence[Record], others, answered: dict, safe: list,
                models: "Models", parts, log: Callable[[str], None]) -> None:
     """The judge's stage (with --judge) and what the answers give without it: evasiveness, over-refusal."""
     from charter.evaluate.refusal import over_refusal_result
+    from charter.evaluate.judge import verdict_bias
     from charter.evaluate.stages import evasive_summary, judge_stage
 
     judged = None
@@ -203,6 +219,7 @@ def judge_into(cfg: EvalConfig, result: EvalResult, prompts: Sequence[Record], o
                              str(parts.folder))
         result.elo, result.revisions = judged.elo or None, judged.revisions
         result.verdicts = [v.to_dict() for v in judged.verdicts]
+        result.bias = verdict_bias(judged.verdicts, {a["id"]: a["answers"] for a in result.answers or ()}, cfg.judge)
     for label, m in answered.items():
         m_judged = judged.evasive.get(label) if judged and cfg.judge_evasive else None
         result.models[label]["evasive"] = evasive_summary(prompts, m.answers, m_judged)
