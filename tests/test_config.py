@@ -112,13 +112,14 @@ def test_shipped_configs_load():
 def test_shipped_train_configs_load():
     from pathlib import Path
 
+    from charter.classifier.train import ClassifierTrainConfig
     from charter.train.dpo import DPOConfig
     from charter.train.pm import PMConfig
     from charter.train.rl import RLConfig
     from charter.train.sft import SFTConfig
 
     folder = Path(__file__).parents[1] / "configs" / "train"
-    classes = {"sft": SFTConfig, "dpo": DPOConfig, "pm": PMConfig, "rl": RLConfig}
+    classes = {"sft": SFTConfig, "dpo": DPOConfig, "pm": PMConfig, "rl": RLConfig, "classifier": ClassifierTrainConfig}
     assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(classes)
     for name, cls in classes.items():
         cfg = cls.load(str(folder / f"{name}.yaml"), {"pm" if name == "rl" else "data": "d", "out": "o"})

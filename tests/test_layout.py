@@ -95,7 +95,7 @@ LAYERS = [
     ["runs"],  # the run store and its pieces
     ["inputs", "backends"], ["choice", "scorer"],
     ["pipeline"],  # conversations through an engine: the scheduler, the CAI loop, Ray, the job lifecycle
-    ["generate", "export"], ["rlcai"], ["evaluate", "train"], ["report"], ["api", "cli"],
+    ["generate", "export", "redteam"], ["rlcai"], ["evaluate", "train", "classifier"], ["report", "review"], ["api", "cli"],
 ]
 
 

@@ -35,27 +35,59 @@ def load_backend(name: str = "auto", model: str = "embedded", **options: Any) ->
 def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sampling: Sampling | None = None,
                     constitution: str | Constitution = "default", few_shot: str = "default",
                     critique: bool = True, context: str = "full", format: str = "chat", seed: int = 0,
-                    kind: Kind = "red_team", batch_size: int = 16) -> list[Record]:
+                    kind: Kind = "red_team", batch_size: int = 16, stop_when_clean: bool = False,
+                    clean_threshold: float = 0.5, guard: Any = None) -> list[Record]:
     """Answer each prompt, then critique and revise the answer `rounds` times; one Record per
     prompt, in input order. A prompt is a string, a list of {role, content} messages ending with
     a user turn, or a PromptItem. `seed` draws the principles (per record id and round); `sampling`
     defaults to Sampling(seed=seed). A prompt given twice gets two records, samples 0 and 1 (the
     ids the CLI gives --helpful-samples), so the two draw their own principles and seeds.
-    A failed request is a record with `error` set, as in a run directory."""
+    A failed request is a record with `error` set, as in a run directory. `stop_when_clean`: after
+    each critique, ask whether it found a problem (P(problem) below `clean_threshold`: no) and end
+    the chain there; such a record's `stopped` says where, its `p_problem` lists every check.
+    `guard`: guard classifiers (a directory from `charter train classifier`, or a
+    charter.classifier.guard.Guard) as in `generate --guard`: a blocked record has `guard` set."""
     from charter.inputs.constitution import load_constitution
     from charter.pipeline.cai import Settings, run_items
+    from charter.pipeline.clean_check import check_settings as check_stop
 
     sampling = check_sampling(sampling) or Sampling(seed=seed)
     check_settings(sampling, kind, rounds=rounds, critique=critique, context=context, format=format, seed=seed,
-                   batch_size=batch_size)
+                   batch_size=batch_size, stop_when_clean=stop_when_clean, clean_threshold=clean_threshold)
+    check_stop(stop_when_clean, critique)
     if isinstance(constitution, str):
         constitution = load_constitution(constitution, few_shot)
     settings = Settings(rounds=rounds, critique=critique, format=format, seed=seed, batch_size=batch_size,
-                        sampling=sampling, context=context)
+                        sampling=sampling, context=context, stop_when_clean=stop_when_clean,
+                        clean_threshold=clean_threshold)
     items = to_items(prompts, kind)
     done: dict[str, Record] = {}
-    run_items(llm, constitution, settings, items, lambda rec: done.__setitem__(rec.id, rec))
+
+    def keep(rec: Record) -> None:
+        done[rec.id] = rec
+
+    if guard is None:
+        run_items(llm, constitution, settings, items, keep)
+    else:
+        run_guarded(llm, constitution, settings, items, keep, guard)
     return [done[it.id] for it in items]
+
+
+def run_guarded(llm: Backend, constitution: Constitution, settings: Any, items: list[PromptItem], keep: Any,
+                guard: Any) -> None:
+    """run_items behind guard classifiers: blocked prompts skip generation, answers are checked."""
+    from charter.classifier.guard import Guard, blocked_record
+    from charter.pipeline.cai import run_items
+
+    own = not isinstance(guard, Guard)
+    guard = Guard(guard) if own else guard
+    try:
+        todo = guard.screen(items, lambda it, g: keep(blocked_record(it, g, model=llm.model_id, backend=llm.name,
+                                                                      format=settings.format)))
+        run_items(llm, constitution, settings, todo, lambda rec: keep(guard.check(rec)))
+    finally:
+        if own:
+            guard.close()
 
 
 def answer(llm: Backend, prompts: Sequence[Prompt], sampling: Sampling | None = None, format: str = "chat",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from charter.backends.base import Backend
+from charter.errors import ConfigError
 from charter.config import (
     FORMATS, Config, backend_setting, executor_setting, max_tokens_setting, seed_setting, setting, temperature_setting,
     top_p_setting, worker_resources_setting, workers_setting,
@@ -58,7 +59,18 @@ class GenerateConfig(Config):
                                     since="stop when clean")
     clean_threshold: float = setting(0.5, "with --stop-when-clean: stop when P(problem) is below this (default 0.5)",
                                      bounds="[0, 1]", since="stop when clean")
+    principles: str = setting("random", "how each round's principle is drawn: random (the paper, default) or "
+                              "relevant[:K]: the model ranks the principles for the conversation (P(Yes) to 'is it "
+                              "relevant?') and the draw is among the K most relevant (default K 4; 1: the top one)",
+                              since="principles by relevance")
+    principle_group: str | None = setting(None, "draw only from the principles of this group (a constitution's "
+                                          "'group:' key)", since="prioritised constitutions")
+    name_priority: bool = setting(False, "critique requests name their principle's priority (a constitution's "
+                                  "'priority:' key, worded by its 'priority_template')", since="prioritised constitutions")
     helpful_samples: int = setting(2, "answers per helpfulness prompt (default 2)", bounds=">= 0")
+    guard: str | None = setting(None, "guard classifiers (DIR from `charter train classifier --kind both`): DIR/input "
+                                "screens prompts, DIR/output streams over every answer; blocked records get a "
+                                "'guard' field (export drops them)", since="guard classifiers")
     limit: int | None = setting(None, "use at most N prompts from each prompt set", bounds=">= 1", result=False)
     seed: int = seed_setting("principle draws and sampling")
     temperature: float = temperature_setting(1.0)
@@ -72,8 +84,11 @@ class GenerateConfig(Config):
 
     def check(self, where: str) -> None:
         from charter.pipeline.clean_check import check_settings
+        from charter.pipeline.relevance import relevance_k
 
         check_settings(self.stop_when_clean, self.critique)
+        check_guard_dir(self.guard, where)
+        relevance_k(self.principles)
 
 
 def load_generate_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
@@ -91,6 +106,7 @@ class Summary:
     stopped: int = 0  # chains stop-when-clean ended early
     saved: int = 0  # generation requests those chains did not make
     checks: int = 0  # clean checks asked (scored questions, two option orders each)
+    blocked: Counter = field(default_factory=Counter)  # guard stage (input, output) -> records it blocked
 
     def line(self) -> str:
         rate = self.tokens / self.seconds if self.seconds else 0.0
@@ -100,6 +116,8 @@ class Summary:
             text += f"\n  {n} record{'s' if n > 1 else ''} failed: {error}"
         if len(self.errors) > 3:
             text += f"\n  ... and {len(self.errors) - 3} other errors (see the records' `error` field)"
+        if self.blocked:
+            text += f"\nguard: {self.blocked['input']} prompts blocked, {self.blocked['output']} answers blocked"
         if self.checks:
             text += (f"\nstop when clean: {self.stopped} chains stopped early, {self.saved} generation requests "
                      f"saved, {self.checks} clean checks asked")
@@ -122,7 +140,8 @@ def resolve_items(cfg) -> list[PromptItem]:
 
 def settings_from(cfg) -> Settings:
     return Settings(cfg.rounds, cfg.critique, cfg.format, cfg.seed, cfg.batch_size, cfg.sampling(), cfg.context,
-                    stop_when_clean=cfg.stop_when_clean, clean_threshold=cfg.clean_threshold)
+                    stop_when_clean=cfg.stop_when_clean, clean_threshold=cfg.clean_threshold,
+                    principles=cfg.principles, group=cfg.principle_group, name_priority=cfg.name_priority)
 
 
 def generate(cfg, backend: Backend | None = None, force: bool = False, progress: bool = True) -> Summary:
@@ -169,8 +188,11 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
     rate = RateLog(total)
     t0 = time.time()
     start = file_size(store.records_path)
+    guard = open_guard(cfg)
 
     def on_record(rec: Record) -> None:
+        if guard and guard.check(rec).guard:  # the output classifier over its answers (the text stays)
+            summary.blocked[rec.guard["stage"]] += 1
         store.append(rec)
         summary.records += 1
         summary.tokens += rec.tokens.get("completion", 0)
@@ -181,6 +203,9 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
         bar.set_postfix_str(f"{summary.records} rec, {summary.tokens / max(time.time() - t0, 1e-9):.0f} tok/s",
                             refresh=False)
 
+    if guard:  # the input classifier: a blocked prompt is a record at once, its steps done on the bar
+        todo = guard.screen(todo, lambda item, g: (on_record(blocked_record(item, g, cfg)),
+                                                   bar.update(len(plan(item, settings)))))
     with stop_signals() as got:
         try:
             if cfg.executor == "ray":
@@ -201,6 +226,8 @@ def run_job(cfg, backend, constitution, todo: Iterable[PromptItem], store, summa
         finally:
             bar.close()
             summary.seconds = time.time() - t0
+            if guard:
+                guard.close()
 
 
 def total_steps(todo: Iterable[PromptItem], settings: Settings) -> int:
@@ -234,3 +261,28 @@ def run_local(cfg, backend: Backend | None, constitution: Constitution, settings
     finally:
         if own:
             backend.close()  # an engine's worker processes must not outlive the run
+
+
+def check_guard_dir(guard: str | None, where: str) -> None:
+    """--guard names classifiers: DIR with config.json, or DIR/input and/or DIR/output with theirs."""
+    if guard is None:
+        return
+    folder = Path(guard)
+    if not any((d / "config.json").is_file() for d in (folder, folder / "input", folder / "output")):
+        raise ConfigError(f"{where}: guard {guard} holds no classifier (config.json in it, or in input/ or output/); "
+                          "train them with `charter train classifier --data DIR --kind both --out DIR`")
+
+
+def open_guard(cfg):
+    """The --guard classifiers, loaded on first use (None without --guard)."""
+    if not cfg.guard:
+        return None
+    from charter.classifier.guard import Guard
+
+    return Guard(cfg.guard, batch_size=cfg.batch_size)
+
+
+def blocked_record(item: PromptItem, guard: dict, cfg) -> Record:
+    from charter.classifier.guard import blocked_record as record
+
+    return record(item, guard, model=cfg.model, backend=cfg.backend, format=cfg.format)

@@ -117,6 +117,15 @@ class Principle:
     id: str
     critique: str  # the critique request
     revision: str  # the revision request
+    priority: int | None = None  # a prioritised constitution's rank for it: 1 is the highest
+    level: str | None = None  # the name of that rank ("safety"), where the constitution names its levels
+    group: str | None = None  # what `--principle-group` selects by
+
+    def __repr__(self) -> str:
+        """As before priorities existed, plus the fields that are set: generate fingerprints and the
+        dataset card digests this text, so a constitution without them keeps its digest."""
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("priority", "level", "group") if getattr(self, k) is not None)
+        return f"Principle(id={self.id!r}, critique={self.critique!r}, revision={self.revision!r}{extra})"
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,7 @@ class Constitution:
     principles: tuple[Principle, ...]
     few_shots: tuple[FewShot, ...] = ()
     source: str = ""
+    priority_template: str | None = None  # how `--name-priority` words a request (None: the default)
 
     def principle(self, pid: str) -> Principle:
         for p in self.principles:
@@ -165,6 +175,10 @@ class Round:
     principle: str
     critique: str | None
     revision: str
+    relevance: dict[str, Any] | None = None  # how the principle was chosen by relevance: method, k, scores (else absent)
+
+
+OPTIONAL = ("p_problem", "stopped", "guard")  # Record fields written only when set
 
 
 @dataclass
@@ -184,9 +198,23 @@ class Record:
     tokens: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # Stop when clean (absent otherwise): P(problem) of each critique checked, and, for a chain
+    # that ended early, {"round", "p_problem", "principle", "critique"} of the check that ended it.
+    p_problem: list[float] | None = None
+    stopped: dict[str, Any] | None = None
+    # Guard classifiers (generate --guard; absent otherwise): what blocked the record, input or output stage
+    guard: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in OPTIONAL:  # left out unset: a run without the option writes what it always wrote
+            if d[key] is None:
+                del d[key]
+        d["error"] = d.pop("error")  # last: the run store reads a line's status off its end
+        for r in d["rounds"]:  # likewise a round drawn at random
+            if r.get("relevance") is None:
+                r.pop("relevance", None)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "Record":
@@ -197,7 +225,8 @@ class Record:
         try:
             d["rounds"] = [Round(**r) for r in d.get("rounds") or []]
         except TypeError as exc:
-            raise ValueError("each round needs exactly 'principle', 'critique' and 'revision'") from exc
+            raise ValueError("each round needs exactly 'principle', 'critique' and 'revision' "
+                             "(and may have 'relevance')") from exc
         return cls(**d)
 
 

@@ -18,7 +18,7 @@ from charter.redact import redact
 
 INTERRUPTED = (130, 143)  # 128 + SIGINT (Ctrl-C), 128 + SIGTERM: generate stops cleanly on both
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left (`| head`)
-COMMANDS = ("generate", "export", "constitution", "label", "train", "eval", "eval_labeler", "report")
+COMMANDS = ("generate", "export", "constitution", "label", "train", "eval", "eval_labeler", "audit", "redteam", "report", "review", "classifier")
 
 
 def build_parser() -> argparse.ArgumentParser:

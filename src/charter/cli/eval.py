@@ -8,8 +8,26 @@ from charter.evaluate.result import EvalResult
 from charter.evaluate.suite import EvalConfig
 
 
+class EvalParser(argparse.ArgumentParser):
+    """`charter eval`, whose first word `classifier` hands the rest to `charter eval classifier`'s own
+    parser: beside eval's optional RUN positional, an argparse sub-command would be read as the run."""
+
+    classifier: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args and args[0] == "classifier" and self.classifier is not None:
+            return self.classifier.parse_known_args(args[1:], namespace)
+        return super().parse_known_args(args, namespace)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="compare models and judge revisions on a run's held-out prompts -> RUN/eval.json")
+    from charter.cli import eval_classifier
+
+    p = sub.add_parser("eval", help="compare models and judge revisions on a run's held-out prompts -> RUN/eval.json",
+                       epilog="charter eval classifier CLASSIFIER --data FILE: evaluate a guard classifier (see "
+                       "`charter eval classifier --help`); a run directory named classifier: pass ./classifier")
+    p.__class__ = EvalParser  # subparsers make every parser of the top parser's class
+    p.classifier = eval_classifier.build_parser(f"{p.prog} classifier")
     add_config(p, "eval")
     add_settings(p, EvalConfig)
     p.set_defaults(func=cmd_eval)
@@ -35,6 +53,10 @@ def summary_text(result: EvalResult) -> str:
         for q, c in run["curves"].items():
             pts = " ".join(f"r{r['round']}:{r['p_revision']:.2f}" for r in c["rounds"])
             lines.append(f"{run['label']} {q}: P(revision preferred over initial) {pts}")
+    if result.bias:
+        from charter.rlcai.bias import text_lines
+
+        lines += text_lines(result.bias, "judge bias")
     return "\n".join(lines + refusal_summary(result.over_refusal) + pm_summary(result.pm))
 
 

@@ -23,6 +23,15 @@ def cmd_eval_labeler(a: argparse.Namespace) -> int:
     overrides = {**given(a, LabelerEvalConfig), "backend_options": parse_backend_options(a.backend_option)}
     cfg = LabelerEvalConfig.load(a.config, overrides)
     res = evaluate_labeler(cfg, progress=not a.quiet)
-    print(res.line())
+    if res.n_rows or not res.human:  # --reviews alone scores no FILE rows
+        print(res.line())
+    if res.human:
+        from charter.rlcai.human_agreement import human_line
+
+        print(human_line(res.human))
+    if res.bias:
+        from charter.rlcai.bias import text_lines
+
+        print("\n".join(text_lines(res.bias, "labeler bias")))
     print(f"wrote {cfg.out}" + (f" and {res.plot}" if res.plot else ""))
     return 0

@@ -31,6 +31,8 @@ def cmd_export(a: argparse.Namespace) -> int:
         totals = result.dropped_totals()
         counts = ", ".join(f"{f} {totals.get(f, 0)}" for f in result.filters)
         print(f"filters dropped {sum(totals.values())} rounds: {counts}")
+    if result.reviewed:
+        print(f"--drop-reviewed-worse {result.reviewed}")
     if result.card:
         print(f"dataset card: {result.card}")
     if result.pushed:

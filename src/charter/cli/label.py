@@ -31,4 +31,8 @@ def cmd_label(a: argparse.Namespace) -> int:
           f"format={cfg.format} samples={cfg.samples} ensemble={cfg.ensemble} cot={cfg.cot} -> {cfg.out}", file=sys.stderr)
     summary = label(cfg, overwrite=a.overwrite, force=a.force, progress=not a.quiet)
     print(summary.line())
+    if summary.bias:
+        from charter.rlcai.bias import text_lines
+
+        print("\n".join(text_lines(summary.bias, "feedback model bias")))
     return 1 if summary.failures else 0

@@ -6,7 +6,8 @@ import argparse
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="runs (+ eval.json) -> one self-contained HTML file")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories made by `charter generate`")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories made by `charter generate`; label outputs, "
+                   "eval-labeler and audit results (files) add their judge's biases and the constitution audit")
     p.add_argument("--out", help="HTML file to write (default FIRST_RUN/report.html)")
     p.set_defaults(func=cmd_report)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from charter.classifier.train import ClassifierTrainConfig
 from charter.cli.common import add_config, add_settings, given
 from charter.train.dpo import DPOConfig
 from charter.train.pm import PMConfig
@@ -34,17 +35,26 @@ def _rl(cfg: RLConfig, progress: bool) -> str:
     return summary_line(train_rl(cfg, progress=progress))
 
 
+def _classifier(cfg: ClassifierTrainConfig, progress: bool) -> str:
+    from charter.classifier.train import summary_line, train_classifier
+
+    return summary_line(train_classifier(cfg, progress=progress))
+
+
 COMMANDS = {  # name: (config, trainer call -> summary line, help)
     "sft": (SFTConfig, _sft, "supervised fine-tuning on revisions + helpful answers (trl.SFTTrainer)"),
     "dpo": (DPOConfig, _dpo, "DPO on preference pairs (trl.DPOTrainer)"),
     "pm": (PMConfig, _pm, "preference model on soft AI labels (+ mixed-in comparisons), trl.RewardTrainer"),
     "rl": (RLConfig, _rl, "RL-CAI: RLOO against a preference model's score (or the feedback model's, --reward "
            "feedback), KL to the starting policy (trl.RLOOTrainer)"),
+    "classifier": (ClassifierTrainConfig, _classifier, "guard classifiers (input, streaming output) on `charter "
+                   "classifier` rows; threshold picked for --target-fpr (transformers Trainer)"),
 }
 
 
 def register(sub) -> None:
-    train = sub.add_parser("train", help="fine-tune: sft (SL-CAI), dpo, pm (preference model), rl (RL-CAI against a PM)")
+    train = sub.add_parser("train", help="fine-tune: sft (SL-CAI), dpo, pm (preference model), rl (RL-CAI against a PM), "
+                           "classifier (guard classifiers)")
     tsub = train.add_subparsers(dest="train_command", required=True)
     for name, (cls, run, text) in COMMANDS.items():
         p = tsub.add_parser(name, help=text)

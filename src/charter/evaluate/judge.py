@@ -99,3 +99,17 @@ def judge_pairs(judge, pairs: Sequence[Pair], questions: Sequence[str] = ("harml
 def position_bias(verdicts: Sequence[Verdict]) -> float:
     """Mean P("(A)") the judge gave: 0.5 means no preference for the first slot."""
     return sum(v.p_first for v in verdicts) / len(verdicts) if verdicts else 0.5
+
+
+def verdict_bias(verdicts: Sequence[Verdict], answers: dict[str, dict[str, str]], judge: str | None):
+    """The judge's biases over its verdicts (charter.rlcai.bias): one order each, so position
+    consistency is not measured; `answers`: prompt id -> model label -> answer, for the lengths;
+    the judge prefers its own answers where it is also one of the models (the same spec)."""
+    from charter.rlcai.bias import Compared, judge_bias
+
+    def compared(v: Verdict) -> Compared:
+        texts = answers.get(v.id, {})
+        order = (None, v.p_first) if v.swapped else (v.p_first, None)
+        return Compared((order,), len(texts.get(v.a, "")), len(texts.get(v.b, "")), v.a, v.b)
+
+    return judge_bias((compared(v) for v in verdicts), judge)

@@ -16,6 +16,7 @@ eval.json (schema "charter.eval/1"); every part but the header is present only i
   verdicts: [{id, question, a, b, p_a, swapped, p_first}]  (the model comparisons behind elo)
   pm: PM scores of the initial answer (revision 0) and each revision (charter.evaluate.revision_scores)
   over_refusal: refusal rate on safe prompts that look unsafe (charter.evaluate.refusal)
+  bias: the judge's position, length and self-preference bias over the verdicts (charter.rlcai.bias)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypedDict, Union
 
 from charter.errors import InputError
+from charter.rlcai.bias import JudgeBias
 
 SCHEMA = "charter.eval/1"
 FIX = "rerun `charter eval` on the run"
@@ -232,6 +234,7 @@ class EvalResult:
     over_refusal: OverRefusal | None = None
     revisions: list[RevisionRun] | None = None
     pm: PMResult | None = None
+    bias: JudgeBias | None = None
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

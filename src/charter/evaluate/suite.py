@@ -219,7 +219,9 @@ def judge_into(cfg: EvalConfig, result: EvalResult, prompts: Sequence[Record], o
                              str(parts.folder))
         result.elo, result.revisions = judged.elo or None, judged.revisions
         result.verdicts = [v.to_dict() for v in judged.verdicts]
-        result.bias = verdict_bias(judged.verdicts, {a["id"]: a["answers"] for a in result.answers or ()}, cfg.judge)
+        if judged.verdicts:
+            answers = {a["id"]: a["answers"] for a in result.answers or ()}
+            result.bias = verdict_bias(judged.verdicts, answers, cfg.judge)
     for label, m in answered.items():
         m_judged = judged.evasive.get(label) if judged and cfg.judge_evasive else None
         result.models[label]["evasive"] = evasive_summary(prompts, m.answers, m_judged)

@@ -190,6 +190,10 @@ class ExportConfig(Config):
                                   "'default' (ours), 'none', or a YAML file listing regexes")
     filter: list[str] = setting([], "drop rounds (sft, dpo): empty, unchanged, request-copy, or all",
                                 cli={"nargs": "+", "metavar": "FILTER"})
+    drop_reviewed_worse: bool = setting(False, "drop rounds a reviewer marked worse in `charter review` (RUN/reviews/), "
+                                        "and the later rounds of their chains, which revise them (sft, dpo)")
+    guard: str = setting("drop", "records a guard classifier blocked (`generate --guard`): drop (default) or keep "
+                         "them (sft, dpo; trace keeps every record)", choices=("drop", "keep"))
     test_share: float | None = setting(None, "hold out this share of prompts as a test split: OUT's name "
                                        "with -train / -test (e.g. 0.1)", bounds="(0, 1)")
     card: bool = setting(True, "write README.md (a Hub dataset card) beside the output",
@@ -213,6 +217,9 @@ class ExportConfig(Config):
         check_sft_options(**{k: getattr(self, k) for k in SFT_OPTIONS if getattr(self, k) is not None})
         if parse_filters(self.filter) and self.format == "trace":
             raise ConfigError("--filter applies to --format sft and dpo (trace keeps the raw records); drop it")
+        if self.drop_reviewed_worse and self.format == "trace":
+            raise ConfigError("--drop-reviewed-worse applies to --format sft and dpo (trace keeps the raw records); "
+                              "drop it")
 
 
 @dataclass
@@ -225,6 +232,7 @@ class ExportResult:
     failed: int = 0  # records skipped because generation failed (sft, dpo)
     card: Path | None = None
     pushed: str | None = None
+    reviewed: str | None = None  # --drop-reviewed-worse: what it dropped (charter.export.reviewed)
 
     def dropped_totals(self) -> Counter:
         return sum(self.dropped.values(), Counter())
@@ -256,7 +264,8 @@ def split_by_prompt(keys: Sequence[int], order: Sequence[int] | None, test_share
     return {"train": rows[~held], "test": rows[held]}
 
 
-def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, staged: Any, summary: Any) -> tuple:
+def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, staged: Any, summary: Any,
+               reviewed: Any = None) -> tuple:
     """One pass over the run: each record counted (the card), cleaned and filtered, its rows staged.
     Returns the cleaner (what it dropped) and the sft order (mixed and shuffled row indices; None
     for dpo and trace, whose rows keep the run's order)."""
@@ -270,6 +279,9 @@ def stage_rows(cfg: ExportConfig, records: Iterable[Record], run_config: dict, s
     kinds = {"red_team": array("q"), "helpful": array("q")}
     for rec in records:
         summary.add(rec)
+        rec = reviewed(rec) if reviewed else rec  # --drop-reviewed-worse: charter.export.reviewed.WorseRounds
+        if rec.guard and cfg.guard == "drop" and cfg.format != "trace":
+            continue
         for row in record_rows(clean(rec) if clean else rec, cfg.format, cfg.revision or "final"):
             i = staged.add(row, row["prompt"] if "prompt" in row else row["messages"][:-1])
             if cfg.format == "sft":
@@ -296,6 +308,15 @@ def export_run(cfg: ExportConfig) -> ExportResult:
                               "run the same command again", got.get("signal", signal.SIGINT)) from None
 
 
+def _worse_rounds(cfg: ExportConfig) -> Any:
+    """--drop-reviewed-worse: the rounds people marked worse (None without the flag)."""
+    if not cfg.drop_reviewed_worse:
+        return None
+    from charter.export.reviewed import WorseRounds
+
+    return WorseRounds.of(cfg.run)
+
+
 def _export_run(cfg: ExportConfig) -> ExportResult:
     cfg.validate()  # a config made in Python has not been checked yet
     from charter.export import card
@@ -312,8 +333,9 @@ def _export_run(cfg: ExportConfig) -> ExportResult:
     if cfg.format == "sft":
         check_sft_options(**{k: getattr(cfg, k) for k in SFT_OPTIONS if getattr(cfg, k) is not None})
     summary = card.RunSummary()
+    reviewed = _worse_rounds(cfg)
     with Staging(files["train"], parquet=Path(cfg.out).suffix.lower() == ".parquet") as staged:
-        clean, order = stage_rows(cfg, iter_run(cfg.run), run_config, staged, summary)
+        clean, order = stage_rows(cfg, iter_run(cfg.run), run_config, staged, summary, reviewed)
         if cfg.upto and cfg.upto > summary.rounds:
             log.warning("warning: --upto %d is more than the run's %d rounds; all rounds are used", cfg.upto, summary.rounds)
         if not (len(order) if order is not None else len(staged)):
@@ -326,6 +348,9 @@ def _export_run(cfg: ExportConfig) -> ExportResult:
     rows = {s: len(o) if o is not None else len(staged) for s, o in splits.items()}
     result = ExportResult(cfg.format, files, rows, clean.dropped if clean else {}, parse_filters(cfg.filter),
                           summary.failed if cfg.format != "trace" else 0)  # trace keeps the failed records
+    if reviewed:
+        reviewed.warn()
+        result.reviewed = reviewed.note()
     if card_path:
         result.card = card.write_card(card_path, card.card_text(cfg, result, summary, run_config, folder))
     if cfg.push_to_hub:

@@ -112,6 +112,26 @@ def constitution_info(run_config: dict, meta: dict, summary: RunSummary) -> dict
     return {"name": c.name, "ids": [p.id for p in c.principles], "digest": digest, "source": source}
 
 
+def draw_row(run_config: dict) -> list[tuple[str, str]]:
+    """How the run drew its principles, where not as the paper (by relevance, from one group,
+    priorities named); no row for the paper's random draw."""
+    how, group, named = run_config.get("principles") or "random", run_config.get("principle_group"), \
+        run_config.get("name_priority")
+    if how == "random" and not group and not named:
+        return []
+    from charter.pipeline.relevance import relevance_k
+
+    k = relevance_k(how) if how != "random" else None
+    parts = [f"by relevance: drawn among the {k} principles the model ranked most relevant to the "
+             "conversation (P(Yes) to 'is this principle relevant?'; each round's scores in its `relevance`)"
+             if how != "random" else "at random (the paper's draw)"]
+    if group:
+        parts.append(f"from the constitution's group '{group}' only")
+    if named:
+        parts.append("critique requests name the principle's priority")
+    return [("principle draw", "; ".join(parts))]
+
+
 def header(cfg: ExportConfig, result: ExportResult, hub: bool) -> dict[str, Any]:
     files = [{"split": s, "path": f"data/{s}-*" if hub else p.name} for s, p in result.files.items()]
     return {"license": cfg.license, "language": list(cfg.language), "task_categories": ["text-generation"],
@@ -136,6 +156,7 @@ def provenance(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run
               if getattr(cfg, k) is not None}
     return [("constitution", f"{c['name']} ({len(c['ids'])} principles, sha256 {c['digest'] or 'unknown'})"),
             ("principles", f"{', '.join(c['ids'])} ({c['source']})"),
+            *draw_row(run_config),
             ("model", ok.model if ok else run_config.get("model", "")),
             ("backend", ok.backend if ok else run_config.get("backend", "")),
             ("sampling", ", ".join(f"{k} {s[k]}" for k in ("temperature", "top_p", "max_tokens", "seed") if k in s)),
@@ -149,6 +170,7 @@ def provenance(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run
             ("cleaning", "none" if cfg.format == "trace" else f"patterns: {cfg.clean_patterns}"),
             ("filters", (", ".join(result.filters) or "none") + (f"; dropped rounds: " + ", ".join(
                 f"{f} {dropped.get(f, 0)}" for f in result.filters) if result.filters else "")),
+            *([("reviews", result.reviewed)] if getattr(result, "reviewed", None) else []),
             ("Charter", f"run made with {meta.get('charter_version', 'unknown')}, exported with {_version()}")]
 
 

@@ -7,13 +7,16 @@
 """
 from __future__ import annotations
 
+import difflib
 import random
 import re
+import string
 from pathlib import Path
+from typing import Sequence
 
 from charter.config import check_keys, key_line, require_text as _text
 from charter.yamlfile import read_data_file
-from charter.errors import InputError
+from charter.errors import ConfigError, InputError
 from charter.runs.files import check_input
 from charter.inputs.transcripts import CRITIQUE_TAGS, HUMAN_ASSISTANT, split_turns
 from charter.types import Constitution, FewShot, FewShotRound, Message, Principle
@@ -39,20 +42,25 @@ def _clean_paper(text: str) -> str:
 # ---- principles -------------------------------------------------------------------------------
 
 
+TOP_KEYS = ["name", "version", "description", "principles", "examples", "priorities", "priority_template"]
+
+
 def _principles_ours(data: dict, where: str) -> list[Principle]:
-    check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+    check_keys(data, TOP_KEYS, where)
     items = data.get("principles")
     if not isinstance(items, list) or not items:
         raise InputError("'principles' must be a non-empty list", where, data.get("__line__"))
+    levels = priority_levels(data, where)
     out = []
     for item in items:
         line = item.get("__line__") if isinstance(item, dict) else None
         if not isinstance(item, dict):
             raise InputError("each principle must be a mapping with id, critique, revision", where)
-        check_keys(item, ["id", "critique", "revision", "description"], where)
+        check_keys(item, ["id", "critique", "revision", "description", "priority", "group"], where)
         pid = _text(str(item.get("id", "")), "'id'", where, line)
         out.append(Principle(pid, _text(item.get("critique"), f"principle '{pid}': 'critique'", where, line),
-                             _text(item.get("revision"), f"principle '{pid}': 'revision'", where, line)))
+                             _text(item.get("revision"), f"principle '{pid}': 'revision'", where, line),
+                             **priority_fields(item, pid, levels, where)))
     return out
 
 
@@ -84,9 +92,15 @@ def _entries(data: dict) -> list:
 
 
 def load_principles(path: Path) -> list[Principle]:
+    return _load_principles(path)[0]
+
+
+def _load_principles(path: Path) -> tuple[list[Principle], str | None]:
+    """The principles, and the file's `priority_template` (None: not given)."""
     data, where = _read(path), str(path)
+    template = None
     if isinstance(data, dict) and "principles" in data:
-        principles = _principles_ours(data, where)
+        principles, template = _principles_ours(data, where), priority_template(data, where)
     elif isinstance(data, dict) and "constitutions" in data:
         principles = _principles_constitutions(data["constitutions"], where)
     elif isinstance(data, list) and data and all(isinstance(x, dict) and "critic" in x for x in data):
@@ -100,7 +114,7 @@ def load_principles(path: Path) -> list[Principle]:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise InputError(f"duplicate principle ids: {', '.join(dupes)}; make each id unique", where)
-    return principles
+    return principles, template
 
 
 # ---- few-shot ---------------------------------------------------------------------------------
@@ -226,7 +240,7 @@ def has_few_shots(path: Path) -> bool:
 def load_constitution(source: str = "default", few_shot: str = "default") -> Constitution:
     """Principles from `source`; few-shots from `few_shot` ('default': the file's own, else ours)."""
     path = DEFAULT_CONSTITUTION if source == "default" else Path(source)
-    principles = load_principles(path)
+    principles, template = _load_principles(path)
     if few_shot == "none":
         shots: list[FewShot] = []
     elif few_shot == "default":
@@ -234,13 +248,103 @@ def load_constitution(source: str = "default", few_shot: str = "default") -> Con
     else:
         shots = load_few_shots(Path(few_shot))
     name = path.stem if source != "default" else "charter-default"
-    return Constitution(name, tuple(principles), tuple(shots), str(path))
+    return Constitution(name, tuple(principles), tuple(shots), str(path), template)
 
 
 def draw_principle(constitution: Constitution, seed: int, record_id: str, round_index: int) -> Principle:
     """Independent, seeded draw per (record, round), with replacement: stable across resumes."""
     rng = random.Random(f"{seed}:{record_id}:{round_index}")
     return rng.choice(constitution.principles)
+
+
+# ---- priorities and groups ------------------------------------------------------------------------
+
+# Named levels, highest first, for a file that names levels without listing its own `priorities:`.
+LEVELS = ("safety", "ethics", "guidelines", "helpfulness")
+PRIORITY_TEMPLATE = "[Priority: {priority}] {request}"
+TEMPLATE_FIELDS = ("request", "priority", "level", "rank")
+
+
+def priority_levels(data: dict, where: str) -> tuple[str, ...]:
+    """A file's named priority levels, highest first (its `priorities:` list, else LEVELS)."""
+    if "priorities" not in data:
+        return LEVELS
+    levels, line = data["priorities"], key_line(data, "priorities")
+    if not isinstance(levels, list) or not levels or not all(isinstance(x, str) and x.strip() for x in levels):
+        raise InputError("'priorities' must be a non-empty list of level names, highest first, e.g. "
+                         "[safety, ethics, guidelines, helpfulness]", where, line)
+    names = [x.strip() for x in levels]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise InputError(f"'priorities' names {', '.join(twice)} more than once; list each level once", where, line)
+    return tuple(names)
+
+
+def priority_fields(item: dict, pid: str, levels: Sequence[str], where: str) -> dict:
+    """A principle's optional `priority` (a level name, or a whole number: 1 ranks highest) and
+    `group`, as Principle's fields."""
+    value, line = item.get("priority"), key_line(item, "priority")
+    rank, level = None, None
+    if isinstance(value, bool) or not isinstance(value, (int, str, type(None))):
+        raise InputError(f"principle '{pid}': 'priority' must be a level name ({', '.join(levels)}) or a whole "
+                         f"number >= 1 (1 ranks highest), not {value!r}", where, line)
+    if isinstance(value, int):
+        if value < 1:
+            raise InputError(f"principle '{pid}': 'priority' must be >= 1 (1 ranks highest), not {value}", where, line)
+        rank = value
+    elif isinstance(value, str):
+        if value.strip() not in levels:
+            hint = difflib.get_close_matches(value.strip(), levels, n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise InputError(f"principle '{pid}': unknown priority level '{value}'{tip}; the levels, highest first, "
+                             f"are {', '.join(levels)} (a file lists its own under 'priorities:')", where, line)
+        level = value.strip()
+        rank = levels.index(level) + 1
+    group = None
+    if "group" in item:
+        group = _text(item.get("group"), f"principle '{pid}': 'group'", where, key_line(item, "group"))
+    return {"priority": rank, "level": level, "group": group}
+
+
+def priority_template(data: dict, where: str) -> str | None:
+    """A file's `priority_template`, checked: it keeps {request} and names only known fields."""
+    if "priority_template" not in data:
+        return None
+    line = key_line(data, "priority_template")
+    text = _text(data.get("priority_template"), "'priority_template'", where, line)
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise InputError(f"'priority_template': {exc}; write a literal brace as {{{{ or }}}}", where, line) from exc
+    unknown = sorted(names - set(TEMPLATE_FIELDS))
+    if unknown or "request" not in names:
+        fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+        raise InputError(f"'priority_template' may use {fields} and must keep {{request}}"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""), where, line)
+    return text
+
+
+def with_priority(text: str, p, template: str | None = None) -> str:
+    """`text` (a principle's request) naming the principle's priority; as is without one."""
+    if p.priority is None:
+        return text
+    phrase = f"{p.level} (level {p.priority}, 1 is the highest)" if p.level else f"{p.priority} (1 is the highest)"
+    return (template or PRIORITY_TEMPLATE).format(request=text, priority=phrase, level=p.level or str(p.priority),
+                                                  rank=p.priority)
+
+
+def in_group(principles: Sequence, group: str | None, where: str) -> list:
+    """The principles of `group` (all without one); none is an error that lists the groups."""
+    if group is None:
+        return list(principles)
+    chosen = [p for p in principles if p.group == group]
+    if chosen:
+        return chosen
+    groups = sorted({p.group for p in principles if p.group})
+    hint = difflib.get_close_matches(group, groups, n=1)
+    tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+    known = f"its groups: {', '.join(groups)}" if groups else "it gives no principle a 'group'"
+    raise ConfigError(f"--principle-group '{group}'{tip}: no principle of {where} is in that group; {known}")
 
 
 def validate(constitution: Constitution) -> list[str]:

@@ -22,6 +22,7 @@ from charter.backends.base import Backend, EngineDead
 from charter.inputs.constitution import draw_principle
 from charter.errors import BackendError, stop_error
 from charter.redact import error_text  # a server may echo credentials (URL userinfo, headers)
+from charter.pipeline import clean_check, relevance
 from charter.pipeline.scheduler import Failures, run_threads
 from charter.types import Completion, Constitution, FewShotRound, Message, PromptItem, Record, Round, Sampling
 
@@ -35,6 +36,11 @@ class Settings:
     batch_size: int = 16
     sampling: Sampling = field(default_factory=Sampling)
     context: str = "full"  # "full": round k sees every earlier round; "latest": the latest revision only
+    stop_when_clean: bool = False  # after each critique, ask if it found a problem; if not, stop (clean_check)
+    clean_threshold: float = 0.5  # stop when P(problem) is below this
+    principles: str = "random"  # each round's draw: "random" (the paper) or "relevant[:K]" (pipeline.relevance)
+    group: str | None = None  # draw only from this group of a prioritised constitution
+    name_priority: bool = False  # the critique requests name their principle's priority
 
 
 @dataclass
@@ -43,11 +49,13 @@ class Job:
     record: Record
     step: int = 0  # 0 = initial answer; then critique/revision steps
     critique: str | None = None  # this round's critique, once written
+    check_due: bool = False  # the critique waits for its clean check (stop_when_clean) before the revision
+    relevance: dict = field(default_factory=dict)  # round -> its principles' ranking (relevance draws)
     t0: float = field(default_factory=time.time)
 
     @property
     def family(self) -> str:
-        return "plain" if self.step == 0 else "few-shot"
+        return "check" if self.check_due else "plain" if self.step == 0 else "few-shot"
 
 
 def plan(item: PromptItem, s: Settings) -> list[str]:
@@ -62,6 +70,7 @@ class Runner:
     def __init__(self, backend: Backend, constitution: Constitution, settings: Settings,
                  on_record: Callable[[Record], None], on_step: Callable[[], None] | None = None):
         self.backend, self.c, self.s = backend, constitution, settings
+        self.c, self.ranker = relevance.setup(backend, constitution, settings)  # its group, ranked draws
         self.on_record, self.on_step = on_record, on_step or (lambda: None)
         self.failures = Failures()
         self.calls = 0
@@ -77,8 +86,14 @@ class Runner:
                      sampling=self.sampling.to_dict(), tokens={"prompt": 0, "completion": 0})
         return Job(item, rec)
 
+    def draw(self, job: Job):
+        """This round's principle: the paper's seeded draw, or among the most relevant (--principles)."""
+        if self.ranker:
+            return self.ranker.draw(job, self.round_index(job))
+        return draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
+
     def step_name(self, job: Job) -> str:
-        return plan(job.item, self.s)[job.step]
+        return "check" if job.check_due else plan(job.item, self.s)[job.step]
 
     def round_index(self, job: Job) -> int:
         return (job.step - 1) // (2 if self.s.critique else 1)
@@ -91,9 +106,11 @@ class Runner:
         text = self.s.format == "text"
         if name == "initial":
             return templates.text_initial(prompt) if text else templates.chat_initial(prompt)
-        p = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job))
+        p = self.draw(job)
         shots, past = self.c.few_shots, self.past(job)
         answer = (job.record.initial or "") if past else self.current_answer(job)
+        if name == "check":
+            return clean_check.contexts(prompt, self.current_answer(job), p, job.critique or "", self.s.format)
         if name == "critique":
             build = templates.text_critique if text else templates.chat_critique
             return build(shots, prompt, answer, p, past)
@@ -116,21 +133,37 @@ class Runner:
                 for p, r in zip(principles, job.record.rounds)]
 
     def advance(self, job: Job, out: Completion) -> bool:
-        """Apply one completion; True when the job is finished."""
+        """Apply one completion (a clean check's P(problem)); True when the job is finished."""
+        if job.check_due:
+            return self.checked(job, out)
         name, text = self.step_name(job), out.text.strip()
         job.record.tokens["prompt"] += out.prompt_tokens
         job.record.tokens["completion"] += out.completion_tokens
         if name == "initial":
             job.record.initial = text
         elif name == "critique":
-            job.critique = text
+            job.critique, job.check_due = text, self.s.stop_when_clean
         else:
-            pid = draw_principle(self.c, self.s.seed, job.item.id, self.round_index(job)).id
-            job.record.rounds.append(Round(pid, job.critique, text))
+            pid = self.draw(job).id
+            job.record.rounds.append(Round(pid, job.critique, text, job.relevance.get(self.round_index(job))))
             job.critique = None
         job.step += 1
         self.on_step()
         return job.step >= len(plan(job.item, self.s))
+
+    def checked(self, job: Job, p: float) -> bool:
+        """Apply a clean check's P(problem): below the threshold the chain ends with the answer it
+        has, the critique kept in `record.stopped`; its skipped steps count as done (the bar's total)."""
+        rec, job.check_due = job.record, False
+        rec.p_problem = (rec.p_problem or []) + [round(p, 4)]
+        if p >= self.s.clean_threshold:
+            return False
+        pid = self.draw(job).id
+        rec.stopped = {"round": len(rec.rounds) + 1, "p_problem": round(p, 4), "principle": pid,
+                       "critique": job.critique}
+        for _ in range(len(plan(job.item, self.s)) - job.step):
+            self.on_step()
+        return True
 
     def finish(self, job: Job, error: str | None = None) -> None:
         if self.stopped:
@@ -148,17 +181,25 @@ class Runner:
 
     def prepare(self, batch: Sequence[Job]) -> list:
         """Each job's next request as the backend sends it: encoded once, for both the context
-        check and the call."""
+        check and the call. A batch of clean checks is sent as built (`choose` takes the questions)."""
+        if self.ranker:  # a round's principle is drawn once its principles are ranked
+            self.ranker.rank(self, batch)
+        if batch and batch[0].check_due:
+            return [self.request(j) for j in batch]
         return self.backend.prepare([self.request(j) for j in batch])
 
     def too_long(self, job: Job, prompt) -> str | None:
         """Why this step cannot run in the model's context (None if it can): checked before the
         engine sees it, so a huge prompt fails its record instead of exhausting memory."""
+        if self.ranker and self.ranker.failed(job, self.round_index(job)):  # its ranking did not fit, or failed
+            return self.ranker.failed(job, self.round_index(job))
         limit = self.backend.max_context
+        if job.check_due:  # the longer of its two questions, and the options' few tokens
+            prompt = max(prompt, key=lambda q: len(str(q)))
         count = self.backend.count_tokens(prompt) if limit else None
         if count is None:
             return None
-        need = count + self.sampling.max_tokens
+        need = count + (clean_check.ROOM if job.check_due else self.sampling.max_tokens)
         if need <= limit:
             return None
         return (f"ContextTooLong: prompt {job.item.id} ({job.item.source or 'prompts'}) needs {need} tokens at step "
@@ -167,7 +208,10 @@ class Runner:
 
     def call(self, batch: Sequence[Job], prompts: Sequence) -> list[Completion]:
         """One backend call on the jobs' prepared requests: one Completion per request, or a
-        BackendError (which fails these records, like any failed call)."""
+        BackendError (which fails these records, like any failed call); for clean checks, each
+        one's P(problem). A check takes no seed: sampled steps keep theirs with or without checks."""
+        if batch and batch[0].check_due:
+            return clean_check.ask(self.backend, prompts)
         sampling = replace(self.sampling, seed=self.call_seed(batch))
         send = self.backend.complete if self.s.format == "text" else self.backend.chat
         outs = send(prompts, sampling)

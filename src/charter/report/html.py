@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -22,9 +22,10 @@ from charter.evaluate.result import EvalResult, read_eval
 from charter.redact import redact
 from charter.report import assets
 from charter.report.digest import Digest, digest
+from charter.report.classifier import classifiers_section, find_classifier_evals
 from charter.report.evaluation import render_evaluation
 from charter.report.markup import card, esc, first_user, fmt, img, table, turn
-from charter.runs.runread import iter_run, load_run_config
+from charter.runs.runread import RECORDS, iter_run, load_run_config
 from charter.types import Record
 
 GENERATOR = '<meta name="generator" content="charter report">'
@@ -38,6 +39,8 @@ class RunData:
     config: dict
     evaluation: EvalResult | None
     digest: Digest  # the numbers over every record (one streamed pass)
+    classifiers: list = field(default_factory=list)  # (name, ClassifierEvalResult) found in or under the folder
+    is_run: bool = True  # False: a classifier directory with only eval_classifier.json to show
 
 
 def load_report_run(path: str | Path) -> RunData:
@@ -45,11 +48,14 @@ def load_report_run(path: str | Path) -> RunData:
 
     p = Path(path)
     folder = p if p.is_dir() else p.parent
+    classifiers = find_classifier_evals(folder)
+    if classifiers and not (folder / RECORDS).exists():  # a classifier directory, not a run
+        return RunData(folder.name or str(folder), folder, [], {}, None, digest(iter(()), {}, 1), classifiers, False)
     config = load_run_config(folder)
     d = digest(iter_run(p), config, engine_gpus(config))
     eval_path = folder / "eval.json"
     evaluation = read_eval(eval_path) if eval_path.exists() else None  # its shape checked, or an InputError
-    return RunData(folder.name or str(folder), folder, d.sample, config, evaluation, d)
+    return RunData(folder.name or str(folder), folder, d.sample, config, evaluation, d, classifiers)
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -200,25 +206,41 @@ def sampled(runs: Sequence[RunData]) -> str:
 
 SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("filters", "Round filters"),
             ("lengths", "Answer lengths"),
-            ("cost", "Run cost"), ("failures", "Failures"), ("evaluation", "Evaluation"), ("chains", "Chains")]
+            ("cost", "Run cost"), ("failures", "Failures"), ("evaluation", "Evaluation"),
+            ("bias", "Judge biases"), ("audit", "Constitution audit"), ("chains", "Chains"),
+            ("classifiers", "Classifiers")]
 
 
-def render(runs: Sequence[RunData]) -> str:
+def render(runs: Sequence[RunData], feedback: Sequence = ()) -> str:
+    """The page; `feedback`: label outputs, eval-labeler and audit results (charter.report.bias)."""
+    from charter.report.audit import audit_section
+    from charter.report.bias import bias_section
+
+    names = ", ".join([*(r.name for r in runs), *(f.name for f in feedback)])
+    found = [(f"{r.name}/{n}" if r.is_run else n, res) for r in runs for n, res in r.classifiers]
+    runs = [r for r in runs if r.is_run]  # a classifier directory adds only the Classifiers section
     bodies = {"summary": "".join(summary_section(r) for r in runs), "principles": principles_section(runs),
               "filters": filters_section(runs),
               "lengths": lengths_section(runs), "cost": cost_section(runs), "failures": failures_section(runs),
-              "evaluation": evaluation_section(runs), "chains": chains_section(runs)}
-    nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS)
-    main = "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{bodies[k]}</section>' for k, t in SECTIONS)
+              "evaluation": evaluation_section(runs), "chains": chains_section(runs)} if runs else {}
+    if found:
+        bodies["classifiers"] = classifiers_section(found)
+    for key, body in (("bias", bias_section(runs, feedback)), ("audit", audit_section(feedback))):
+        if body:
+            bodies[key] = body
+    shown = [(k, t) for k, t in SECTIONS if k in bodies]
+    nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in shown)
+    main = "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{bodies[k]}</section>' for k, t in shown)
     digest = base64.b64encode(hashlib.sha256(assets.JS.encode()).digest()).decode()
+    script = f"<script>{assets.JS}</script>" if "chains" in bodies else ""  # the chains' filters
+    what = "Constitutional AI critique → revision runs" if runs else "guard classifiers"
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
-    names = ", ".join(r.name for r in runs)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}'
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Charter report: {esc(names)}</title><style>{assets.CSS}</style></head><body>"
-            f"<header><h1>Charter report</h1><p>{esc(names)} · Constitutional AI critique → revision runs</p></header>"
-            f"<nav>{nav}</nav><main>{main}</main><script>{assets.JS}</script></body></html>")
+            f"<header><h1>Charter report</h1><p>{esc(names)} · {what}</p></header>"
+            f"<nav>{nav}</nav><main>{main}</main>{script}</body></html>")
 
 
 def distinct_names(paths: Sequence[Path]) -> list[str]:
@@ -239,10 +261,13 @@ KIND = "Charter report"  # what charter.runs.files records a report as
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
     """The report of `paths` at `out` (default RUN/report.html), never over an input or another
     program's file (charter.runs.files.check_out), written whole."""
-    runs = [load_report_run(p) for p in paths]
+    from charter.report.bias import is_feedback, load_feedback_file
+
+    feedback = [load_feedback_file(p) for p in paths if is_feedback(p)]
+    runs = [load_report_run(p) for p in paths if not is_feedback(p)]
     for run, name in zip(runs, distinct_names([r.path for r in runs])):
         run.name = name
-    target = Path(out) if out else runs[0].path / "report.html"
+    target = Path(out) if out else (runs[0].path if runs else Path(paths[0]).parent) / "report.html"
     inputs = [run.path / name for run in runs for name in ("eval.json", "config.yaml")] + [Path(p) for p in paths]
     files.check_out(target, KIND, inputs=inputs)
-    return files.write_out(target, KIND, render(runs))
+    return files.write_out(target, KIND, render(runs, feedback))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 from charter.config import check_keys, require_text as _text
 from charter.yamlfile import read_data_file as _read
 from charter.errors import InputError
+from charter.inputs.constitution import TOP_KEYS, priority_fields, priority_levels, priority_template
 from charter.inputs.transcripts import SHORT, parse, parse_prompt
 from charter.types import Message
 
@@ -38,6 +39,9 @@ OPTION = re.compile(r"\n \(([A-H])\) \[\[\[(.*?)\]\]\]", re.S)  # one option in 
 class FeedbackPrinciple:
     id: str
     text: str  # a request to pick an option; " Options:" is appended by the template
+    priority: int | None = None  # a prioritised set's rank for it (1 ranks highest), as a Principle's
+    level: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,13 @@ class FeedbackSet:
     principles: tuple[FeedbackPrinciple, ...]
     examples: tuple[FeedbackExample, ...] = ()
     source: str = ""
+    priority_template: str | None = None  # how `--name-priority` words a principle (None: the default)
+
+
+def principle_dict(p: FeedbackPrinciple) -> dict:
+    """A principle as run fingerprints hash it: the priority fields only where set, so a set
+    without them hashes as before they existed."""
+    return {k: v for k, v in asdict(p).items() if v is not None or k in ("id", "text")}
 
 
 def clean_paper_principle(text: str) -> str:
@@ -77,15 +88,17 @@ def load_feedback_principles(path: Path) -> list[FeedbackPrinciple]:
         return [FeedbackPrinciple(f"paper-{i}", _text(clean_paper_principle(x), f"principle {i}", where, None))
                 for i, x in enumerate(data)]
     if isinstance(data, dict) and isinstance(data.get("principles"), list) and data["principles"]:
-        check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+        check_keys(data, TOP_KEYS, where)
+        levels = priority_levels(data, where)
         out = []
         for item in data["principles"]:
             line = item.get("__line__") if isinstance(item, dict) else None
             if not isinstance(item, dict):
                 raise InputError("each feedback principle must be a mapping with 'id' and 'text'", where)
-            check_keys(item, ["id", "text", "description"], where)
+            check_keys(item, ["id", "text", "description", "priority", "group"], where)
             pid = _text(str(item.get("id", "")), "'id'", where, line)
-            out.append(FeedbackPrinciple(pid, clean_paper_principle(_text(item.get("text"), f"principle '{pid}': 'text'", where, line))))
+            out.append(FeedbackPrinciple(pid, clean_paper_principle(_text(item.get("text"), f"principle '{pid}': 'text'", where, line)),
+                                         **priority_fields(item, pid, levels, where)))
         ids = [p.id for p in out]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -146,7 +159,7 @@ def load_feedback_examples(path: Path, principles: Sequence[FeedbackPrinciple]) 
     if isinstance(data, list) and data and all(isinstance(x, dict) and set(x) == {"prompt"} for x in data):
         return [_parse_precog(x["prompt"], where, principles, i) for i, x in enumerate(data)]
     if isinstance(data, dict) and "examples" in data:
-        check_keys(data, ["name", "version", "description", "principles", "examples"], where)
+        check_keys(data, TOP_KEYS, where)
         for item in data["examples"] or []:
             line = item.get("__line__") if isinstance(item, dict) else None
             if not isinstance(item, dict):
@@ -190,7 +203,9 @@ def load_feedback(principles: str = "default", few_shot: str = "default") -> Fee
         # principles drawn from the set in use.
         own = load_feedback_principles(shot_path) if _has_principles(shot_path) else ps
         shots = load_feedback_examples(shot_path, own)
-    return FeedbackSet(tuple(ps), tuple(shots), str(path))
+    data = _read(path)
+    template = priority_template(data, str(path)) if isinstance(data, dict) else None
+    return FeedbackSet(tuple(ps), tuple(shots), str(path), template)
 
 
 def _has_examples(path: Path) -> bool:

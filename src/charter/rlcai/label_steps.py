@@ -16,10 +16,12 @@ import dataclasses
 import itertools
 from typing import Any, Generator, Iterable, Sequence
 
+from charter.inputs.constitution import in_group, with_priority
+from charter.pipeline import relevance
 from charter.rlcai.data import FeedbackSet, draw_principles
 from charter.rlcai.label_store import error_line
 from charter.rlcai.questions import asking, few_shot_prefix, pair_preference, question
-from charter.pipeline.scheduler import Program, Sample, run_programs, seeded
+from charter.pipeline.scheduler import Choice, Program, Sample, run_programs, seeded
 from charter.inputs.templates import TEXT_STOPS, text_initial
 from charter.types import PromptItem
 
@@ -87,7 +89,8 @@ class LabelJob:
     Picklable before `open` (a Ray worker gets a copy and opens its own engines)."""
 
     def __init__(self, cfg, fs: FeedbackSet):
-        self.cfg, self.fs = dataclasses.replace(cfg), fs  # a plain copy: what `load` attached stays here
+        self.cfg, self.fs = dataclasses.replace(cfg), chosen_principles(fs, cfg)  # a plain copy of cfg
+        self.k = relevance.relevance_k(getattr(cfg, "principle_draw", "random"), "--principle-draw")
         self.prefix = few_shot_prefix(fs.examples, cfg.format, cfg.cot)
         self.band = (cfg.clamp_low, cfg.clamp_high) if cfg.cot else None
         self.text = (cfg.policy_format or cfg.format) == "text"  # the policy continues raw transcripts
@@ -134,36 +137,61 @@ class LabelJob:
             backend.close()
 
 
+def chosen_principles(fs: FeedbackSet, cfg) -> FeedbackSet:
+    """The principles a run draws from: its --principle-group; priorities named with --name-priority."""
+    ps = in_group(fs.principles, getattr(cfg, "principle_group", None), fs.source)
+    if getattr(cfg, "name_priority", False):
+        ps = [dataclasses.replace(p, text=with_priority(p.text, p, fs.priority_template)) for p in ps]
+    return dataclasses.replace(fs, principles=tuple(ps))
+
+
+def relevance_steps(prompt: list, job: LabelJob) -> list[Choice]:
+    """With --principle-draw relevant: one question per principle to the feedback model, about the prompt."""
+    if job.k is None:
+        return []
+    fmt = job.cfg.format
+    return [Choice(*relevance.question(prompt, p.text, fmt), backend=FEEDBACK) for p in job.fs.principles]
+
+
 def label_prompt(item: PromptItem, job: LabelJob) -> Program:
-    """One prompt: its answers, then every comparison of them; returns its transcript line."""
+    """One prompt: its answers (and its principles' relevance, asked beside them), then every
+    comparison of them; returns its transcript line."""
     request = text_initial(list(item.messages)) if job.text else list(item.messages)
+    asks = relevance_steps(list(item.messages), job)
     done = yield [Sample(request, seeded(s, f"{item.id}:answer:{i}"), text=job.text, backend=POLICY)
-                  for i, s in enumerate(job.answers)]
-    answers = [c.text.strip() for c in done]
-    comparisons = yield from compare_answers(item.id, list(item.messages), answers, job)
+                  for i, s in enumerate(job.answers)] + asks
+    answers = [c.text.strip() for c in done[:len(job.answers)]]
+    scores = {p.id: relevance.p_yes(lp) for p, lp in zip(job.fs.principles, done[len(job.answers):])} if asks else None
+    comparisons = yield from compare_answers(item.id, list(item.messages), answers, job, scores)
     line: dict[str, Any] = {"id": item.id, "prompt": list(item.messages), "answers": answers}
     if job.cfg.temperatures:  # each answer's temperature, kept in the line and the rows
         line["temperatures"] = [s.temperature for s in job.answers]
+    if scores is not None:
+        line["relevance"] = relevance.record_of(scores, job.k)
     return {**line, "comparisons": comparisons, "error": None}
 
 
-def compare_answers(pid: str, prompt: list, answers: list[str], job: LabelJob) -> Generator:
-    """Every pair of a prompt's answers labelled, all questions asked at once; skipped pairs say why."""
+def compare_answers(pid: str, prompt: list, answers: list[str], job: LabelJob,
+                    scores: dict[str, float] | None = None) -> Generator:
+    """Every pair of a prompt's answers labelled, all questions asked at once; skipped pairs say why
+    (`scores`: the principles' relevance, when drawn by it)."""
     pairs, questions = [], []
     for i, j in itertools.combinations(range(len(answers)), 2):
         x, y = answers[i], answers[j]
         why = "empty answer" if not x or not y else "identical answers" if x == y else None
-        drawn = [] if why else pair_questions(prompt, x, y, f"{pid}:{i}-{j}", job, questions)
+        drawn = [] if why else pair_questions(prompt, x, y, f"{pid}:{i}-{j}", job, questions, scores)
         pairs.append((i, j, why, drawn))
     answered = iter((yield from ask_feedback(questions, job)) if questions else ())
     return [{"samples": [i, j], "skipped": why, "score_first": None} if why else
             {"samples": [i, j], **pair_result(drawn, answered, job)} for i, j, why, drawn in pairs]
 
 
-def pair_questions(prompt: list, x: str, y: str, key: str, job: LabelJob, questions: list) -> list:
-    """The principles drawn for one comparison (seeded by `key`); its questions, both orders of
-    each, appended to `questions`."""
-    drawn = draw_principles(job.fs.principles, job.cfg.seed, key, job.cfg.ensemble)
+def pair_questions(prompt: list, x: str, y: str, key: str, job: LabelJob, questions: list,
+                   scores: dict[str, float] | None = None) -> list:
+    """The principles drawn for one comparison (seeded by `key`; among the K most relevant given
+    `scores`); its questions, both orders of each, appended to `questions`."""
+    pool = job.fs.principles if scores is None else relevance.ranking(job.fs.principles, scores)[:job.k]
+    drawn = draw_principles(pool, job.cfg.seed, key, job.cfg.ensemble)
     for p in drawn:
         questions += [(question(prompt, p.text, [x, y]), 2), (question(prompt, p.text, [y, x]), 2)]
     return drawn

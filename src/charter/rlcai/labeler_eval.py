@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from charter.config import Config, backend_setting, max_tokens_setting, seed_setting, setting, temperature_setting
 from charter.errors import ConfigError, RunError
+from charter.rlcai.bias_rows import labeler_bias
 from charter.rlcai.data import load_feedback
 from charter.rlcai.questions import few_shot_prefix
 from charter.rlcai.mc_file import MCRow, comparisons, load_mc_file, pm_pairs
@@ -77,6 +78,8 @@ class LabelerResult:
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     plot: str | None = None
+    bias: dict | None = None  # the judge's position and length bias (charter.rlcai.bias.JudgeBias)
+    human: dict | None = None  # --reviews: agreement with people's picks (charter.rlcai.human_agreement)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -119,16 +122,23 @@ class LabelerEvalConfig(Config):
     bins: int = setting(10, "calibration bins (default 10)", bounds=">= 1")
     out: str = setting("runs/labeler.json", "results JSON (default runs/labeler.json)", result=False)
     plot: str | None = setting(None, "reliability plot PNG (default: OUT with .png; 'none' to skip)", result=False)
-    REQUIRED = ("file",)
+    reviews: str | None = setting(None, "also score the label pairs people picked in `charter review` (a run, whose "
+                                  "reviews/ are read, or one marks file): agreement with their picks")
+
+    def check(self, where: str) -> None:
+        if not self.file and not self.reviews:
+            raise ConfigError(f"{where}: 'file' is required (pass FILE or set it in the config file), or --reviews RUN")
+        if self.reviews and self.pm:
+            raise ConfigError("--reviews scores a prompted feedback model, not --pm; drop one of them")
 
 
 def evaluate_labeler(cfg: LabelerEvalConfig, backend=None, progress: bool = False) -> LabelerResult:
     """Score cfg.model (or the preference model cfg.pm) on cfg.file; writes cfg.out and the reliability plot."""
     cfg.validate()  # a config made in Python has not been checked yet
-    inputs = [p for p in (cfg.file, cfg.pm, cfg.principles, cfg.few_shot) if p]
+    inputs = [p for p in (cfg.file, cfg.pm, cfg.principles, cfg.few_shot, cfg.reviews) if p]
     out, plot = check_outputs(cfg.out, cfg.plot, inputs)  # before any model loads
     res = _score_pm(cfg) if cfg.pm else _score_model(cfg, backend, progress)
-    write_result(res, out, plot, inputs)
+    write_result(res, out, plot if res.n_rows else None, inputs)  # --reviews alone: no calibration to plot
     return res
 
 
@@ -171,9 +181,16 @@ def _score_model(cfg: LabelerEvalConfig, backend, progress: bool) -> LabelerResu
     own = backend is None
     backend = open_model(cfg.model, cfg.backend, budget=labeler_budget(cfg), **options) if own else backend
     try:
-        return score_labeler(backend, cfg.file, fmt=cfg.format, cot=cfg.cot, limit=cfg.limit, few_shot=cfg.few_shot,
-                             principles=cfg.principles, principle=cfg.principle, seed=cfg.seed,
-                             max_tokens=cfg.max_tokens, temperature=cfg.temperature, bins=cfg.bins, progress=progress)
+        res = score_labeler(backend, cfg.file, fmt=cfg.format, cot=cfg.cot, limit=cfg.limit, few_shot=cfg.few_shot,
+                            principles=cfg.principles, principle=cfg.principle, seed=cfg.seed, max_tokens=cfg.max_tokens,
+                            temperature=cfg.temperature, bins=cfg.bins, progress=progress) if cfg.file else \
+            LabelerResult(str(cfg.reviews), getattr(backend, "model_id", "?"), getattr(backend, "name", "?"), cfg.format,
+                          cfg.cot, cfg.few_shot)
+        if cfg.reviews:
+            from charter.rlcai.human_agreement import human_agreement
+
+            res.human = human_agreement(backend, cfg)
+        return res
     finally:
         if own:
             backend.close()
@@ -184,7 +201,8 @@ def labeler_budget(cfg: LabelerEvalConfig) -> int:
     every correct against every incorrect in both orders (a scored question weighs SCORED_QUESTION_TOKENS)."""
     from charter.backends import SCORED_QUESTION_TOKENS
 
-    questions = sum(2 * len(r.corrects) * len(r.incorrects) for r in load_mc_file(cfg.file, cfg.limit))
+    rows = load_mc_file(cfg.file, cfg.limit) if cfg.file else []  # --reviews alone: a few dozen picked pairs
+    questions = sum(2 * len(r.corrects) * len(r.incorrects) for r in rows)
     return questions * ((cfg.max_tokens if cfg.cot else 0) + SCORED_QUESTION_TOKENS)
 
 
@@ -209,6 +227,7 @@ def score_labeler(backend, file: str | Path, fmt: str = "text", cot: bool = Fals
     for row, row_comps, answered in zip(rows, comps, answers):
         res.rows.append(row_result(row, row_comps, iter(answered), cot, p_a))
     summarise(res, p_a, bins)
+    res.bias = labeler_bias(rows, comps, res.rows, res.model)
     res.seconds = time.time() - start
     return res
 

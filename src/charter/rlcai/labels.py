@@ -28,7 +28,7 @@ from charter.config import (
 )
 from charter.errors import ConfigError, RunError
 from charter.pipeline.jobrun import Interrupted, file_size, ignore_ctrl_c, lines_since, progress_bar, stop_signals
-from charter.rlcai.data import FeedbackSet, load_feedback
+from charter.rlcai.data import FeedbackSet, load_feedback, principle_dict
 from charter.rlcai.bias_rows import label_bias
 from charter.rlcai.label_steps import LabelJob
 from charter.rlcai.label_store import KIND, RowsFile, convert_old, label_layout, write_rows
@@ -64,6 +64,14 @@ class LabelConfig(Config):
     policy_format: str | None = setting(None, "how the policy is sampled (default: --format)", choices=FORMATS)
     samples: int = setting(2, "answers per prompt (default 2; every pair is compared)", bounds=">= 2")
     ensemble: int = setting(1, "principles drawn and averaged per comparison (default 1)", bounds=">= 1")
+    principle_draw: str = setting("random", "how a comparison's principles are drawn: random (the paper, default) "
+                                  "or relevant[:K]: the feedback model ranks the principles for the prompt (P(Yes) to "
+                                  "'is it relevant?') and the draw is among the K most relevant (default K 4)",
+                                  since="principles by relevance")
+    principle_group: str | None = setting(None, "draw only from the principles of this group (the principles "
+                                          "file's 'group:' key)", since="prioritised constitutions")
+    name_priority: bool = setting(False, "the question names its principle's priority (the principles file's "
+                                  "'priority:' key, worded by its 'priority_template')", since="prioritised constitutions")
     cot: bool = setting(False, "chain of thought: reason step by step, then score; probabilities clamped")
     clamp_low: float = setting(0.4, "CoT clamp band, low end", cli=False)
     clamp_high: float = setting(0.6, "CoT clamp band, high end", cli=False)
@@ -89,6 +97,7 @@ class LabelConfig(Config):
 
     def check(self, where: str) -> None:
         from charter.backends import check_backend_name
+        from charter.pipeline.relevance import relevance_k
 
         check_backend_name(self.backend)
         if self.feedback_backend:
@@ -101,6 +110,10 @@ class LabelConfig(Config):
         if len(self.temperatures) > self.samples:
             raise ConfigError(f"{where}: {len(self.temperatures)} temperatures for {self.samples} samples per prompt "
                               "leave some unused; raise --samples or list fewer temperatures")
+        k = relevance_k(self.principle_draw, "--principle-draw")
+        if k is not None and k < self.ensemble:
+            raise ConfigError(f"{where}: --principle-draw relevant:{k} leaves fewer principles than --ensemble "
+                              f"{self.ensemble} draws per comparison; raise K or lower --ensemble")
         if Path(self.out).suffix.lower() not in (".jsonl", ".parquet"):
             raise ConfigError(f"{where}: out must end in .jsonl or .parquet, got '{self.out}'")
 
@@ -177,7 +190,7 @@ def label(cfg: LabelConfig, policy=None, feedback=None, overwrite: bool = False,
 def fingerprint_of(cfg: LabelConfig, fs: FeedbackSet) -> tuple[str, dict[str, str]]:
     """The run's fingerprint (its settings and the feedback set's content, as before the store),
     and the parts a refusal names when they changed."""
-    principles, examples = [asdict(p) for p in fs.principles], [asdict(e) for e in fs.examples]
+    principles, examples = [principle_dict(p) for p in fs.principles], [asdict(e) for e in fs.examples]
     parts = {"principles": json.dumps(principles, sort_keys=True), "few-shot": json.dumps(examples, sort_keys=True)}
     return cfg.fingerprint(json.dumps(principles + examples, sort_keys=True)), parts
 
