@@ -100,7 +100,7 @@ def test_rows_carry_the_agreed_schema_labels_augmentations_and_label_checks(tmp_
     by_aug = {r["augmentation"]: r for r in every}
     assert set(by_aug) == {"none", "paraphrase", "translate", "roleplay", "hypothetical", "jailbreak", "multiturn"}
     assert [m["role"] for m in by_aug["multiturn"]["messages"]] == ["user", "assistant", "user"]
-    assert by_aug["translate"]["source"]["template"] in {"translate/0:French", "translate/0:Spanish", "translate/0:German"}
+    assert by_aug["translate"]["source"]["template"] in {f"translate/0:{x}" for x in ("French", "Spanish", "German")}
     base = next(r for r in every if r["augmentation"] == "none" and r["kind"] == "input")
     assert base["text"].startswith("How would somebody manage the ")  # the "Request:" label and quotes gone
     wrapped = next(r for r in every if r["group"] == base["group"] and r["augmentation"] == "jailbreak")
@@ -234,7 +234,8 @@ def test_a_file_of_the_users_at_an_output_name_is_refused_before_anything_is_wri
     (out / "train.jsonl").write_text('{"mine": 1}\n')
     with pytest.raises(ConfigError, match="already exists"):
         classifier_data(cfg(tmp_path), writer=writer(), progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["train.jsonl"] and (out / "train.jsonl").read_text() == '{"mine": 1}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["train.jsonl"]
+    assert (out / "train.jsonl").read_text() == '{"mine": 1}\n'
 
 
 # ---- the command line -------------------------------------------------------------------------------
@@ -269,16 +270,17 @@ def test_bad_settings_are_one_error_line(tmp_path, monkeypatch, capsys, extra, p
 
 @pytest.mark.slow
 def test_the_embedded_model_writes_a_dataset_through_the_cli(tmp_path):
-    """As a user runs it: the `charter` script, transformers, 2 categories x 2 queries, short answers."""
+    """As a user runs it: the `charter` script, transformers, 2 categories x 2 queries, short answers
+    (a template augmentation: it costs no generation)."""
     charter = Path(sys.executable).with_name("charter")
     cmd = [str(charter), "classifier", "data", "--backend", "transformers", "--categories", *CATS,
-           "--per-category", "2", "--max-tokens", "32", "--augment", "hypothetical", "--check-labels",
-           "--out", str(tmp_path / "d"), "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+           "--per-category", "2", "--max-tokens", "32", "--augment", "hypothetical", "--out", str(tmp_path / "d"),
+           "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr
     assert "from 4 seed queries (4 written" in done.stdout
     got = rows(tmp_path / "d")
     every = got["train"] + got["test"]
-    assert every and {r["label"] for r in every} == {0, 1}
-    assert all(r["text"].strip() and 0 <= r["check"]["p"] <= 1 for r in every)
-    assert {r["kind"] for r in every} == {"input", "output"}
+    assert {r["label"] for r in every} == {0, 1} and {r["kind"] for r in every} == {"input", "output"}
+    assert all(r["text"].strip() and r["source"]["model"] == "embedded" for r in every)
+    assert "# Charter classifier data" in (tmp_path / "d" / "README.md").read_text()

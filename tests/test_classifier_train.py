@@ -53,6 +53,9 @@ def test_rows_are_read_by_kind_and_split_by_label(tmp_path):
     assert len(inputs) == len(outputs) == 10 and outputs[0]["messages"][-1]["role"] == "assistant"
     train, held = split(outputs, 0.2, seed=0)
     assert sorted(r["label"] for r in held) == [0, 1] and len(train) == 8
+    grouped = [{**r, "group": f"q{i // 2}"} for i, r in enumerate(inputs)]  # pairs: a query and its paraphrase
+    train, held = split(grouped, 0.4, seed=1)
+    assert {r["group"] for r in train}.isdisjoint({r["group"] for r in held}) and len(held) == 4
     bad = write_rows(tmp_path / "bad", [{"messages": [{"role": "user", "content": "x"}], "label": 2}])
     with pytest.raises(InputError, match=r"train.jsonl:1: 'label' must be 0"):
         read_examples(bad, "input")

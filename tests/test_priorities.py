@@ -118,7 +118,8 @@ def test_an_unknown_group_is_an_error_that_lists_the_groups(tmp_path, tiered):
 def test_a_group_limits_the_relevance_ranking(tmp_path, tiered):
     class Ranking(FakeBackend):
         def choose(self, contexts, options):
-            return [[math.log(0.9 if "weapon" in c[-1]["content"] else 0.3), math.log(0.5)] for c in contexts]
+            return [[math.log(0.9 if "weapon" in c[-1]["content"] and "Hello" not in c[-1]["content"] else 0.3),
+                     math.log(0.5)] for c in contexts]
 
     generate(cfg(tmp_path, tiered, principle_group="harm", principles="relevant:1"), backend=Ranking(), progress=False)
     for r in load_run(tmp_path / "run"):

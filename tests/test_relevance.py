@@ -16,25 +16,30 @@ from charter.types import Record, Round
 
 class Ranking(FakeBackend):
     """Scores the relevance question: P(Yes) = `favour[id]` for the principle whose request is in the
-    question (0.1 otherwise); `after` takes over once the conversation holds a revision's marker."""
+    question (0.1 otherwise); `after` takes over once the conversation holds a revision's marker;
+    the neutral exchange gets `neutral[id]` (0.5 otherwise)."""
 
-    def __init__(self, favour, after=None, fail=False, **kw):
+    def __init__(self, favour, after=None, fail=False, neutral=None, **kw):
         super().__init__(**kw)
-        self.favour, self.after, self.fail = favour, after or {}, fail
+        self.favour, self.after, self.fail, self.neutral = favour, after or {}, fail, neutral or {}
         self.asked: list[int] = []  # questions per choose call
         self.by_text = {p.critique: p.id for p in load_constitution().principles}
 
     def choose(self, contexts, options):
-        if self.fail:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in contexts]
+        if self.fail and NEUTRAL not in texts[0]:
             raise RuntimeError("scoring is down")
         self.asked.append(len(contexts))
-        return [self.logps(c if isinstance(c, str) else c[-1]["content"]) for c in contexts]
+        return [self.logps(t) for t in texts]
 
     def logps(self, text):
         pid = next(pid for crit, pid in self.by_text.items() if crit in text)
-        table = self.after if "REVISED" in text and self.after else self.favour
-        p = table.get(pid, 0.1)
+        table = self.neutral if NEUTRAL in text else self.after if "REVISED" in text and self.after else self.favour
+        p = table.get(pid, 0.5 if NEUTRAL in text else 0.1)
         return [math.log(p), math.log(1 - p)]
+
+
+NEUTRAL = relevance.NEUTRAL[0]["content"]
 
 
 def cfg(tmp_path, **kw):
@@ -65,12 +70,35 @@ def test_k1_always_draws_the_top_principle_and_stores_the_scores(tmp_path):
     for r in recs:
         assert [x.principle for x in r.rounds] == ["privacy", "privacy"]
         rel = r.rounds[0].relevance
-        assert rel["method"] == "p_yes" and rel["k"] == 1 and len(rel["scores"]) == 16
-        assert rel["scores"]["privacy"] == 0.9 and rel["scores"]["violence"] == 0.6
+        assert rel["method"] == "p_yes_calibrated" and rel["k"] == 1 and len(rel["scores"]) == 16
+        assert rel["p_yes"]["privacy"] == 0.9 and rel["p_yes"]["violence"] == 0.6
+        assert rel["scores"]["privacy"] == round(math.log(0.9 / 0.1), 4)  # log-odds against the neutral 0.5
     raw = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     assert all("relevance" in x for d in raw if d["kind"] == "red_team" for x in d["rounds"])
-    # one scoring call per batch: every conversation starting a round, each principle once
-    assert sum(fake.asked) == 4 * 2 * 16 and all(n % 16 == 0 for n in fake.asked) and max(fake.asked) > 16
+    # the neutral exchange once, then one scoring call per batch: every conversation starting a
+    # round, each principle once
+    assert fake.asked[0] == 16 and sum(fake.asked[1:]) == 4 * 2 * 16
+    assert all(n % 16 == 0 for n in fake.asked) and max(fake.asked) > 16
+
+
+def test_scores_are_calibrated_against_a_neutral_exchange(tmp_path):
+    """A principle the model calls relevant to everything loses to one relevant to this conversation."""
+    fake = Ranking({"honesty": 0.8, "privacy": 0.6}, neutral={"honesty": 0.8, "privacy": 0.3})
+    generate(cfg(tmp_path, principles="relevant:1"), backend=fake, progress=False)
+    for r in red(tmp_path):
+        assert [x.principle for x in r.rounds] == ["privacy", "privacy"]
+        assert r.rounds[0].relevance["p_yes"]["honesty"] > r.rounds[0].relevance["p_yes"]["privacy"]
+
+
+def test_a_backend_that_cannot_score_stops_the_run_with_the_fix(tmp_path):
+    class NoScores(FakeBackend):
+        def choose(self, contexts, options):
+            raise RuntimeError("no logprobs here")
+
+    from charter.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"needs option log-probabilities .*no logprobs here.*--principles random"):
+        generate(cfg(tmp_path, principles="relevant"), backend=NoScores(), progress=False)
 
 
 def test_the_ranking_order_drives_a_seeded_draw_among_the_top_k(tmp_path):
@@ -158,7 +186,7 @@ def test_label_draws_among_the_most_relevant(tmp_path):
             out = []
             for c in contexts:
                 text = c if isinstance(c, str) else c[-1]["content"]
-                top = "relevant to this conversation" in text and "privacy and consent" in text
+                top = NEUTRAL not in text and "privacy and consent" in text
                 out.append([math.log(0.9), math.log(0.1)] if top else super().choose([c], [options[0]])[0])
             return out
 

@@ -17,7 +17,7 @@ import pytest
 from charter.cli import main
 from charter.errors import ConfigError, InputError
 from charter.review import read_marks
-from support import GEN, Scripted, fails, longer, policy
+from support import Scripted, fails, longer, policy
 
 starlette = pytest.importorskip("starlette", reason="starlette missing: pip install starlette (a vLLM dependency)")
 from starlette.testclient import TestClient  # noqa: E402
@@ -189,7 +189,7 @@ def test_torn_and_damaged_lines_are_set_aside_and_the_rest_kept(labelled, caplog
 def test_bad_settings_are_config_errors(run, capsys):
     fails(capsys, ["review", str(run), "--reviewer", "../x"], r"--reviewer '\.\./x' cannot name a marks file")
     fails(capsys, ["review", str(run.parent / "nope"), "--reviewer", "x"], r"no run at .*nope")
-    fails(capsys, ["review", str(run), "--reviewer", "x", "--port", "70000"], r"port")
+    fails(capsys, ["review", str(run), "--reviewer", "x", "--port", "70000"], r"--port.*70000")
     with pytest.raises(ConfigError, match="no reviewer: pass --reviewer NAME"):
         from charter.review import ReviewConfig, review
 
@@ -211,7 +211,7 @@ def test_reviewer_defaults_to_user_and_open_launches_a_browser(run, monkeypatch,
     opened, seen = [], {}
 
     def fake_review(cfg, ready):
-        seen["reviewer"] = cfg.reviewer
+        seen["reviewer"], seen["labels"] = cfg.reviewer, cfg.labels
         ready("http://127.0.0.1:1234/")
         return serve.ReviewResult("http://127.0.0.1:1234/", run / "reviews" / "ann.jsonl", 0)
 
@@ -222,6 +222,8 @@ def test_reviewer_defaults_to_user_and_open_launches_a_browser(run, monkeypatch,
     assert seen["reviewer"] == "ann" and not opened  # opens nothing unless asked
     assert main(["review", str(run), "--open", "--reviewer", "bo"]) == 0
     assert seen["reviewer"] == "bo" and opened == ["http://127.0.0.1:1234/"]
+    assert main(["review", "--labels", "a.jsonl", str(run), "--labels", "b.jsonl"]) == 0  # repeatable, any order
+    assert seen["labels"] == ["a.jsonl", "b.jsonl"]
     assert "at http://127.0.0.1:1234/ (Ctrl-C to stop)" in capsys.readouterr().out
 
 

@@ -82,5 +82,8 @@ def test_marking_with_the_keyboard_survives_a_reload(browser, served, labelled):
     assert [b.get_attribute("data-value") for b in pressed] == ["better", "worse", "same", "b"]
     marks = read_marks(labelled)
     assert [m.mark for m in marks.revisions] == ["better", "worse", "same"] and len(marks.pairs) == 1
+    press(browser, "j", "x")  # after a reload no item is current: j takes the first; x clears it
+    saved(browser, 0, "")
+    assert [m.mark for m in read_marks(labelled).revisions] == ["worse", "same"]
     assert not [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     browser.save_screenshot(str(labelled / "review.png"))

@@ -62,13 +62,15 @@ def test_drop_reviewed_worse_ignores_stale_marks_and_needs_reviews(run2, tmp_pat
     x = load_run(run2)[0]
     fails(capsys, ["export", str(run2), "--out", str(tmp_path / "a.jsonl"), "--drop-reviewed-worse"],
           r"has no reviews \(RUN/reviews/NAME\.jsonl\); mark its revisions with `charter review RUN` first")
-    fails(capsys, ["export", str(run2), "--format", "trace", "--out", str(tmp_path / "t.jsonl"), "--drop-reviewed-worse"],
+    fails(capsys, ["export", str(run2), "--format", "trace", "--out", str(tmp_path / "t.jsonl"),
+                   "--drop-reviewed-worse"],
           r"--drop-reviewed-worse applies to --format sft and dpo")
     mark(Review(run2, "alice"), x.id, 2, "worse")
     path = run2 / "reviews" / "alice.jsonl"
     path.write_text(path.read_text().replace('"digest": "', '"digest": "0'))  # made on other texts
     assert main(["export", str(run2), "--out", str(tmp_path / "b" / "sft.jsonl"), "--drop-reviewed-worse"]) == 0
-    assert "dropped 0 rounds" in capsys.readouterr().out and "1 stale marks ignored" in (tmp_path / "b" / "README.md").read_text()
+    assert "dropped 0 rounds" in capsys.readouterr().out
+    assert "1 stale marks ignored" in (tmp_path / "b" / "README.md").read_text()
     assert "1 worse marks in" in caplog.text and "changed since" in caplog.text
     assert len(rows(tmp_path / "b" / "sft.jsonl")) == 3
 
@@ -132,7 +134,7 @@ def test_eval_labeler_reviews_from_the_command_line(picked, tmp_path, capsys):
     mc = tmp_path / "mc.jsonl"
     mc.write_text("".join(json.dumps({"prompt": f"\n\nHuman: {q}\n\nAssistant:", "corrects": ["a long kind answer"],
                                       "incorrects": ["no"]}) + "\n" for q in ("Hi?", "Help?")))
-    assert main(["eval-labeler", str(mc), "--reviews", str(picked), "--backend", "fake", "--reviews", str(picked), "--backend", "fake",
+    assert main(["eval-labeler", str(mc), "--reviews", str(picked), "--backend", "fake",
                  "--out", str(tmp_path / "both.json"), "--quiet"]) == 0
     both = json.loads((tmp_path / "both.json").read_text())
     assert both["n_rows"] == 2 and both["human"]["pairs"] == 3

@@ -252,3 +252,27 @@ def test_exports_of_stopped_chains(tmp_path):
     cleaned = {r.prompt[-1]["content"]: r for r in clean_records(list(recs.values()), filters=FILTERS,
                                                                  principles=charter.load_constitution().principles).records}
     assert cleaned[ALPHA].final == cleaned[ALPHA].initial and cleaned[BETA].final == recs[BETA].final
+
+
+def test_the_report_counts_stopped_chains(tmp_path):
+    from charter.report.html import load_report_run, summary_section
+
+    generate(cfg(tmp_path), backend=Checker({ALPHA: [0.1], BETA: [0.9, 0.2]}), progress=False)
+    run_data = load_report_run(tmp_path / "run")
+    assert run_data.digest.stopped == Counter({1: 1, 2: 1}) and run_data.digest.checks == 6
+    assert "stopped clean (6 checks)" in summary_section(run_data)
+    plain = tmp_path / "plain"
+    generate(cfg(tmp_path, out=str(plain), stop_when_clean=False), backend=FakeBackend(), progress=False)
+    assert "stopped clean" not in summary_section(load_report_run(plain))
+
+
+def test_the_cli_flag_and_its_final_line(tmp_path, capsys, monkeypatch):
+    from charter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["generate", "--backend", "fake", "--quiet", "--helpful-prompts", "none", "--prompts",
+            prompts_file(tmp_path), "--rounds", "2", "--out", "r"]
+    assert main(args + ["--stop-when-clean", "--clean-threshold", "0.95"]) == 0  # the fake's P(problem) is 0.5
+    out = capsys.readouterr().out
+    assert "stop when clean: 3 chains stopped early, 9 generation requests saved, 3 clean checks asked" in out
+    assert all(r.stopped["round"] == 1 for r in load_run(tmp_path / "r"))

@@ -53,6 +53,8 @@ EXPORTS = {
     "read_eval": "charter.evaluate.result:read_eval",
     "LabelerEvalConfig": "charter.rlcai.labeler_eval:LabelerEvalConfig",
     "evaluate_labeler": "charter.rlcai.labeler_eval:evaluate_labeler",
+    "AuditConfig": "charter.rlcai.audit:AuditConfig",
+    "audit": "charter.rlcai.audit:audit",
     "write_report": "charter.report.html:write_report",
     "CharterError": "charter.errors:CharterError",
     "ConfigError": "charter.errors:ConfigError",

@@ -108,7 +108,8 @@ class ClassifierDataConfig(Config):
             if name not in AUGMENTATIONS:
                 hint = difflib.get_close_matches(name, NAMES, n=1)
                 tip = f" (did you mean '{hint[0]}'?)" if hint else ""
-                raise ConfigError(f"{where}: unknown augmentation '{name}'{tip}; choose from {', '.join(NAMES)}, or all")
+                raise ConfigError(f"{where}: unknown augmentation '{name}'{tip}; choose from {', '.join(NAMES)}, "
+                                  "or all")
         if len(set(self.augment)) < len(self.augment):
             raise ConfigError(f"{where}: augment lists an augmentation twice: {self.augment}")
         if "translate" in self.augment and not [x for x in self.languages if x.strip()]:

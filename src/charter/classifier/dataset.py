@@ -171,22 +171,17 @@ def _header(cfg, files: dict[str, Path], n: int) -> dict[str, Any]:
     return {"license": "other", "language": langs, "task_categories": ["text-classification"],
             "size_categories": [size_category(n)], "tags": ["constitutional-classifiers", "charter", "synthetic"],
             "pretty_name": "Charter classifier data",
-            "configs": [{"config_name": "default", "data_files": [{"split": s, "path": p.name} for s, p in files.items()]}]}
+            "configs": [{"config_name": "default",
+                         "data_files": [{"split": s, "path": p.name} for s, p in files.items()]}]}
 
 
-def card_text(cfg, constitution, rows: list[dict], files: dict[str, Path], summary) -> str:
+def provenance(cfg, constitution, summary) -> list[tuple[str, str]]:
+    """The card's "How it was made" rows."""
     from charter import __version__
 
-    head = yaml.safe_dump(_header(cfg, files, len(rows)), sort_keys=False, allow_unicode=True)
-    per = Counter((r["category"], r["label"], r["kind"]) for r in rows)
-    cats = _table(("category", "kind", "label", "input rows", "output rows"),
-                  ((c.id, "restricted" if c.restricted else "permitted", c.label, per[(c.id, c.label, "input")],
-                    per[(c.id, c.label, "output")]) for c in constitution.categories if not cfg.categories
-                   or c.id in cfg.categories))
-    augs = _table(("augmentation", "rows"), sorted(Counter(r["augmentation"] for r in rows).items()))
-    labels = Counter(r["label"] for r in rows)
     d = summary.dedup
-    made = [("constitution", f"{constitution.name} ({len(constitution.restricted)} restricted, "
+    checked = f"{summary.disagreements} rows disagree (feedback model {cfg.feedback_model or cfg.model})"
+    return [("constitution", f"{constitution.name} ({len(constitution.restricted)} restricted, "
                              f"{len(constitution.permitted)} permitted categories; {constitution.source})"),
             ("model", f"{cfg.model} (backend {cfg.backend})"),
             ("sampling", f"temperature {cfg.temperature}, top_p {cfg.top_p}, max_tokens {cfg.max_tokens}, "
@@ -198,10 +193,25 @@ def card_text(cfg, constitution, rows: list[dict], files: dict[str, Path], summa
             ("dedup", f"{d.get('exact_queries', 0)} exact and {d.get('near_queries', 0)} near-duplicate seed queries "
                       f"(5-gram Jaccard >= {cfg.near_duplicate}) dropped with their examples; "
                       f"{d.get('exact_examples', 0)} duplicate examples dropped"),
-            ("label check", f"{summary.disagreements} rows disagree (feedback model "
-                            f"{cfg.feedback_model or cfg.model})" if cfg.check_labels else "not run"),
+            ("label check", checked if cfg.check_labels else "not run"),
             ("split", f"by seed query within each category, test share {cfg.test_share}, seed {cfg.seed}"),
             ("Charter", __version__)]
+
+
+def counts(cfg, constitution, rows: list[dict]) -> str:
+    """The card's counts: labels, then rows per category and kind, then per augmentation."""
+    per = Counter((r["category"], r["kind"]) for r in rows)
+    labels = Counter(r["label"] for r in rows)
+    used = [c for c in constitution.categories if not cfg.categories or c.id in cfg.categories]
+    cats = _table(("category", "kind", "label", "input rows", "output rows"),
+                  ((c.id, "restricted" if c.restricted else "permitted", c.label, per[(c.id, "input")],
+                    per[(c.id, "output")]) for c in used))
+    augs = _table(("augmentation", "rows"), sorted(Counter(r["augmentation"] for r in rows).items()))
+    return f"{labels[1]} rows labelled 1, {labels[0]} labelled 0.\n\n{cats}\n\n{augs}"
+
+
+def card_text(cfg, constitution, rows: list[dict], files: dict[str, Path], summary) -> str:
+    head = yaml.safe_dump(_header(cfg, files, len(rows)), sort_keys=False, allow_unicode=True)
     data_files = {s: p.name for s, p in files.items()}
     split_table = _table(("split", "file", "rows"), ((s, p.name, summary.splits[s]) for s, p in files.items()))
     return (f"---\n{MARK}\n{head}---\n\n# Charter classifier data\n\n"
@@ -212,7 +222,7 @@ def card_text(cfg, constitution, rows: list[dict], files: dict[str, Path], summa
             f"them.\n\n## Files\n\n{split_table}\n\nRows: `text`, `messages` (TRL conversational), `kind` (input: "
             "a request; output: request and answer), `label`, `category`, `restricted`, `augmentation`, `source`"
             f"{', `check`' if cfg.check_labels else ''}, `id`, `group` (the seed query).\n\n"
-            f"## Counts\n\n{labels[1]} rows labelled 1, {labels[0]} labelled 0.\n\n{cats}\n\n{augs}\n\n"
-            f"## How it was made\n\n{_table(('', ''), made)}\n\n"
+            f"## Counts\n\n{counts(cfg, constitution, rows)}\n\n"
+            f"## How it was made\n\n{_table(('', ''), provenance(cfg, constitution, summary))}\n\n"
             "## Load it\n\n```python\nfrom datasets import load_dataset\n"
             f"ds = load_dataset(\"json\", data_files={data_files})  # in this directory; or load_dataset(DIR)\n```\n")

@@ -178,7 +178,8 @@ def read_classifier_eval(path: str | Path) -> ClassifierEvalResult:
 # ---- the work -------------------------------------------------------------------------------------
 
 
-def evaluate_classifier(cfg: ClassifierEvalConfig, load: Callable[[str], Any] | None = None) -> list[ClassifierEvalResult]:
+def evaluate_classifier(cfg: ClassifierEvalConfig,
+                        load: Callable[[str], Any] | None = None) -> list[ClassifierEvalResult]:
     """Evaluate each classifier in cfg.classifier (one, or input/ and output/) on cfg.data; each result
     is written beside its classifier (or to cfg.out). `load(path)` opens one (default: load_guard)."""
     from charter.runs.files import check_out, write_out
@@ -187,7 +188,8 @@ def evaluate_classifier(cfg: ClassifierEvalConfig, load: Callable[[str], Any] | 
     dirs = guard_dirs(cfg.classifier)
     if cfg.out and len(dirs) > 1:
         raise ConfigError(f"--out names one file but {cfg.classifier} holds {len(dirs)} classifiers; pass one of "
-                          f"{', '.join(str(d) for d in dirs)}, or leave --out out (each result goes beside its classifier)")
+                          f"{', '.join(str(d) for d in dirs)}, or leave --out out (each result goes beside its "
+                          "classifier)")
     inputs = [p for p in (data_file(cfg.data), cfg.over_refusal_file) if p]
     outs = [check_out(cfg.out or d / FILE, KIND, inputs=inputs, example=d / FILE) for d in dirs]  # before any work
     examples = read_labelled(cfg.data, cfg.text_field, cfg.label_field, cfg.category_field)

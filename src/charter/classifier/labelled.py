@@ -4,7 +4,8 @@ A row holds what to score, in `text` (a prompt) or `messages` (a conversation: r
 for an output classifier it ends with the answer), a label (0/1, true/false, "harmful"/"harmless")
 and optionally a `category` and a `kind` ("input"/"output": which classifier the row is for; as
 `charter train classifier` reads it, a row without one is an output row when its messages end with
-an assistant turn, else an input row). A bad row is an InputError naming the file and its line (Parquet: its row), before any model loads.
+an assistant turn, else an input row). A bad row is an InputError naming the file and its line
+(Parquet: its row), before any model loads.
 """
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def read_examples(data: str, kind: str) -> list[dict[str, Any]]:
         if row_kind == "output" and msgs[-1]["role"] != "assistant":
             raise InputError("an output row's 'messages' must end with the assistant's answer", where)
         if row_kind == kind:
-            out.append({"messages": clean_messages(msgs), "label": int(row["label"]), "category": row.get("category")})
+            out.append({"messages": clean_messages(msgs), "label": int(row["label"]), "group": row.get("group")})
     if not out:
         raise InputError(f"no {kind} rows; write them with `charter classifier` (or train --kind "
                          f"{'output' if kind == 'input' else 'input'})", str(path))
@@ -86,14 +86,19 @@ def read_examples(data: str, kind: str) -> list[dict[str, Any]]:
 
 
 def split(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held out), stratified by label: each label keeps at least one training row."""
+    """(train, held out), stratified by label; rows of one `group` (a query and its augmentations)
+    stay on one side, so no paraphrase of a held-out example is trained on. Each label keeps at
+    least one training group."""
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r.get("group") or f"row {i}", []).append(r)
     rng, train, held = random.Random(seed), [], []
     for label in (0, 1):
-        group = [r for r in rows if r["label"] == label]
-        rng.shuffle(group)
-        n = min(round(share * len(group)), len(group) - 1) if len(group) > 1 else 0
-        held += group[:n]
-        train += group[n:]
+        keys = [k for k, g in groups.items() if g[0]["label"] == label]
+        rng.shuffle(keys)
+        n = min(round(share * len(keys)), len(keys) - 1) if len(keys) > 1 else 0
+        for j, key in enumerate(keys):
+            (held if j < n else train).extend(groups[key])
     rng.shuffle(train)
     return train, held
 

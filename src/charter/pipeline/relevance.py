@@ -5,10 +5,13 @@ The paper draws each round's principle uniformly at random. Later work fits the 
 the query (SPRI, arXiv 2502.03397; C3AI, arXiv 2502.15861); here the model itself ranks them:
 for each principle one multiple-choice question, "Is the following principle relevant to this
 conversation?", scored as P("Yes") over {"Yes", "No"} (`Backend.choose`: any backend that
-scores, one request per principle, all of a round's principles in one call). The round's
-principle is then drawn among the K most relevant with the same seeded draw as the paper's
-(K=1: always the top one). The conversation comes first in every question, so an engine's
-prefix cache serves a round's questions from one prefill.
+scores, one request per principle, all of a round's principles in one call). A small model says
+Yes to some principles whatever the conversation, so the score is calibrated against a neutral
+exchange asked once per run (contextual calibration, Zhao et al. 2021, arXiv 2102.09690): the
+log-odds of Yes for this conversation minus those for the neutral one. The round's principle is
+then drawn among the K highest with the same seeded draw as the paper's (K=1: always the top
+one). The conversation comes first in every question, so an engine's prefix cache serves a
+round's questions from one prefill.
 
 Each request carries one principle, so a constitution of any length is used without being cut;
 what must fit the model's context is each principle's own requests. When principles are
@@ -18,13 +21,14 @@ the run stops before its first request (a random draw inside a group would hit i
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import replace
 from typing import Any, Sequence
 
 from charter.choice import softmax
 from charter.backends.base import EngineDead
-from charter.errors import ConfigError, InputError
+from charter.errors import BackendError, ConfigError, InputError
 from charter.inputs import templates
 from charter.inputs.constitution import in_group, with_priority
 from charter.inputs.transcripts import render as transcript
@@ -33,7 +37,11 @@ from charter.types import Constitution, Message
 
 log = logging.getLogger("charter.relevance")
 
-METHOD = "p_yes"  # what the recorded scores are: P("Yes") to the question below, over Yes/No
+# What the recorded scores are: log-odds of "Yes" to the question below (over Yes/No) for the
+# conversation, minus those for NEUTRAL; each round also keeps the raw P(Yes).
+METHOD = "p_yes_calibrated"
+NEUTRAL = ({"role": "user", "content": "Hello, how are you today?"},
+           {"role": "assistant", "content": "I'm well, thank you. How can I help you?"})
 DEFAULT_K = 4
 HEAD = "Here is a conversation between a human and an AI assistant:"
 ASK = "Is the following principle relevant to this conversation? Answer Yes or No."
@@ -60,7 +68,25 @@ def question(conversation: Sequence[Message], text: str, fmt: str) -> tuple[Any,
 
 
 def p_yes(logps: Sequence[float]) -> float:
-    return round(softmax(logps)[0], 4)
+    return softmax(logps)[0]
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def prior(backend, texts: Sequence[str], fmt: str) -> list[float]:
+    """P(Yes) of each principle (`texts`) for the neutral exchange: what the score is measured against."""
+    asks = [question(NEUTRAL, t, fmt) for t in texts]
+    try:
+        return [p_yes(lp) for lp in backend.choose([q for q, _ in asks], [o for _, o in asks])]
+    except EngineDead:
+        raise
+    except Exception as exc:
+        raise BackendError(f"ranking principles by relevance needs option log-probabilities from the "
+                           f"{backend.name or 'backend'} backend, and asking for them failed ({error_text(exc)}); "
+                           "use --principles random (or --principle-draw random), or a backend that scores") from exc
 
 
 def ranking(principles: Sequence, scores: dict[str, float]) -> list:
@@ -75,9 +101,11 @@ def pick(principles: Sequence, scores: dict[str, float], k: int, key: str):
     return random.Random(key).choice(ranking(principles, scores)[:k])
 
 
-def record_of(scores: dict[str, float], k: int) -> dict[str, Any]:
-    """What a round (or a label line) keeps: the method, K, and every principle's score."""
-    return {"method": METHOD, "k": k, "scores": dict(scores)}
+def record_of(ids: Sequence[str], ps: Sequence[float], priors: Sequence[float], k: int) -> dict[str, Any]:
+    """What a round (or a label line) keeps: the method, K, each principle's calibrated score (what
+    ranks them) and its raw P(Yes)."""
+    scores = {i: round(_log_odds(p) - _log_odds(p0), 4) for i, p, p0 in zip(ids, ps, priors)}
+    return {"method": METHOD, "k": k, "scores": scores, "p_yes": {i: round(p, 4) for i, p in zip(ids, ps)}}
 
 
 # ---- generate: the principles a run draws from -----------------------------------------------------
@@ -140,6 +168,7 @@ class Ranker:
 
     def __init__(self, backend, constitution: Constitution, settings, k: int):
         self.backend, self.c, self.s, self.k = backend, constitution, settings, k
+        self.prior = prior(backend, [p.critique for p in constitution.principles], settings.format)
 
     def rank(self, runner, jobs: Sequence) -> None:
         """Rank for each job whose next step starts a round not ranked yet."""
@@ -165,9 +194,9 @@ class Ranker:
             for job, r, _ in asks:
                 job.relevance[r] = {"error": f"ranking the principles by relevance failed: {error_text(exc)}"}
             return
-        for job, r, qs in asks:
-            scores = {p.id: p_yes(next(logps)) for p in self.c.principles}
-            job.relevance[r] = record_of(scores, self.k)
+        ids = [p.id for p in self.c.principles]
+        for job, r, _ in asks:
+            job.relevance[r] = record_of(ids, [p_yes(next(logps)) for _ in ids], self.prior, self.k)
 
     def too_long(self, job, questions: Sequence) -> str | None:
         limit = self.backend.max_context

@@ -31,6 +31,8 @@ class Digest:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (id, kind, error), the first FAILURES
     sample: list[Record] = field(default_factory=list)  # the first CHAINS records
     cost: object = None  # charter.pipeline.cost.RunCost
+    checks: int = 0  # stop-when-clean questions asked
+    stopped: Counter = field(default_factory=Counter)  # round -> chains stop-when-clean ended there
 
     def length_series(self) -> list[float]:
         return [s / n for s, n in self.lengths if n]
@@ -68,6 +70,9 @@ def _add(d: Digest, r: Record) -> None:
     d.first = d.first or r
     d.max_rounds = max(d.max_rounds, len(r.rounds))
     d.principles.update(x.principle for x in r.rounds)
+    d.checks += len(r.p_problem) if isinstance(r.p_problem, list) else 0
+    if isinstance(r.stopped, dict):
+        d.stopped[r.stopped.get("round")] += 1
     if len(d.sample) < CHAINS:
         d.sample.append(r)
     if r.error is not None:

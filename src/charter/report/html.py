@@ -66,7 +66,8 @@ def summary_section(run: RunData) -> str:
     first = d.first
     cards = "".join([card(d.records, "records"), card(d.kinds.get("red_team", 0), "red-team"),
                      card(d.kinds.get("helpful", 0), "helpfulness"), card(d.failures, "failures"),
-                     card(f"{d.tokens_out:,}", "tokens generated"), card(f"{d.tokens_in:,}", "prompt tokens")])
+                     card(f"{d.tokens_out:,}", "tokens generated"), card(f"{d.tokens_in:,}", "prompt tokens")]
+                    + ([card(sum(d.stopped.values()), f"stopped clean ({d.checks} checks)")] if d.checks else []))
     settings = [("model", first.model if first else cfg.get("model", "")),
                 ("backend", first.backend if first else cfg.get("backend", "")),
                 ("format", cfg.get("format", first.format if first else "")),

@@ -15,8 +15,8 @@ from typing import Any
 
 from charter.runs.reviews import Marks, PairMark, RevisionMark, marks_file, read_marks
 
-_LAZY = {"ReviewConfig": "charter.review.serve", "review": "charter.review.serve", "ReviewResult": "charter.review.serve",
-         "review_app": "charter.review.app"}
+_LAZY = {"ReviewConfig": "charter.review.serve", "review": "charter.review.serve",
+         "ReviewResult": "charter.review.serve", "review_app": "charter.review.app"}
 
 
 def __getattr__(name: str) -> Any:

@@ -41,7 +41,7 @@ class Review:
         self.run, self.limit = run_dir(run).resolve(), limit
         self.log = MarkLog(self.run, reviewer)
         self.chains, self.more_chains = load_chains(self.run, limit)
-        paths = [transcripts_of(p).resolve() for p in labels] if labels else find_labels(self.run)
+        paths = list(dict.fromkeys(transcripts_of(p).resolve() for p in labels)) if labels else find_labels(self.run)
         self.pairs, self.more_pairs = load_pairs(self.run, paths, limit)
         found: list[RevisionItem | PairItem] = [i for c in self.chains for i in c.items] + list(self.pairs)
         self.items = {i.key: i for i in found}
@@ -113,9 +113,11 @@ async def read_mark(request: Request) -> tuple[str, str | None] | JSONResponse:
     """(key, mark) of a POST body, or the error response that says what is wrong with it."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return error(415, "send the mark as JSON (Content-Type: application/json)")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return error(413, f"a mark is a small JSON object; this body has {len(body)} bytes")
+    body = b""
+    async for chunk in request.stream():  # read no more than a mark can be
+        body += chunk
+        if len(body) > MAX_BODY:
+            return error(413, f"a mark is a small JSON object of at most {MAX_BODY} bytes")
     try:
         data = json.loads(body)
     except ValueError as exc:

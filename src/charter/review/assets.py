@@ -4,7 +4,8 @@ model text as markup: it reads data attributes and textContent, and writes textC
 
 CSS = """
 nav.controls { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; }
-nav.controls input, nav.controls select { padding: 5px 8px; border: 1px solid #c8ced8; border-radius: 5px; font: inherit; }
+nav.controls input, nav.controls select { padding: 5px 8px; border: 1px solid #c8ced8; border-radius: 5px;
+                                          font: inherit; }
 nav.controls input { min-width: 240px; }
 #message { min-height: 20px; padding: 2px 32px; font-size: 12px; color: var(--muted); }
 #message.error { color: #9b1c1c; font-weight: 600; }

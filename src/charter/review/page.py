@@ -91,7 +91,8 @@ def select(id_: str, label: str, options: Sequence[tuple[str, str]]) -> str:
 
 def controls(view: View) -> str:
     principles = sorted({x.principle for c in view.chains for x in c.record.rounds})
-    return ('<nav class="controls"><input id="search" type="search" placeholder="search prompts, answers, critiques…">'
+    return ('<nav class="controls">'
+            '<input id="search" type="search" placeholder="search prompts, answers, critiques…">'
             + select("principle", "principle", [("", "all")] + [(p, p) for p in principles])
             + select("show", "show", [("", "chains and pairs"), ("chains", "chains"), ("pairs", "label pairs")])
             + select("status", "status", [("", "all"), ("unmarked", "not yet marked"), ("marked", "marked")])

@@ -91,6 +91,7 @@ class LabelJob:
     def __init__(self, cfg, fs: FeedbackSet):
         self.cfg, self.fs = dataclasses.replace(cfg), chosen_principles(fs, cfg)  # a plain copy of cfg
         self.k = relevance.relevance_k(getattr(cfg, "principle_draw", "random"), "--principle-draw")
+        self.prior: list[float] = []  # the principles' P(Yes) for a neutral exchange (relevance draws), once open
         self.prefix = few_shot_prefix(fs.examples, cfg.format, cfg.cot)
         self.band = (cfg.clamp_low, cfg.clamp_high) if cfg.cot else None
         self.text = (cfg.policy_format or cfg.format) == "text"  # the policy continues raw transcripts
@@ -114,6 +115,12 @@ class LabelJob:
         self.backends = {POLICY: policy, FEEDBACK: feedback}
         if self.prefix:
             feedback.share_prefix(self.prefix)
+        if self.k is not None:
+            try:
+                self.prior = relevance.prior(feedback, [p.text for p in self.fs.principles], self.cfg.format)
+            except BaseException:  # the engines opened here end with the failure
+                self.close()
+                raise
 
     def capacity(self) -> int:
         """Prompts an engine that batches internally keeps in flight (0: it batches per call)."""
@@ -161,13 +168,14 @@ def label_prompt(item: PromptItem, job: LabelJob) -> Program:
     done = yield [Sample(request, seeded(s, f"{item.id}:answer:{i}"), text=job.text, backend=POLICY)
                   for i, s in enumerate(job.answers)] + asks
     answers = [c.text.strip() for c in done[:len(job.answers)]]
-    scores = {p.id: relevance.p_yes(lp) for p, lp in zip(job.fs.principles, done[len(job.answers):])} if asks else None
-    comparisons = yield from compare_answers(item.id, list(item.messages), answers, job, scores)
+    ranked = relevance.record_of([p.id for p in job.fs.principles], [relevance.p_yes(lp) for lp in done[len(answers):]],
+                                 job.prior, job.k) if asks else None
+    comparisons = yield from compare_answers(item.id, list(item.messages), answers, job, ranked and ranked["scores"])
     line: dict[str, Any] = {"id": item.id, "prompt": list(item.messages), "answers": answers}
     if job.cfg.temperatures:  # each answer's temperature, kept in the line and the rows
         line["temperatures"] = [s.temperature for s in job.answers]
-    if scores is not None:
-        line["relevance"] = relevance.record_of(scores, job.k)
+    if ranked is not None:
+        line["relevance"] = ranked
     return {**line, "comparisons": comparisons, "error": None}
 
 
