@@ -226,6 +226,6 @@ def test_relevance_on_the_embedded_model_through_the_cli(tmp_path):
     for r in recs:
         for x in r.rounds:
             scores = x.relevance["scores"]
-            assert len(scores) == 16 and all(0 < s < 1 for s in scores.values())
+            assert len(scores) == 16 and all(0 < p < 1 for p in x.relevance["p_yes"].values())
             assert x.principle in sorted(scores, key=lambda pid: -scores[pid])[:2]
     assert "principles: relevant:2" in (out / "config.yaml").read_text()

@@ -182,7 +182,7 @@ def provenance(cfg, constitution, summary) -> list[tuple[str, str]]:
     d = summary.dedup
     checked = f"{summary.disagreements} rows disagree (feedback model {cfg.feedback_model or cfg.model})"
     return [("constitution", f"{constitution.name} ({len(constitution.restricted)} restricted, "
-                             f"{len(constitution.permitted)} permitted categories; {constitution.source})"),
+                             f"{len(constitution.permitted)} permitted categories; {cfg.constitution})"),
             ("model", f"{cfg.model} (backend {cfg.backend})"),
             ("sampling", f"temperature {cfg.temperature}, top_p {cfg.top_p}, max_tokens {cfg.max_tokens}, "
                          f"seed {cfg.seed}"),

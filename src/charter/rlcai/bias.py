@@ -257,9 +257,9 @@ def describe(b: JudgeBias) -> list[tuple[str, str, str]]:
 def text_lines(b: JudgeBias, title: str = "judge bias") -> list[str]:
     """A small aligned table for the terminal."""
     rows = describe(b)
-    width = max(len(m) for m, _, _ in rows)
+    width, values = max(len(m) for m, _, _ in rows), max(len(v) for _, v, _ in rows)
     head = f"{title} ({b['comparisons']:,} comparisons, {b['verdicts']:,} single-order verdicts):"
-    return [head] + [f"  {m.ljust(width)}  {v}   (published/neutral: {r})" for m, v, r in rows]
+    return [head] + [f"  {m.ljust(width)}  {v.ljust(values)}  reference: {r}" for m, v, r in rows]
 
 
 __all__ = ["Compared", "JudgeBias", "Share", "BiasTally", "judge_bias", "describe", "text_lines", "p_first",
