@@ -44,6 +44,8 @@ def run(args, guard: str | None):
 def classifier_cost(guard_dir: str, records) -> dict[str, float]:
     """Seconds per prompt (input) and per answer token (output), on the unguarded run's texts."""
     guards, cost = load_guards(guard_dir), {}
+    for clf in guards.values():  # first calls pay one-off set-up: untimed
+        clf.score(["warm-up"])
     if "input" in guards:
         prompts = [r.prompt for r in records]
         t0 = time.perf_counter()

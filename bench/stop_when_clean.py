@@ -90,7 +90,8 @@ def main() -> None:
         secs, recs = run(args, stop)
         rows.append(row(name, secs, recs))
         stopped = recs if stop else stopped
-    print(f"\nbackend={args.backend} model={args.model} prompts={args.prompts} rounds={args.rounds} "
+    engine = next((r.backend for r in stopped), "?")  # what `auto` resolved to
+    print(f"\nbackend={args.backend} ({engine}) model={args.model} prompts={args.prompts} rounds={args.rounds} "
           f"max_tokens={args.max_tokens} seed={args.seed} threshold={args.threshold}")
     print(f"{HEAD[0]:20}" + "".join(f"{h:>9}" for h in HEAD[1:]))
     for r in rows:

@@ -15,7 +15,9 @@ import charter
 from charter.errors import ConfigError, InputError
 from charter.runs.runread import load_run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PYTHON_PAGE = ROOT / "docs" / "python.md"  # the config + function pairs
 LOCK = "How do I pick a lock?"
 
 
@@ -232,11 +234,11 @@ def test_a_bad_argument_reads_as_the_clis_bad_setting(tmp_path, capsys):
         assert f"run.yaml:1: {api_error.value}" in capsys.readouterr().err
 
 
-def readme_block(marker: str) -> str:
-    """The python block after `<!-- test: MARKER -->` in README.md."""
-    text = README.read_text(encoding="utf-8")
+def readme_block(marker: str, page: Path = README) -> str:
+    """The python block after `<!-- test: MARKER -->` in README.md (or another page)."""
+    text = page.read_text(encoding="utf-8")
     found = re.search(rf"<!-- test: {marker} -->\s*```python\n(.*?)```", text, re.S)
-    assert found, f"README.md lost its tested Python block (marker `<!-- test: {marker} -->`)"
+    assert found, f"{page.name} lost its tested Python block (marker `<!-- test: {marker} -->`)"
     return found.group(1)
 
 
@@ -250,19 +252,21 @@ def test_readme_example_is_found():
     compile(code, "README.md", "exec")
 
 
-def test_readme_config_examples_build_their_configs():
-    """Each job in the README's config block: a real config built from the README's fields, handed
-    to its function (stubbed here: the jobs themselves are tested in their own files)."""
+def test_docs_config_examples_build_their_configs():
+    """Each job in the docs' config block (docs/python.md): a real config built from the page's fields,
+    handed to its function (stubbed here: tests/test_docs.py runs the block, the jobs are tested in
+    their own files)."""
     import types
 
     calls = []
     stub = types.SimpleNamespace(**{n: getattr(charter, n) for n in charter.__all__ if n[0].isupper()})
-    for fn in ("generate", "train_sft", "label", "train_pm", "train_rl", "train_dpo", "evaluate", "evaluate_labeler",
-               "write_report"):
+    jobs = ("generate", "export_run", "train_sft", "label", "train_pm", "train_rl", "train_dpo", "evaluate",
+            "evaluate_labeler", "write_report")
+    for fn in jobs:
         setattr(stub, fn, lambda arg, _fn=fn: calls.append((_fn, arg)))
-    exec(compile(readme_block("python-configs"), "README.md", "exec"), {"charter": stub})
-    assert [c[0] for c in calls] == ["generate", "train_sft", "label", "train_pm", "train_rl", "train_dpo", "evaluate",
-                                     "evaluate_labeler", "write_report"]
+    code = re.sub(r"^import charter$", "", readme_block("python-configs", PYTHON_PAGE), flags=re.M)  # the stub stays
+    exec(compile(code, "docs/python.md", "exec"), {"charter": stub})
+    assert [c[0] for c in calls] == list(jobs)
     for name, arg in calls[:-1]:
         assert type(arg).__name__.endswith("Config"), f"{name} got {arg!r}"
 

@@ -145,6 +145,9 @@ def test_failed_pairs_are_judged_again_on_resume(tmp_path, data):
     assert res.failed == 0 and res.pairs == 12 and again.scored == 1 * 3 * 2 * 2  # only the failed pair
     done = PerPrinciple()
     assert audit(config(tmp_path, data, bootstrap=50, seed=3), backend=done).pairs == 12 and done.scored == 0
+    copy = tmp_path / "copy.jsonl"  # the same pairs from another file: answers are kept by the pair's content
+    copy.write_text(data.read_text())
+    assert audit(config(tmp_path, copy), backend=done).pairs == 12 and done.scored == 0
 
 
 def test_other_principles_are_refused_then_overwritten(tmp_path, data):

@@ -82,9 +82,9 @@ def test_self_preference_where_the_judge_is_a_source():
     assert b["self_preference"]["n"] == 10 and b["self_preference"]["rate"] == pytest.approx(0.8)
     assert "self_preference" not in b["notes"]
     both = judge_bias([Compared(((0.9, 0.2),), 10, 10, "policy", "policy")], judge="policy")
-    assert both["notes"]["self_preference"] == "n/a: both answers of every comparison come from the judge's own model"
+    assert both["notes"]["self_preference"] == "n/a: both answers are the judge's own"
     other = judge_bias([Compared(((0.9, 0.2),), 10, 10, "policy", "policy")], judge="feedback")
-    assert other["notes"]["self_preference"] == "n/a: no answer comes from the judge's own model"
+    assert other["notes"]["self_preference"] == "n/a: no answer is the judge's own"
 
 
 def test_text_lines_show_the_published_numbers_beside():
@@ -122,7 +122,7 @@ def test_eval_labeler_bias_by_hand(shared):
     b = r.bias
     assert b["consistency"]["rate"] == 0.0 and b["first_wins"]["rate"] == 1.0
     assert b["mean_p_first"] == pytest.approx(P)
-    assert b["notes"]["longer_wins"].startswith("n/a: no comparison")  # P(x better) is exactly 0.5 each time
+    assert b["notes"]["longer_wins"] == "n/a: no decided pair of unequal lengths"  # P(x better) is exactly 0.5 each time
     assert json.loads(json.dumps(r.to_dict()))["bias"] == b
 
 
@@ -149,7 +149,7 @@ def test_eval_verdicts_give_position_length_and_self_preference():
     assert b["self_preference"]["rate"] == 1.0 and b["self_preference"]["n"] == 12
     assert b["longer_wins"]["rate"] == 1.0
     assert verdict_bias(vs, answers, "someone")["notes"]["self_preference"] == \
-        "n/a: no answer comes from the judge's own model"
+        "n/a: no answer is the judge's own"
 
 
 # ---- in each command's result -------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_label_summary_and_meta_carry_the_bias(tmp_path, capsys):
     b = s.bias
     assert b["comparisons"] == s.rows == 12 and b["verdicts"] == 24
     assert b["consistency"]["rate"] == 1.0 and b["first_wins"]["rate"] == 0.5
-    assert b["notes"]["self_preference"] == "n/a: both answers of every comparison come from the judge's own model"
+    assert b["notes"]["self_preference"] == "n/a: both answers are the judge's own"
     meta = json.loads((tmp_path / "labels.meta.json").read_text())
     assert meta["complete"]["summary"]["bias"] == b
     again = label(cfg, policy=policy(), feedback=Scripted(longer), progress=False)  # finished: read from the mark
@@ -180,7 +180,7 @@ def test_eval_json_holds_the_judge_bias(tmp_path):
     ev = read_eval(tmp_path / "eval.json")
     assert ev.bias["comparisons"] == 6 and ev.bias["judge"] == "judge"  # 3 prompts, 2 questions
     assert ev.bias["notes"]["consistency"] == "n/a: each comparison was asked in one order only"
-    assert ev.bias["notes"]["self_preference"] == "n/a: no answer comes from the judge's own model"
+    assert ev.bias["notes"]["self_preference"] == "n/a: no answer is the judge's own"
     evaluate(tmp_path / "own", [record(i) for i in range(3)], ["judge", "bad"], "judge", bootstrap=5)
     own = read_eval(tmp_path / "own" / "eval.json").bias
     assert own["self_preference"]["n"] == 6 and "self_preference" in own["notes"]  # n = 6: too few to read

@@ -119,12 +119,17 @@ def flag_text(actions: list[argparse.Action]) -> str:
 def rules(f: dataclasses.Field) -> str:
     meta, parts = f.metadata, []
     if meta.get("choices"):
-        parts.append("one of " + ", ".join(meta["choices"]))
+        parts.append("One of: " + ", ".join(meta["choices"]) + ".")
     if meta.get("bounds"):
-        parts.append(meta["bounds"])
+        parts.append(f"Range: {meta['bounds']}.")
     if meta.get("result") is False:
-        parts.append("may change when a run resumes")
-    return f" ({'; '.join(parts)})" if parts else ""
+        parts.append("May change when a run resumes.")
+    return "".join(" " + p for p in parts)
+
+
+def sentence(text: str) -> str:
+    """A help text as a sentence, so the rules after it read as sentences too."""
+    return text + "." if text and not text.endswith((".", "?", "!")) else text
 
 
 def settings_table(cmd: Command) -> list[str]:
@@ -135,7 +140,7 @@ def settings_table(cmd: Command) -> list[str]:
             continue
         flag = flag_text(by_dest[f.name]) if f.name in by_dest else "– (YAML, Python)"
         lines.append(f"| {flag} | {code(f.name)} | {code(type_name(hints[f.name]))} | {default_of(f)} | "
-                     f"{cell(f.metadata.get('help', '') + rules(f))} |")
+                     f"{cell(sentence(f.metadata.get('help', '')) + rules(f))} |")
     return lines
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from charter.classifier.model import GUARD_KEY, ID2LABEL, KINDS, render
 from charter.config import setting
-from charter.errors import InputError
+from charter.errors import ConfigError, InputError
 from charter.inputs.rows import check_turns, clean_messages, read_rows
 from charter.jsonl import write_json
 from charter.train import common
@@ -158,6 +158,9 @@ def build_classifier_trainer(cfg: ClassifierTrainConfig, kind: str, progress: bo
 def train_classifier(cfg: ClassifierTrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train the configured classifier(s), save each as a plain checkpoint with its threshold; {kind: result}."""
     cfg.validate()  # a config built in Python has not been checked yet
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"--out {cfg.out} is a file; training writes a directory (OUT/input, OUT/output): "
+                          "choose a new directory name")
     if Path(cfg.data).is_dir():  # the file itself, so a resume checks its content
         cfg = _with(cfg, data=str(Path(cfg.data) / "train.jsonl"))
     if cfg.kind != "both":

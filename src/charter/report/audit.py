@@ -42,7 +42,7 @@ def render_audit(name: str, d: dict) -> str:
     if drawn:
         out.append('<div class="plots">' + img(agreement_plot(drawn), "agreement with the labels") + "</div>")
     out.append(table(HEAD, rows))
-    split = [x for x in d["disagreements"] if x.get("share") is not None][:SHOWN]
+    split = [x for x in d["disagreements"] if x.get("share")][:SHOWN]
     if split:
         out.append("<h3>Principles that pick different winners</h3>"
                    + table(["principle", "principle", "pairs both decide", "different winners"],

@@ -69,7 +69,9 @@ class AuditConfig(Config):
             raise ConfigError(f"{where}: out must end in .json, got '{self.out}'")
 
 
-SUMMARY_ONLY = (*AuditConfig.NON_RESULT_KEYS, "seed", "bootstrap", "limit")  # the judge's answers stay valid
+# What the judge's answers do not depend on: the summary's settings, and which file the pairs came
+# from (an answer is stored under its pair's content).
+SUMMARY_ONLY = (*AuditConfig.NON_RESULT_KEYS, "seed", "bootstrap", "limit", "data")
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,7 @@ def _line_status(raw: bytes) -> tuple[str, bool]:
 
 
 def fingerprint_of(cfg: AuditConfig, fs) -> tuple[str, dict[str, str]]:
-    """What the judge's answers depend on (not the summary's seed, resamples or pair limit), and
-    the parts a refusal names when they changed."""
+    """What the judge's answers depend on (not SUMMARY_ONLY), and the parts a refusal names when they changed."""
     from charter.config import fingerprint
 
     principles, examples = [asdict(p) for p in fs.principles], [asdict(e) for e in fs.examples]
@@ -276,8 +277,8 @@ def summarise(cfg: AuditConfig, fs, pairs: Sequence[AuditPair], answers: dict) -
     res.disagreements = disagreements(by_principle)
     differ = [p for p in done if len(p.chosen) != len(p.rejected)]
     res.longer_chosen = share(sum(len(p.chosen) > len(p.rejected) for p in differ), len(differ), "longer", {})
-    res.bias = judge_bias(Compared(tuple(tuple(answers[p.id][pid]) for pid in ids), len(p.chosen), len(p.rejected))
-                          for p in done)
+    res.bias = judge_bias((Compared(tuple(tuple(answers[p.id][pid]) for pid in ids), len(p.chosen), len(p.rejected))
+                           for p in done), cfg.model)  # the pairs' sources are not known: no self-preference
     if res.failed:
         log.warning("audit: %d pairs failed (see %s); run the same command again to retry them", res.failed,
                     Path(cfg.out).with_suffix("").name + ".pairs.jsonl")

@@ -153,10 +153,12 @@ def text_table(d: dict, shown: int = 5) -> list[str]:
         rows.append(principle_row(d["all_principles"]))
     out = [f"audit of {d['constitution']} on {d['data']}: {d['pairs']} pairs judged by {d['model']} "
            f"({d['ties']} ties left out, {d['failed']} failed)", *aligned(rows)]
-    split = [x for x in d["disagreements"] if x["share"] is not None][:shown]
+    split = [x for x in d["disagreements"] if x["share"]][:shown]
     if split:
         out.append("principles that pick different winners most often:")
         out += [f"  {x['a']} vs {x['b']}: {x['share']:.0%} of {x['n']} pairs" for x in split]
+    elif len(d["principles"]) > 1:
+        out.append("no two principles pick different winners on a pair both decide")
     longer = d.get("longer_chosen")
     if longer and longer["rate"] is not None:
         out.append(f"the labels chose the longer answer in {longer['rate']:.0%} of {longer['n']} pairs "

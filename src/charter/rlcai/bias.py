@@ -197,14 +197,14 @@ class BiasTally:
         u = [*(round(s - 0.5, 12) for s in self.scores), *(round(0.5 - s, 12) for s in self.scores)]
         out["length_pearson"], out["length_spearman"] = pearson(d, u), spearman(d, u)
         if out["length_pearson"] is None:
-            notes["length_correlation"] = "n/a: every pair has the same length difference or the same score"
+            notes["length_correlation"] = "n/a: no spread in lengths or scores"
 
     def _why_not(self, out: JudgeBias, notes: dict[str, str]) -> None:
         if not self.both:
             notes.setdefault("consistency", "n/a: each comparison was asked in one order only" if self.verdicts
                              else "n/a: no verdicts")
         if not self.by_length:
-            notes.setdefault("longer_wins", "n/a: no comparison of answers of different lengths with a winner")
+            notes.setdefault("longer_wins", "n/a: no decided pair of unequal lengths")
         if not self.with_own:
             notes.setdefault("self_preference", self_note(self.judge, self.judge_is_source))
 
@@ -213,8 +213,8 @@ def self_note(judge: str | None, judge_is_source: bool) -> str:
     if judge is None:
         return "n/a: the judge's model is not known"
     if judge_is_source:
-        return "n/a: both answers of every comparison come from the judge's own model"
-    return "n/a: no answer comes from the judge's own model"
+        return "n/a: both answers are the judge's own"
+    return "n/a: no answer is the judge's own"
 
 
 def judge_bias(rows: Iterable[Compared], judge: str | None = None) -> JudgeBias:
