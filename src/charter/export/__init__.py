@@ -352,7 +352,9 @@ def _export_run(cfg: ExportConfig) -> ExportResult:
         reviewed.warn()
         result.reviewed = reviewed.note()
     if card_path:
-        result.card = card.write_card(card_path, card.card_text(cfg, result, summary, run_config, folder))
+        earlier = card.earlier_entries(card_path, files)  # other exports here keep their place in the card
+        result.card = card.write_card(card_path, card.card_text(cfg, result, summary, run_config, folder,
+                                                                earlier=earlier))
     if cfg.push_to_hub:
         card.push(files, cfg, card.card_text(cfg, result, summary, run_config, folder, hub=True))
         result.pushed = cfg.push_to_hub

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +182,33 @@ def _version() -> str:
 
 
 def card_text(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_config: dict,
-              folder: Path, hub: bool = False) -> str:
-    head = yaml.safe_dump(header(cfg, result, hub), sort_keys=False, allow_unicode=True)
+              folder: Path, hub: bool = False, earlier: list["Entry"] | None = None) -> str:
+    """The card; `earlier`: the other exports in the same directory (see `earlier_entries`), each
+    kept as a config of its own so `load_dataset(DIR, NAME)` finds every one."""
+    head = header(cfg, result, hub)
+    body = section(cfg, result, summary, run_config, folder, hub)
+    if earlier:
+        mine = Entry(export_name(cfg, earlier), head["configs"][0]["data_files"], body, list(head["tags"]))
+        entries = [*earlier, mine]
+        head["configs"] = [{"config_name": e.name, "data_files": e.files, **({"default": True} if not i else {})}
+                           for i, e in enumerate(entries)]
+        head["tags"] = sorted({*head["tags"], *(t for e in earlier for t in e.tags)})
+        listing = "\n".join(f"| `{e.name}` | {', '.join(f['path'] for f in e.files)} |" for e in entries)
+        body = ("Exports in this directory, each a config: `load_dataset(DIR, NAME)`.\n\n| config | files |\n"
+                f"|---|---|\n{listing}\n\n" + "\n".join(marked(e) for e in entries))
+    elif not hub:  # marked, so the next export into this directory keeps this one's section
+        body = marked(Entry(export_name(cfg, []), [], body, head["tags"]), heading=False)
+    title = "Charter exports" if earlier else f"Charter {cfg.format} export"
+    head["pretty_name"] = title
+    return (f"---\n{MARK}\n{yaml.safe_dump(head, sort_keys=False, allow_unicode=True)}---\n\n# {title}\n\n"
+            "Constitutional AI data made with Charter: red-team prompts answered by the model below, then "
+            "critiqued and revised against principles drawn from the constitution (Bai et al. 2022, "
+            "arXiv 2212.08073). Raw outputs of a generative model: read before training on them.\n\n" + body)
+
+
+def section(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_config: dict, folder: Path,
+            hub: bool) -> str:
+    """One export's part of the card: its files, how it was made, how to load it."""
     table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in provenance(cfg, result, summary, run_config, folder))
     splits = "\n".join(f"| {s} | `{'data/' + s + '-*' if hub else p.name}` | {result.rows[s]} |"
                        for s, p in result.files.items())
@@ -190,13 +216,65 @@ def card_text(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run_
     where = f'load_dataset("{cfg.push_to_hub}")' if hub else \
         (f'load_dataset("{"parquet" if Path(cfg.out).suffix == ".parquet" else "json"}", data_files={data_files})'
          "  # or load_dataset(DIR): this card names the files")
-    return (f"---\n{MARK}\n{head}---\n\n# Charter {cfg.format} export\n\n"
-            "Constitutional AI data made with Charter: red-team prompts answered by the model below, then "
-            "critiqued and revised against principles drawn from the constitution (Bai et al. 2022, "
-            "arXiv 2212.08073). Raw outputs of a generative model: read before training on them.\n\n"
-            f"## Files\n\n| split | file | rows |\n|---|---|---|\n{splits}\n\nRows: {ROWS[cfg.format]}.\n\n"
+    return (f"## Files\n\n| split | file | rows |\n|---|---|---|\n{splits}\n\nRows: {ROWS[cfg.format]}.\n\n"
             f"## How it was made\n\n| | |\n|---|---|\n{table}\n\n"
             f"## Load it\n\n```python\nfrom datasets import load_dataset\nds = {where}\n```\n")
+
+
+# ---- several exports in one directory: one card, a config per export -------------------------------
+
+_SECTION = re.compile(r"<!-- charter export (?P<name>[\w.-]+) tags=(?P<tags>[\w,.-]*) -->\n(?P<body>.*?)"
+                      r"<!-- end charter export -->\n", re.S)
+
+
+@dataclass
+class Entry:
+    """One export described by a card: its config name, data_files and section."""
+
+    name: str
+    files: list[dict]
+    body: str
+    tags: list[str] = field(default_factory=list)
+
+
+def marked(e: Entry, heading: bool = True) -> str:
+    body = f"## `{e.name}`\n\n" + re.sub(r"^## ", "### ", e.body, flags=re.M) if heading else e.body
+    return f"<!-- charter export {e.name} tags={','.join(e.tags)} -->\n{body}<!-- end charter export -->\n"
+
+
+def earlier_entries(card: Path, files: dict[str, Path]) -> list[Entry]:
+    """The other exports an earlier card here describes whose files are all still there (this
+    export's own files replace theirs); none for a card that cannot be read."""
+    try:
+        text = card.read_text(encoding="utf-8")
+        head = yaml.safe_load(text.split("---\n")[1]) or {}
+    except (OSError, IndexError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    sections = {m["name"]: m for m in _SECTION.finditer(text)}
+    mine, out = {p.name for p in files.values()}, []
+    for c in head.get("configs") or []:
+        paths = [f.get("path") for f in c.get("data_files") or [] if isinstance(f, dict)]
+        if not paths or set(paths) & mine or not all(isinstance(p, str) and (card.parent / p).is_file() for p in paths):
+            continue
+        name = c.get("config_name") if c.get("config_name") != "default" else _stem(paths[0])
+        got = sections.get(name)
+        body = got["body"] if got else ""
+        if body.startswith("## `"):  # a section of a several-export card: its heading off, one level up
+            body = re.sub(r"^### ", "## ", body.split("\n\n", 1)[-1], flags=re.M)
+        tags = got["tags"].split(",") if got and got["tags"] else list(head.get("tags") or [])
+        out.append(Entry(name, c["data_files"], body, [t for t in tags if t]))
+    return out
+
+
+def export_name(cfg: ExportConfig, earlier: list[Entry]) -> str:
+    """This export's config name: its file's stem (sft.jsonl -> sft), made unique."""
+    taken, name = {e.name for e in earlier}, _stem(Path(cfg.out).name)
+    return name if name not in taken else f"{name}-{cfg.format}"
+
+
+def _stem(path: str) -> str:
+    stem = Path(path).name.split(".")[0]
+    return re.sub(r"-(train|test)$", "", stem) or "data"
 
 
 def write_card(path: Path, text: str) -> Path:

@@ -34,6 +34,10 @@ th { color: var(--muted); font-weight: 600; } td.num { text-align: right; font-v
          font-size: 11px; margin-left: 6px; font-weight: 500; }
 .badge.err { background: #fde8e8; color: #9b1c1c; } .badge.kind { background: #eef2e6; color: #3d5a1f; }
 .failure { color: #9b1c1c; }
+.pair { border: 1px solid var(--line); border-radius: 6px; margin: 10px 0; padding: 8px 14px; }
+.pair > summary { cursor: pointer; font-weight: 600; }
+.sides { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+ins { background: #d9f2de; text-decoration: none; } del { background: #fbdcdc; }
 """
 
 JS = """

@@ -23,7 +23,7 @@ def render_evaluation(name: str, ev: EvalResult) -> str:
             ["model", "records", "Δ logp/token (revision − initial)", "revision preferred", "evasive",
              "evasive (red-team)", "evasive (judge)"], rows))
     if ev.elo:
-        rows = [[q, label, fmt(v["elo"], "+.0f"), ci(v, "low", "high", "+.0f"), e["comparisons"],
+        rows = [[q, label, fmt(v["elo"], "+.0f"), ci(v, "low", "high", "+.0f", e["comparisons"]), e["comparisons"],
                  fmt(e["position_bias"], ".3f")] for q, e in ev.elo.items() for label, v in e["players"].items()]
         out.append('<h3>Elo (AI judge, pairwise, A/B order randomised)</h3><div class="plots">'
                    + img(elo_plot(ev.elo), "Elo scores") + "</div>"

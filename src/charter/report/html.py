@@ -208,12 +208,15 @@ def sampled(runs: Sequence[RunData]) -> str:
 SECTIONS = [("summary", "Run summary"), ("principles", "Principle usage"), ("filters", "Round filters"),
             ("lengths", "Answer lengths"),
             ("cost", "Run cost"), ("failures", "Failures"), ("evaluation", "Evaluation"),
-            ("bias", "Judge biases"), ("audit", "Constitution audit"), ("chains", "Chains"),
+            ("training", "Training"), ("labels", "Labels"),
+            ("bias", "Judge biases"), ("audit", "Constitution audit"), ("sides", "Critiqued vs direct"),
+            ("chains", "Chains"),
             ("classifiers", "Classifiers")]
 
 
-def render(runs: Sequence[RunData], feedback: Sequence = ()) -> str:
-    """The page; `feedback`: label outputs, eval-labeler and audit results (charter.report.bias)."""
+def render(runs: Sequence[RunData], feedback: Sequence = (), training: Sequence = ()) -> str:
+    """The page; `feedback`: label outputs, eval-labeler and audit results (charter.report.bias);
+    `training`: charter.report.training logs."""
     from charter.report.audit import audit_section
     from charter.report.bias import bias_section
 
@@ -226,7 +229,8 @@ def render(runs: Sequence[RunData], feedback: Sequence = ()) -> str:
               "evaluation": evaluation_section(runs), "chains": chains_section(runs)} if runs else {}
     if found:
         bodies["classifiers"] = classifiers_section(found)
-    for key, body in (("bias", bias_section(runs, feedback)), ("audit", audit_section(feedback))):
+    for key, body in (("bias", bias_section(runs, feedback)), ("audit", audit_section(feedback)),
+                      *loop_sections(runs, feedback, training)):
         if body:
             bodies[key] = body
     shown = [(k, t) for k, t in SECTIONS if k in bodies]
@@ -244,6 +248,19 @@ def render(runs: Sequence[RunData], feedback: Sequence = ()) -> str:
             f"<nav>{nav}</nav><main>{main}</main>{script}</body></html>")
 
 
+def loop_sections(runs: Sequence[RunData], feedback: Sequence, training: Sequence) -> list[tuple[str, str | None]]:
+    """The rest of the loop beside generation: training curves, label statistics, critiqued vs direct chains."""
+    from charter.report.bias import LABEL, LABELER
+    from charter.report.chains import side_by_side_section
+    from charter.report.labels import labels_section, read_label_stats
+    from charter.report.training import training_section
+
+    stats = [read_label_stats(f.path) for f in feedback if f.kind == LABEL]
+    labelers = [(f.name, f.data) for f in feedback if f.kind == LABELER]
+    return [("training", training_section(training)), ("labels", labels_section(stats, labelers)),
+            ("sides", side_by_side_section(runs))]
+
+
 def distinct_names(paths: Sequence[Path]) -> list[str]:
     """Each path's shortest trailing part that no other path ends with: cmpA/run, cmpB/run."""
     parts = [p.absolute().parts for p in paths]
@@ -259,16 +276,23 @@ def distinct_names(paths: Sequence[Path]) -> list[str]:
 KIND = "Charter report"  # what charter.runs.files records a report as
 
 
-def write_report(paths: Sequence[str | Path], out: str | Path | None = None) -> Path:
+def write_report(paths: Sequence[str | Path], out: str | Path | None = None, train: Sequence[str | Path] = (),
+                 labels: Sequence[str | Path] = ()) -> Path:
     """The report of `paths` at `out` (default RUN/report.html), never over an input or another
-    program's file (charter.runs.files.check_out), written whole."""
+    program's file (charter.runs.files.check_out), written whole. A training output among `paths`
+    (or in `train`) adds its curves; a label output (or one in `labels`) its statistics."""
     from charter.report.bias import is_feedback, load_feedback_file
+    from charter.report.training import is_training, read_training
 
+    paths = [*paths, *labels]
+    trained = [p for p in paths if is_training(p)] + list(train)
     feedback = [load_feedback_file(p) for p in paths if is_feedback(p)]
-    runs = [load_report_run(p) for p in paths if not is_feedback(p)]
+    runs = [load_report_run(p) for p in paths  # a classifier's training folder also has its evaluations
+            if not is_feedback(p) and (p not in trained or find_classifier_evals(Path(p)))]
+    training = [read_training(p, n, must=True) for p, n in zip(trained, distinct_names([Path(p) for p in trained]))]
     for run, name in zip(runs, distinct_names([r.path for r in runs])):
         run.name = name
     target = Path(out) if out else (runs[0].path if runs else Path(paths[0]).parent) / "report.html"
     inputs = [run.path / name for run in runs for name in ("eval.json", "config.yaml")] + [Path(p) for p in paths]
     files.check_out(target, KIND, inputs=inputs)
-    return files.write_out(target, KIND, render(runs, feedback))
+    return files.write_out(target, KIND, render(runs, feedback, training))

@@ -34,8 +34,20 @@ def fmt(v: object, spec: str) -> object:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
-def ci(x: dict, low: str, high: str, spec: str) -> str:
-    return f"[{fmt(x.get(low), spec)}, {fmt(x.get(high), spec)}]"
+def sample_n(x: dict) -> object:
+    """How many points an interval of `x` rests on: its "n", or the smaller side of a paired comparison."""
+    if "n" in x:
+        return x["n"]
+    sides = [x[k] for k in ("n_critique", "n_direct") if isinstance(x.get(k), int)]
+    return min(sides) if sides else None
+
+
+def ci(x: dict, low: str, high: str, spec: str, n: object = None) -> str:
+    """The interval as text, or the small-sample note (charter.stats.too_few) when it rests on a handful of points."""
+    from charter.stats import too_few
+
+    note = too_few(sample_n(x) if n is None else n)
+    return note or f"[{fmt(x.get(low), spec)}, {fmt(x.get(high), spec)}]"
 
 
 def pct(v: object) -> object:

@@ -32,6 +32,21 @@ def to_png(fig) -> str:
     return plotting.png_base64(fig, dpi=110, bbox_inches="tight")
 
 
+def _bounds(rows: Sequence[dict], mid: str, low: str = "low", high: str = "high", n: object = None) -> tuple[list, list]:
+    """(lows, highs) of each row's interval, collapsed onto the point where it rests on too few points
+    (charter.stats.too_few): no interval is drawn from a handful of values."""
+    from charter.report.markup import sample_n
+    from charter.stats import too_few
+
+    few = [too_few(sample_n(r) if n is None else n) is not None for r in rows]
+    return ([r[mid] if f else r[low] for r, f in zip(rows, few)], [r[mid] if f else r[high] for r, f in zip(rows, few)])
+
+
+def _err(rows: Sequence[dict], mid: str, low: str = "low", high: str = "high", n: object = None) -> list[list]:
+    lows, highs = _bounds(rows, mid, low, high, n)
+    return [[r[mid] - lo for r, lo in zip(rows, lows)], [hi - r[mid] for r, hi in zip(rows, highs)]]
+
+
 @_styled
 def principle_plot(counts: dict[str, int]) -> str:
     items = sorted(counts.items(), key=lambda kv: kv[1])
@@ -61,7 +76,7 @@ def elo_plot(elo: dict[str, dict]) -> str:
     for ax, (question, data) in zip(axes[0], elo.items()):
         names = list(data["players"])
         vals = [data["players"][n] for n in names]
-        err = [[v["elo"] - v["low"] for v in vals], [v["high"] - v["elo"] for v in vals]]
+        err = _err(vals, "elo", n=data.get("comparisons"))
         ax.errorbar(range(len(names)), [v["elo"] for v in vals], yerr=err, fmt="o", capsize=4, color=COLORS[0])
         ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=20, ha="right")
         ax.set_xlim(-0.5, len(names) - 0.5)
@@ -83,8 +98,8 @@ def revision_plot(runs: Sequence[dict], key: str = "elo") -> str:
             ys = [base] + [r[key] for r in rows]
             ax.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)], label=run["label"])
             if key == "elo":
-                ax.fill_between(xs, [0] + [r["elo_low"] for r in rows], [0] + [r["elo_high"] for r in rows],
-                                color=COLORS[i % len(COLORS)], alpha=0.15)
+                lows, highs = _bounds(rows, "elo", "elo_low", "elo_high")
+                ax.fill_between(xs, [0] + lows, [0] + highs, color=COLORS[i % len(COLORS)], alpha=0.15)
         ax.set_title(f"{q}: {'Elo vs initial' if key == 'elo' else 'P(revision preferred)'}")
         ax.set_xticks(xs)
         if key != "elo":
@@ -103,7 +118,7 @@ def pm_revision_plot(runs: Sequence[dict], key: str = "mean") -> str:
         xs = [r["revision"] for r in rows]
         ax.plot(xs, [r[key] for r in rows], marker="o", color=color, label=run["label"])
         if key == "mean":
-            ax.fill_between(xs, [r["low"] for r in rows], [r["high"] for r in rows], color=color, alpha=0.15)
+            ax.fill_between(xs, *_bounds(rows, "mean"), color=color, alpha=0.15)
         ax.set_xticks(xs)
     ax.set_xlabel("revision number (0 = initial answer)")
     ax.set_ylabel("PM score" if key == "mean" else "evasive share")
@@ -124,7 +139,7 @@ def critique_plot(comparison: dict) -> str:
     a.plot(xs, [r["direct"] for r in rows], marker="s", color=COLORS[1], label=comparison["direct"])
     a.set(xlabel="revision number (0 = initial answer)", ylabel="PM score", title="critiqued vs direct revisions")
     a.legend(fontsize=7)
-    err = [[r["diff"] - r["low"] for r in rows], [r["high"] - r["diff"] for r in rows]]
+    err = _err(rows, "diff")
     b.errorbar(xs, [r["diff"] for r in rows], yerr=err, fmt="o", capsize=4, color=COLORS[2])
     b.axhline(0, color="grey", lw=0.8)
     b.set(xlabel="revision number", ylabel="critique - direct", title="difference (95% interval)")
@@ -140,7 +155,7 @@ def principle_effect_plot(rows: Sequence[dict]) -> str:
     rows = sorted(rows, key=lambda r: r["mean"])
     fig, ax = _subplots(figsize=(6, 0.28 * len(rows) + 0.9))
     ys = range(len(rows))
-    err = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
+    err = _err(rows, "mean")
     ax.errorbar([r["mean"] for r in rows], ys, xerr=err, fmt="o", capsize=3, color=COLORS[0])
     ax.set_yticks(list(ys), [r["principle"] for r in rows])
     ax.axvline(0, color="grey", lw=0.8)
