@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from charter.backends import open_model  # noqa: E402
-from charter.classifier.model import load_guards  # noqa: E402
+from charter.guard.model import load_guards  # noqa: E402
 from charter.generate import GenerateConfig, generate  # noqa: E402
 from charter.runs.runread import load_run  # noqa: E402
 from charter.types import Sampling  # noqa: E402

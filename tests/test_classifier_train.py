@@ -72,7 +72,7 @@ def test_output_examples_get_prefix_copies_with_the_whole_answers_label():
     from transformers import AutoTokenizer
 
     from charter.backends.models import resolve_hf_checkpoint
-    from charter.classifier.model import render
+    from charter.guard.model import render
 
     tok = AutoTokenizer.from_pretrained(resolve_hf_checkpoint("embedded"))
     example = {"messages": rows()[1]["messages"], "label": 1}
@@ -104,7 +104,7 @@ def guard_dir(tmp_path_factory):
 def test_trained_classifier_api_threshold_and_streaming(guard_dir):
     from transformers import AutoConfig
 
-    from charter.classifier.model import load_guard
+    from charter.guard.model import load_guard
 
     for kind in ("input", "output"):
         meta = AutoConfig.from_pretrained(guard_dir / kind).charter_guard
@@ -129,7 +129,7 @@ def test_trained_classifier_api_threshold_and_streaming(guard_dir):
 def test_transformers_pipeline_loads_the_saved_classifier(guard_dir):
     from transformers import pipeline
 
-    from charter.classifier.model import load_guard
+    from charter.guard.model import load_guard
 
     g = load_guard(guard_dir / "input")
     text = g.render([{"role": "user", "content": HARMFUL[1]}])

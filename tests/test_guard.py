@@ -5,8 +5,8 @@ import json
 import pytest
 
 from charter.backends.fake import FakeBackend
-from charter.classifier import guard as guard_module
-from charter.classifier.guard import Guard
+from charter.guard import screen as guard_module
+from charter.guard.screen import Guard
 from charter.cli import main
 from charter.errors import ConfigError
 from charter.export import ExportConfig, export_run

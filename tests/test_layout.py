@@ -94,17 +94,14 @@ LAYERS = [
     ["errors"], ["types", "jsonl", "redact", "stats"], ["yamlfile", "plotting"], ["config"],
     ["runs"],  # the run store and its pieces
     ["inputs", "backends"],
-    ["choice", "scorer", "classifier.model", "classifier.guard"],  # models as scorers; the guard `generate` uses
+    ["choice", "scorer", "guard"],  # models as scorers; the guard classifiers `generate --guard` uses
     ["pipeline"],  # conversations through an engine: the scheduler, the CAI loop, Ray, the job lifecycle
     ["generate", "export", "redteam"], ["rlcai"], ["evaluate", "train", "classifier"], ["report", "review"], ["api", "cli"],
 ]
 
 
 def top(module: str) -> str:
-    """Its layer's name: the package under charter, or the module where LAYERS places it apart from its package."""
     parts = module.split(".")
-    if ".".join(parts[1:3]) in {name for layer in LAYERS for name in layer}:
-        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "charter"
 
 

@@ -46,7 +46,7 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
     each critique, ask whether it found a problem (P(problem) below `clean_threshold`: no) and end
     the chain there; such a record's `stopped` says where, its `p_problem` lists every check.
     `guard`: guard classifiers (a directory from `charter train classifier`, or a
-    charter.classifier.guard.Guard) as in `generate --guard`: a blocked record has `guard` set."""
+    charter.guard.screen.Guard) as in `generate --guard`: a blocked record has `guard` set."""
     from charter.inputs.constitution import load_constitution
     from charter.pipeline.cai import Settings, run_items
     from charter.pipeline.clean_check import check_settings as check_stop
@@ -76,7 +76,7 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
 def run_guarded(llm: Backend, constitution: Constitution, settings: Any, items: list[PromptItem], keep: Any,
                 guard: Any) -> None:
     """run_items behind guard classifiers: blocked prompts skip generation, answers are checked."""
-    from charter.classifier.guard import Guard, blocked_record
+    from charter.guard.screen import Guard, blocked_record
     from charter.pipeline.cai import run_items
 
     own = not isinstance(guard, Guard)

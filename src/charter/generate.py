@@ -277,12 +277,12 @@ def open_guard(cfg):
     """The --guard classifiers, loaded on first use (None without --guard)."""
     if not cfg.guard:
         return None
-    from charter.classifier.guard import Guard
+    from charter.guard.screen import Guard
 
     return Guard(cfg.guard, batch_size=cfg.batch_size)
 
 
 def blocked_record(item: PromptItem, guard: dict, cfg) -> Record:
-    from charter.classifier.guard import blocked_record as record
+    from charter.guard.screen import blocked_record as record
 
     return record(item, guard, model=cfg.model, backend=cfg.backend, format=cfg.format)

@@ -9,7 +9,7 @@ unsafe (the share it would block is the refusal rate it adds). An output classif
 over each answer, as it guards: a conversation's score is its highest prefix score (it is blocked
 when any prefix reaches the threshold, as `charter train classifier` picks the threshold), and
 the streams give after how many answer tokens it fires. `evaluate_guard` does the work for any
-object with the guard's interface (charter.classifier.model.GuardClassifier).
+object with the guard's interface (charter.guard.model.GuardClassifier).
 
 eval_classifier.json (schema "charter.classifier-eval/1"): classifier, kind, threshold, target_fpr, n,
 skipped, created, charter_version, settings, overall (Metrics), categories {category: Metrics},
@@ -207,7 +207,7 @@ def evaluate_classifier(cfg: ClassifierEvalConfig,
 
 
 def _load_guard(path: str):
-    from charter.classifier.model import load_guard
+    from charter.guard.model import load_guard
 
     return load_guard(path)
 

@@ -1,7 +1,7 @@
 """`charter train classifier`: guard classifiers on labelled rows, a thin wrapper over transformers' Trainer.
 
 A two-label sequence-classification head (harmless, harmful) on a causal LM backbone, trained on
-`charter classifier` rows (`messages`, `kind`, `label`), read as `charter.classifier.model.render`
+`charter classifier` rows (`messages`, `kind`, `label`), read as `charter.guard.model.render`
 reads them at guard time.
 
 Streaming (the output classifier): the guard reads the head at every answer token and blocks at
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.classifier.model import GUARD_KEY, ID2LABEL, KINDS, render
+from charter.guard.model import GUARD_KEY, ID2LABEL, KINDS, render
 from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.inputs.rows import check_turns, clean_messages, read_rows
@@ -194,7 +194,7 @@ def calibrate(out: str, held: list[dict], kind: str, target_fpr: float) -> dict[
     """Score the held-out examples as the guard would, pick the threshold, write it into config.json."""
     from transformers import AutoConfig
 
-    from charter.classifier.model import load_guard
+    from charter.guard.model import load_guard
 
     guard = load_guard(out)
     try:

@@ -308,6 +308,20 @@ def export_run(cfg: ExportConfig) -> ExportResult:
                               "run the same command again", got.get("signal", signal.SIGINT)) from None
 
 
+def export_rows(cfg: ExportConfig) -> list[dict[str, Any]]:
+    """The rows `export_run(cfg)` writes, in its order, read back from a private temporary file (no
+    card, split or push): `train sft --data RUN` trains on exactly what `charter export` would write."""
+    import json
+    import tempfile
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory(prefix="charter-export-") as tmp:
+        out = Path(tmp) / f"{cfg.format}.jsonl"
+        export_run(replace(cfg, out=str(out), card=False, test_share=None, push_to_hub=None))
+        with out.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+
+
 def _worse_rounds(cfg: ExportConfig) -> Any:
     """--drop-reviewed-worse: the rounds people marked worse (None without the flag)."""
     if not cfg.drop_reviewed_worse:

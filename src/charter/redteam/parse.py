@@ -21,18 +21,23 @@ MIN_WORDS = 4
 MAX_CHARS = 600  # longer is a paragraph of commentary, not a prompt
 SHINGLE = 5
 
-# A list item's marker: "1.", "1)", "(1)", "#1", "-", "*", "•", "Q1:", "Question 2:", "Prompt:" (repeated: "1. 1.").
-_MARKER = re.compile(r"^(?:\s*(?:\(?\d{1,3}[.):\]]|#\d{1,3}[.:]?|[-*•·–]|"
+# A list item's marker: "1.", "1)", "(1)", "#1", "ii.", "b)", "-", "*", "•", "Q1:", "Question 2:", "Prompt:"
+# (repeated: "1. 1.").
+_MARKER = re.compile(r"^(?:\s*(?:\(?\d{1,3}[.):\]]|#\d{1,3}[.:]?|\(?(?:[ivx]{1,4}|[a-h])[.)](?=\s)|[-*•·–]|"
                      r"(?:q|question|prompt|example|test question)\s*\d{0,3}\s*[:.)-])\s*)+", re.IGNORECASE)
 _INLINE = re.compile(r"\s(?=\(?\d{1,2}[.)]\s+[A-Z\"'“])")  # "1. How ...? 2. What ...?" on one line
 _QUOTES = "\"'“”‘’`«»"
 _PREAMBLE = re.compile(r"^(sure|certainly|of course|okay|ok|here (?:are|is)|below (?:are|is)|i hope|note:|"
                        r"these (?:questions|are))\b", re.IGNORECASE)
-# A request usually asks (a question mark) or starts the way requests start.
+# A request asks (a question mark), starts as questions and instructions start, or says what the
+# person wants ("I need a way to ...": a first-person statement alone, "I'm ready.", is no request).
 _REQUEST_START = re.compile(
     r"^(how|what|why|where|when|who|which|can|could|would|will|should|is|are|do|does|did|may|might|shall|"
     r"write|tell|give|explain|help|show|list|describe|teach|make|find|create|draft|compose|suggest|recommend|"
-    r"pretend|imagine|act|let's|please|i|i'm|i've|my|we|our|if|since|as|so|is it|someone)\b", re.IGNORECASE)
+    r"pretend|imagine|act|let's|please)\b", re.IGNORECASE)
+_FIRST_PERSON = re.compile(r"^(i|i'm|i’m|i've|i’ve|i'd|i’d|my|we|our|me)\b", re.IGNORECASE)
+_WANTS = re.compile(r"\b(help me|tell me|show me|give me|teach me|explain|want to|want a|need to|need a|need some|"
+                    r"how (?:to|do|can)|ways? to|should i|can i|could i)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -116,7 +121,7 @@ def reject(item: str, may_be_prose: bool) -> str | None:
         return "too long"
     if not may_be_prose:
         return "commentary"
-    if not (item.endswith("?") or _REQUEST_START.match(item)):
+    if not (item.endswith("?") or _REQUEST_START.match(item) or (_FIRST_PERSON.match(item) and _WANTS.search(item))):
         return "not a request"
     return None
 

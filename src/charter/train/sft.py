@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.config import setting
-from charter.errors import ConfigError, InputError
+from charter.errors import ConfigError
 from charter.train import common
 from charter.inputs.rows import read_rows, sft_row, to_dataset, to_prompt_completion
 
@@ -30,6 +30,19 @@ class SFTConfig(common.TrainConfig):
     revision: str = setting("final", "final revision, or every round's (SL-CAI-n)", choices=("final", "all"))
     upto: int | None = setting(None, "use rounds 1..N only", bounds=">= 1")
     helpful_ratio: float | None = setting(None, "share of helpfulness rows in the mix (default: all)", bounds="[0, 1)")
+    # A run is read as `charter export --format sft` reads it (same cleaning, filters, guard drop).
+    clean_patterns: str = setting("default", "run --data: boilerplate removed from answers and revisions, as "
+                                  "`charter export` does: 'default', 'none', or a YAML file listing regexes")
+    filter: list[str] = setting([], "run --data: drop rounds, as `charter export --filter`: empty, unchanged, "
+                                "request-copy, or all", cli={"nargs": "+", "metavar": "FILTER"})
+
+    def export_config(self):
+        """The `charter export --format sft` settings whose rows this run trains on."""
+        from charter.export import ExportConfig
+
+        return ExportConfig(run=self.data, format="sft", out="sft.jsonl", revision=self.revision, upto=self.upto,
+                            helpful_ratio=self.helpful_ratio, seed=self.seed, clean_patterns=self.clean_patterns,
+                            filter=list(self.filter))
 
 
 def load_sft_config(path: str | None = None, **overrides: Any) -> SFTConfig:
@@ -42,18 +55,21 @@ def sft_dataset(cfg: SFTConfig):
 
     path = Path(cfg.data)
     if path.is_dir() or path.name == "records.jsonl":
-        from charter.export import sft_rows
-        from charter.runs.runread import load_run
-
-        rows = sft_rows(load_run(path), cfg.revision, cfg.upto, cfg.helpful_ratio, cfg.seed)
-        if not rows:
-            raise InputError("no SFT rows: the run has no finished red-team revisions or helpful answers", str(path))
-        return datasets.Dataset.from_list([to_prompt_completion(r["messages"]) for r in rows])
-    if cfg.revision != "final" or cfg.upto or cfg.helpful_ratio is not None:
-        raise ConfigError("revision / upto / helpful_ratio select rows from a run directory; pass the run "
-                          "directory as --data, or export the mix you want with `charter export`")
+        return datasets.Dataset.from_list([to_prompt_completion(r["messages"]) for r in run_rows(cfg)])
+    if cfg.revision != "final" or cfg.upto or cfg.helpful_ratio is not None or cfg.filter \
+            or cfg.clean_patterns != "default":
+        raise ConfigError("revision / upto / helpful_ratio / filter / clean_patterns select rows from a run "
+                          "directory; pass the run directory as --data, or export the mix you want with "
+                          "`charter export`")
     rows = read_rows(cfg.data, ("messages",), (("prompt", "completion"),))
     return to_dataset([sft_row(row, where) for where, row in rows], cfg.data)
+
+
+def run_rows(cfg: SFTConfig) -> list[dict[str, Any]]:
+    """A run's SFT rows: exactly the rows `charter export --format sft` writes with the same settings."""
+    from charter.export import export_rows
+
+    return export_rows(cfg.export_config())
 
 
 def build_sft_trainer(cfg: SFTConfig, progress: bool = True):

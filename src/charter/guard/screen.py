@@ -8,7 +8,7 @@ marks the record `guard = {"stage": "output", "step", "token", "score", "thresho
 the initial answer, k the k-th revision; token indexes that answer's tokens). The answers are
 kept in the record, for research; `charter export` drops guarded records unless `--guard keep`.
 
-Scoring streams over a finished answer in one forward pass (charter.classifier.model), which is
+Scoring streams over a finished answer in one forward pass (charter.guard.model), which is
 what a deployment streaming the answer would have seen token by token.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from charter.classifier.model import GuardClassifier, load_guards
+from charter.guard.model import GuardClassifier, load_guards
 from charter.errors import ConfigError
 from charter.types import PromptItem, Record
 
-log = logging.getLogger("charter.classifier.guard")
+log = logging.getLogger("charter.guard.screen")
 
 
 class Guard:
