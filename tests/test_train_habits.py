@@ -14,7 +14,7 @@ BOILERPLATE = "Sure, here is a revised response: "
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A fake-backend run whose first revision carries boilerplate and whose second repeats its answer."""
+    """A fake-backend run: one final revision carries boilerplate, another repeats the round before."""
     folder = tmp_path_factory.mktemp("habits") / "run"
     generate(GenerateConfig(backend="fake", limit=4, rounds=2, helpful_samples=1, out=str(folder)), progress=False)
     path = folder / "records.jsonl"
@@ -45,12 +45,6 @@ def test_train_sft_trains_on_the_rows_export_writes(run, tmp_path, options):
     assert run_rows(cfg) == exported
     assert sft_dataset(cfg).to_list() == [to_prompt_completion(r["messages"]) for r in exported]
     assert not any(BOILERPLATE.strip() in r["messages"][-1]["content"] for r in exported)
-
-
-def test_train_sft_filter_drops_the_unchanged_revision(run, tmp_path):
-    kept = sft_dataset(SFTConfig(data=str(run), out=str(tmp_path / "m")))
-    filtered = sft_dataset(SFTConfig(data=str(run), out=str(tmp_path / "m"), filter=["unchanged"]))
-    assert len(filtered) == len(kept) - 1
 
 
 def test_train_sft_filter_needs_a_run(tmp_path):

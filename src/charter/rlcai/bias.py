@@ -30,7 +30,7 @@ from typing import Iterable, Sequence, TypedDict
 MIN_N = 10  # below this a share or a correlation is not read
 Z95 = 1.959964
 # What published audits of LLM judges report, shown beside a user's own numbers for context.
-REFERENCE = {"consistency": "about 7 in 8 (1 verdict in 8 flips when the order is swapped)",
+REFERENCE = {"consistency": "about 7 in 8 (1 verdict in 8 flips)",
              "longer_wins": "about 2 in 3"}
 
 
