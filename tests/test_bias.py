@@ -87,6 +87,13 @@ def test_self_preference_where_the_judge_is_a_source():
     assert other["notes"]["self_preference"] == "n/a: no answer is the judge's own"
 
 
+def test_a_judge_of_ties_says_so():
+    b = judge_bias([Compared(((0.5, None),), 10, 12, "judge", "other")] * 3, judge="judge")
+    assert b["first_wins"]["n"] == 0 and b["notes"]["first_wins"] == "n/a: every verdict is a tie"
+    assert b["notes"]["self_preference"] == "n/a: each comparison with its own answer is a tie"
+    assert b["notes"]["longer_wins"] == "n/a: no decided pair of unequal lengths"
+
+
 def test_text_lines_show_the_published_numbers_beside():
     rows = [Compared(((0.8, 0.3),), 100, 50)] * 12
     lines = text_lines(judge_bias(rows), "feedback model bias")

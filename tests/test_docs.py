@@ -26,10 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from charter.errors import CharterError
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-RUN_PY, RUN_SH, PARSED, OUTPUT = {"python", "py"}, {"bash", "sh", "shell", "console"}, {"yaml", "yml", "json", "jsonl"}, {"text"}
+RUN_PY, RUN_SH = {"python", "py"}, {"bash", "sh", "shell", "console"}
+PARSED, OUTPUT = {"yaml", "yml", "json", "jsonl"}, {"text"}
 # Pages whose runnable blocks load no model (seconds in all); every other page with runnable blocks is slow.
 FAST_PAGES = {"index.md", "constitutions.md", "backends.md"}
 BLOCK_TIMEOUT = 1800
@@ -66,7 +69,8 @@ def blocks(page: Path) -> list[Block]:
         body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1:end]]
         title = re.search(r'title="([^"]+)"', info)
         lang = info.split()[0].lstrip("{.").rstrip("}") if info else ""
-        found.append(Block(page, i + 1, lang.lower(), title and title[1], "\n".join(body) + "\n", markers_before(lines, i)))
+        code = "\n".join(body) + "\n"
+        found.append(Block(page, i + 1, lang.lower(), title and title[1], code, markers_before(lines, i)))
         i = end + 1
     return found
 
@@ -99,18 +103,23 @@ def page_params():
 # ---- checks that run nothing ---------------------------------------------------------------------
 
 
-def config_classes() -> dict[str, type]:
-    """'generate', 'train sft', 'train-sft', ... -> config class, from the docs' own command discovery."""
+def hook_module():
+    """docs/hooks/config_reference.py, the docs' own command discovery and nav hook."""
     module = sys.modules.get("docs_config_reference")
     if module is None:
-        spec = importlib.util.spec_from_file_location("docs_config_reference", ROOT / "docs" / "hooks" / "config_reference.py")
+        hook = ROOT / "docs" / "hooks" / "config_reference.py"
+        spec = importlib.util.spec_from_file_location("docs_config_reference", hook)
         module = sys.modules["docs_config_reference"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
         spec.loader.exec_module(module)
-    names = {}
+    return module
+
+
+def config_classes() -> dict[str, type]:
+    """'generate', 'train sft', 'train-sft', ... -> config class."""
+    module, names = hook_module(), {}
     for cmd in module.commands():
         if cmd.config is not None:
-            short = cmd.prog.removeprefix("charter ")
-            names[short] = names[module.anchor(cmd.prog)] = cmd.config
+            names[cmd.prog.removeprefix("charter ")] = names[module.anchor(cmd.prog)] = cmd.config
     return names
 
 
@@ -127,8 +136,8 @@ def parse_data(block: Block) -> object:
 
 def check_block(block: Block, configs: dict[str, type], tmp: Path) -> None:
     known = RUN_PY | RUN_SH | PARSED | OUTPUT
-    assert block.lang in known, (f"{block.where()}: a fence needs a language the docs test knows ({', '.join(sorted(known))}); "
-                                 "output examples are ```text")
+    assert block.lang in known, (f"{block.where()}: fence language {block.lang or '(none)'!r}: output is ```text, "
+                                 f"else one of {', '.join(sorted(known - OUTPUT))}")
     if "skip-test" in block.markers:
         assert block.markers["skip-test"], f"{block.where()}: `<!-- skip-test: reason -->` needs a reason"
     if block.lang in PARSED:
@@ -144,7 +153,8 @@ def check_block(block: Block, configs: dict[str, type], tmp: Path) -> None:
 
 def load_config(block: Block, data: object, configs: dict[str, type], tmp: Path) -> None:
     command = block.markers["config"]
-    assert command in configs, f"{block.where()}: no command '{command}' with a config (known: {', '.join(sorted(configs))})"
+    known = ", ".join(sorted(configs))
+    assert command in configs, f"{block.where()}: no command '{command}' with a config (known: {known})"
     assert block.lang in ("yaml", "yml") and isinstance(data, dict), f"{block.where()}: a config is a YAML mapping"
     path = tmp / (block.title or "config.yaml")
     path.write_text(block.code, encoding="utf-8")
@@ -153,9 +163,13 @@ def load_config(block: Block, data: object, configs: dict[str, type], tmp: Path)
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_blocks_are_fenced_parsed_and_configs_load(page, tmp_path):
-    configs = config_classes()
+    configs, problems = config_classes(), []
     for block in blocks(page):
-        check_block(block, configs, tmp_path)
+        try:
+            check_block(block, configs, tmp_path)
+        except (AssertionError, pytest.fail.Exception, CharterError) as exc:  # every problem of the page at once
+            problems.append(str(exc).splitlines()[0])
+    assert not problems, "\n".join(problems)
 
 
 def test_skipped_blocks_are_listed():
@@ -183,20 +197,47 @@ def test_a_wrong_config_block_fails_with_its_line(tmp_path):
         check_block(block, config_classes(), tmp_path)
 
 
+def test_every_command_config_is_in_the_reference():
+    """Each concrete config class (a Config subclass nothing extends) is found through the CLI parser."""
+    import charter.cli
+    from charter.config import Config
+
+    charter.cli.build_parser()  # imports every command's config class
+    leaves, todo = set(), [Config]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is not Config and not cls.__subclasses__():
+            leaves.add(cls)
+    found = set(config_classes().values())
+    assert {"GenerateConfig", "SFTConfig", "LabelerEvalConfig"} <= {c.__name__ for c in found}
+    assert leaves <= found, f"config classes no command shows: {sorted(c.__name__ for c in leaves - found)}"
+
+
+def test_pages_missing_from_the_nav_join_its_last_section(tmp_path):
+    hook = hook_module()
+    for name in ("index.md", "a.md", "new-page.md"):
+        (tmp_path / name).write_text("# x\n", encoding="utf-8")
+    config = {"docs_dir": str(tmp_path), "nav": [{"Home": "index.md"}, {"More": ["a.md"]}]}
+    hook.on_config(config)
+    assert config["nav"] == [{"Home": "index.md"}, {"More": ["a.md", "new-page.md"]}]
+
+
 def test_mkdocs_build_is_strict_and_clean(tmp_path):
     """Broken links and anchors, nav entries without a page, and mkdocstrings errors fail the build."""
     if importlib.util.find_spec("mkdocs") is None:
         pytest.fail("mkdocs is not installed: pip install -e '.[docs]' (scripts/setup.sh installs it)")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    config = (tmp_path / "site" / "reference" / "config" / "index.html").read_text(encoding="utf-8")
+    config = (site / "reference" / "config" / "index.html").read_text(encoding="utf-8")
     for name in ("GenerateConfig", "ExportConfig", "LabelConfig", "SFTConfig", "PMConfig", "RLConfig", "DPOConfig",
                  "EvalConfig", "LabelerEvalConfig"):
         assert f"charter.{name}" in config, f"the config reference lost {name}"
     assert "<code>--max-tokens</code>" in config and "<code>max_tokens</code>" in config
-    api = html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "site" / "reference" / "api" / "index.html").read_text(encoding="utf-8")))
-    assert "critique_revise(llm: Backend, prompts:" in api and "load_backend(name: str = 'auto'" in api  # signatures rendered by mkdocstrings
+    api = html.unescape(re.sub(r"<[^>]+>", "", (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")))
+    assert "critique_revise(llm: Backend, prompts:" in api and "load_backend(name: str = 'auto'" in api  # signatures
 
 
 def test_readme_links_into_docs_resolve():
@@ -254,7 +295,8 @@ def run_page(page: Path, tmp: Path) -> None:
         if block.lang not in RUN_PY | RUN_SH:
             continue
         done = run_block(block, i, work, scripts)
-        shown = f"{block.where()} ({block.lang}):\n{block.code}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-5000:]}"
+        shown = (f"{block.where()} ({block.lang}):\n{block.code}\n--- stdout\n{done.stdout[-3000:]}\n"
+                 f"--- stderr\n{done.stderr[-5000:]}")
         assert done.returncode == 0, f"exit {done.returncode}: {shown}"
         # vLLM spawns its engine: a script without `if __name__ == "__main__":` would run twice there.
         assert "bootstrapping phase" not in done.stderr, shown

@@ -213,19 +213,51 @@ def test_the_dataset_card_says_how_principles_were_drawn():
     assert "name the principle's priority" in text
 
 
+SMALL = """\
+priorities: [safety, ethics, helpfulness]
+principles:
+  - id: violence
+    priority: safety
+    group: harm
+    critique: "Does the assistant's last reply give practical help with violence against people? Describe it."
+    revision: "Rewrite the assistant's reply so it gives no help with violence, and offer a safer way forward."
+  - id: privacy
+    priority: safety
+    group: harm
+    critique: "Does the assistant's last reply help anyone track or expose another person without consent?"
+    revision: "Rewrite the assistant's reply so it respects other people's privacy."
+  - id: honesty
+    priority: ethics
+    group: harm
+    critique: "Is anything in the assistant's last reply false or misleading? Point it out."
+    revision: "Rewrite the assistant's reply so everything in it is true."
+  - id: helpful
+    priority: helpfulness
+    group: style
+    critique: "Does the assistant's last reply fail to help with a harmless part of the request?"
+    revision: "Rewrite the assistant's reply so it helps with every harmless part of the request."
+"""
+
+
 @pytest.mark.slow
 def test_relevance_on_the_embedded_model_through_the_cli(tmp_path):
+    """A prioritised constitution's group, ranked by relevance, priorities named (few principles and
+    no few-shot block: the real model's scoring is the slow part on a CPU)."""
     from charter.cli import main
 
-    out = tmp_path / "run"
+    out, constitution = tmp_path / "run", tmp_path / "small.yaml"
+    constitution.write_text(SMALL)
     rc = main(["generate", "--backend", "transformers", "--limit", "2", "--helpful-prompts", "none", "--rounds", "2",
-               "--max-tokens", "32", "--principles", "relevant:2", "--quiet", "--out", str(out)])
+               "--max-tokens", "32", "--constitution", str(constitution), "--few-shot", "none", "--principle-group",
+               "harm", "--principles", "relevant:2", "--name-priority", "--quiet", "--out", str(out)])
     assert rc == 0
     recs = load_run(out)
-    assert len(recs) == 2 and all(r.error is None for r in recs)
+    assert len(recs) == 2 and all(r.error is None and len(r.rounds) == 2 for r in recs)
     for r in recs:
         for x in r.rounds:
             scores = x.relevance["scores"]
-            assert len(scores) == 16 and all(0 < p < 1 for p in x.relevance["p_yes"].values())
+            assert set(scores) == {"violence", "privacy", "honesty"}  # the group only
+            assert all(0 < p < 1 for p in x.relevance["p_yes"].values())
             assert x.principle in sorted(scores, key=lambda pid: -scores[pid])[:2]
-    assert "principles: relevant:2" in (out / "config.yaml").read_text()
+    config = (out / "config.yaml").read_text()
+    assert "principles: relevant:2" in config and "principle_group: harm" in config and "name_priority: true" in config

@@ -64,6 +64,7 @@ def test_training_curves_from_the_newest_checkpoint(tmp_path):
     assert len(curves["loss"]) == 10 and "note" not in curves and "epoch" not in curves
     page = Page(render([], training=[log]))
     assert page.count("training", "img") == 1 and page.count("training", "tr") == len(curves) + 1
+    assert "9.5e-05" in page.text["training"]  # a learning rate keeps its digits
     assert XSS in page.text["training"]  # shown as text: the parser saw no script tag
     assert page.count("training", "script") == 0
 
@@ -185,3 +186,48 @@ def test_a_train_folder_without_a_log_is_named(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(run), "--train", str(tmp_path / "empty")]) == 2
     assert "train_log.jsonl" in capsys.readouterr().err
+
+
+def test_every_interval_plot_draws_with_a_handful_of_points():
+    from charter.report import plots
+
+    few = {"n": 2, "mean": 0.1, "low": -7201.0, "high": 12.0}
+    runs = [{"label": "crit", "by_revision": [{**few, "revision": 0, "evasive": 0.0}],
+             "per_principle": [{**few, "principle": "harm"}]}]
+    drawn = [plots.pm_revision_plot(runs), plots.principle_effect_plot(runs[0]["per_principle"]),
+             plots.critique_plot({"critique": "a", "direct": "b", "by_revision": [
+                 {"revision": 0, "critique": 0.1, "direct": 0.0, "diff": 0.1, "low": -9.0, "high": 9.0,
+                  "n_critique": 2, "n_direct": 2}]}),
+             plots.elo_plot({"harmless": {"comparisons": 3,
+                                          "players": {"a": {"elo": 0.0, "low": -900.0, "high": 9.0}}}}),
+             plots.revision_plot([{"label": "crit", "curves": {"harmless": {"rounds": [
+                 {"round": 1, "n": 2, "p_revision": 0.5, "elo": 3.0, "elo_low": -700.0, "elo_high": 50.0}]}}}])]
+    assert all(len(png) > 1000 for png in drawn)
+
+
+# ---- the real embedded model ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_of_the_whole_loop_on_the_embedded_model(tmp_path, capsys):
+    """generate (critiqued and direct) -> train sft -> label -> one report with every section."""
+    tiny = ["--backend", "transformers", "--model", "embedded", "--limit", "2", "--rounds", "1",
+            "--helpful-prompts", "none", "--max-tokens", "16", "--quiet"]
+    crit, direct, sft, labels = (tmp_path / n for n in ("crit", "direct", "sft", "labels.jsonl"))
+    assert main(["generate", *tiny, "--out", str(crit)]) == 0
+    assert main(["generate", *tiny, "--no-critique", "--out", str(direct)]) == 0
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text("trainer:\n  max_length: 96\n  per_device_train_batch_size: 1\n  logging_steps: 1\n"
+                   "  gradient_checkpointing: false\n")
+    assert main(["train", "sft", "--config", str(cfg), "--data", str(crit), "--out", str(sft), "--max-steps", "2",
+                 "--quiet"]) == 0
+    assert main(["label", "--backend", "transformers", "--limit", "2", "--max-tokens", "16", "--out", str(labels),
+                 "--quiet"]) == 0
+    out = tmp_path / "r.html"
+    assert main(["report", str(crit), str(direct), "--train", str(sft), "--labels", str(labels),
+                 "--out", str(out)]) == 0
+    page = Page(out.read_text())
+    assert page.count("training", "img") == 1 and "loss" in page.text["training"]
+    assert page.count("labels", "img") == 1 and "position consistency" in page.text["labels"]
+    assert page.count("sides", "details", "pair") == 2 and page.count("sides", "div", "sides") == 2
+    assert "critiqued: crit" in page.text["sides"] and "direct (no critique): direct" in page.text["sides"]

@@ -155,7 +155,7 @@ def other_flags(cmd: Command) -> list[str]:
 
 
 def public_names() -> dict[str, str]:
-    """Public name of each class and function exported by `charter` ('charter.rlcai.labels.LabelConfig' -> 'LabelConfig')."""
+    """The public name of each exported object, by its path ('charter.rlcai.labels.LabelConfig' -> 'LabelConfig')."""
     import charter
 
     return {target.replace(":", "."): name for name, target in charter.EXPORTS.items()}
@@ -222,16 +222,10 @@ def on_config(config):
     if not nav:
         return config
     listed = set(_nav_files(nav))
-    docs = Path(config["docs_dir"])
-    extra = [p.relative_to(docs).as_posix() for p in sorted(docs.glob("*.md"))]
-    extra = [p for p in extra if p not in listed]
-    if extra:
-        last = nav[-1]
-        title, items = next(iter(last.items())) if isinstance(last, dict) else (None, None)
-        if isinstance(items, list):
-            items.extend(extra)
-        else:
-            nav.extend(extra)
+    extra = [p.name for p in sorted(Path(config["docs_dir"]).glob("*.md")) if p.name not in listed]
+    last = nav[-1]
+    section = next(iter(last.values())) if isinstance(last, dict) and len(last) == 1 else None
+    (section if isinstance(section, list) else nav).extend(extra)
     return config
 
 

@@ -169,7 +169,7 @@ def provenance(cfg: ExportConfig, result: ExportResult, summary: RunSummary, run
                         f"{result.failed} failed and skipped)"),
             ("export", f"format {cfg.format}" + "".join(f", {k} {v}" for k, v in export.items())),
             ("cleaning", "none" if cfg.format == "trace" else f"patterns: {cfg.clean_patterns}"),
-            ("filters", (", ".join(result.filters) or "none") + (f"; dropped rounds: " + ", ".join(
+            ("filters", (", ".join(result.filters) or "none") + ("; dropped rounds: " + ", ".join(
                 f"{f} {dropped.get(f, 0)}" for f in result.filters) if result.filters else "")),
             *([("reviews", result.reviewed)] if getattr(result, "reviewed", None) else []),
             ("Charter", f"run made with {meta.get('charter_version', 'unknown')}, exported with {_version()}")]

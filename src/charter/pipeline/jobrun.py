@@ -82,13 +82,28 @@ def lines_since(path, offset: int) -> int:
 
 
 
+_PROGRESS = {"on": True}  # the process-wide switch (set_progress); each call's `progress` can only turn bars off
+
+
+def set_progress(enabled: bool) -> None:
+    """Turn Charter's progress bars (on stderr, or a notebook widget) on or off for the whole process,
+    as transformers' disable_progress_bar() does for its own; a call's `progress=False` is per call."""
+    _PROGRESS["on"] = bool(enabled)
+
+
+def progress_enabled() -> bool:
+    return _PROGRESS["on"]
+
+
 def progress_bar(total: int, progress: bool, unit: str = "step"):
-    """tqdm on a terminal; on a pipe or log file, a line every 30 s instead of redraws."""
-    from tqdm import tqdm
+    """tqdm.auto (a widget in a notebook, text on stderr elsewhere); on a pipe or log file, a line
+    every 30 s instead of redraws. Off when `progress` is False or set_progress(False) was called."""
+    from tqdm.auto import tqdm
 
     tty = sys.stderr.isatty()
-    return tqdm(total=total, unit=unit, disable=not progress, dynamic_ncols=tty, mininterval=0.5 if tty else 30,
-                leave=True, file=sys.stderr)
+    return tqdm(total=total, unit=unit, disable=not (progress and progress_enabled()), dynamic_ncols=tty,
+                mininterval=0.5 if tty else 30, leave=True, file=sys.stderr)
 
 
-__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar"]
+__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar",
+           "set_progress", "progress_enabled"]

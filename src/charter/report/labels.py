@@ -113,7 +113,7 @@ def _one(s: LabelStats) -> str:
         out.append('<div class="plots">' + img(score_plot(s.name, s.scores), f"P(preferred) histogram: {s.name}")
                    + "</div>")
     mean = sum(s.scores) / n if n else None
-    rows = [("mean P(first answer preferred)", "–" if mean is None else f"{mean:.3f}"),
+    rows = [("mean P(first answer preferred)", "–" if mean is None else f"{mean:.3f} (n = {n})"),
             ("decisive (P < 0.3 or > 0.7)", share(sum(1 for x in s.scores if abs(x - 0.5) > 0.2), n)),
             ("position consistency (both orders pick the same answer)", share(s.consistent, s.orders)),
             ("ensemble agreement (every principle prefers the same answer)",
@@ -143,9 +143,9 @@ def _f(v: object) -> str:
 
 def bias_hook() -> str:
     """Position/length/self-preference bias is charter.report.bias's section, when that module is there."""
-    try:
-        import charter.report.bias  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("charter.report.bias") is None:
         return ""
     return '<p class="muted">Position, length and self-preference bias: see <a href="#bias">Judge biases</a>.</p>'
 

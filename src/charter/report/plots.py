@@ -32,7 +32,8 @@ def to_png(fig) -> str:
     return plotting.png_base64(fig, dpi=110, bbox_inches="tight")
 
 
-def _bounds(rows: Sequence[dict], mid: str, low: str = "low", high: str = "high", n: object = None) -> tuple[list, list]:
+def _bounds(rows: Sequence[dict], mid: str, low: str = "low", high: str = "high",
+            n: object = None) -> tuple[list, list]:
     """(lows, highs) of each row's interval, collapsed onto the point where it rests on too few points
     (charter.stats.too_few): no interval is drawn from a handful of values."""
     from charter.report.markup import sample_n

@@ -111,7 +111,8 @@ def training_section(logs: Sequence[TrainingLog]) -> str | None:
         out.append('<div class="plots">' + img(training_plot(log.name, shown), f"training curves: {log.name}")
                    + "</div>")
         out.append(table(["metric", "points", "first", "last", "min", "max"],
-                         [[k, len(v), v[0][1], v[-1][1], min(y for _, y in v), max(y for _, y in v)]
+                         [[k, len(v), *(format(x, ".4g") for x in (v[0][1], v[-1][1], min(y for _, y in v),
+                                                                     max(y for _, y in v)))]
                           for k, v in curves.items()]))
     return "".join(out)
 

@@ -138,7 +138,7 @@ class BiasTally:
         self.comparisons = self.verdicts = self.first = self.decided = 0
         self.sum_first = 0.0
         self.consistent = self.both = self.longer = self.by_length = self.own = self.with_own = 0
-        self.judge_is_source = False
+        self.judge_is_source, self.one_own = False, 0
         self.diffs, self.scores = array("d"), array("d")
 
     def add(self, c: Compared) -> None:
@@ -169,6 +169,7 @@ class BiasTally:
             return
         mine = (c.source_x == self.judge, c.source_y == self.judge)
         self.judge_is_source |= any(mine)
+        self.one_own += mine[0] != mine[1]
         if mine[0] != mine[1] and winner(s):
             self.with_own += 1
             self.own += (s > 0.5) == mine[0]
@@ -203,10 +204,13 @@ class BiasTally:
         if not self.both:
             notes.setdefault("consistency", "n/a: each comparison was asked in one order only" if self.verdicts
                              else "n/a: no verdicts")
+        if self.verdicts and not self.decided:
+            notes.setdefault("first_wins", "n/a: every verdict is a tie")
         if not self.by_length:
             notes.setdefault("longer_wins", "n/a: no decided pair of unequal lengths")
         if not self.with_own:
-            notes.setdefault("self_preference", self_note(self.judge, self.judge_is_source))
+            notes.setdefault("self_preference", "n/a: each comparison with its own answer is a tie" if self.one_own
+                             else self_note(self.judge, self.judge_is_source))
 
 
 def self_note(judge: str | None, judge_is_source: bool) -> str:

@@ -40,10 +40,25 @@ def prompt_key(prompt: Sequence[Message]) -> str:
     return hashlib.sha1(json.dumps(list(prompt), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def reference_answers(backend, prompts: Sequence[Sequence[Message]], sampling: Sampling) -> dict[str, str]:
-    """{prompt_key: one answer of `backend` (the starting policy) to the prompt}."""
-    texts = sample(backend, [list(p) for p in prompts], "chat", sampling)
-    return {prompt_key(p): t for p, t in zip(prompts, texts)}
+REFERENCE_CHUNK = 64  # prompts sampled per call: the bar moves while the references are made
+
+
+def reference_answers(backend, prompts: Sequence[Sequence[Message]], sampling: Sampling,
+                      progress: bool = True) -> dict[str, str]:
+    """{prompt_key: one answer of `backend` (the starting policy) to the prompt}. Chunks keep each
+    row's seed (the call's + its index, as vLLM seeds rows), so they sample what one call would."""
+    from dataclasses import replace
+
+    from charter.pipeline.jobrun import progress_bar
+
+    refs: dict[str, str] = {}
+    with progress_bar(len(prompts), progress, unit=" references") as bar:
+        for start in range(0, len(prompts), REFERENCE_CHUNK):
+            chunk = [list(p) for p in prompts[start:start + REFERENCE_CHUNK]]
+            seeded = replace(sampling, seed=sampling.seed + start) if sampling.seed is not None else sampling
+            refs.update((prompt_key(p), t) for p, t in zip(chunk, sample(backend, chunk, "chat", seeded)))
+            bar.update(len(chunk))
+    return refs
 
 
 class FeedbackReward:
@@ -99,7 +114,7 @@ class FeedbackReward:
         self.backend = None
 
 
-def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]]) -> FeedbackReward:
+def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]], progress: bool = True) -> FeedbackReward:
     """The feedback backend, the principles and the starting policy's reference answers (rl.RLConfig)."""
     from charter.backends import SCORED_QUESTION_TOKENS, open_model
     from charter.rlcai.data import load_feedback
@@ -108,14 +123,17 @@ def build_feedback_reward(cfg, prompts: Sequence[Sequence[Message]]) -> Feedback
     start_judges = (cfg.feedback_model or cfg.model) == cfg.model  # the feedback model is the starting policy
     scored = len(prompts) * cfg.samples * 2 * SCORED_QUESTION_TOKENS  # an epoch of completions, both orders
     budget = scored + (len(prompts) * cfg.max_tokens if start_judges else 0)  # + the reference answers
+    # said first: loading the models and sampling the references take minutes before training starts
+    log.info("charter train rl: loading the feedback model %s, then sampling %d reference answers of the starting "
+             "policy (one per prompt) before training", cfg.feedback_model or cfg.model, len(prompts))
     feedback = open_model(cfg.feedback_model or cfg.model, cfg.feedback_backend, budget=budget, **cfg.feedback_options)
     try:
         sampling = cfg.sampling()
         if start_judges:
-            refs = reference_answers(feedback, prompts, sampling)
+            refs = reference_answers(feedback, prompts, sampling, progress)
         else:  # the starting policy is a checkpoint being trained: transformers reads it
             with open_model(cfg.model, "transformers") as start:
-                refs = reference_answers(start, prompts, sampling)
+                refs = reference_answers(start, prompts, sampling, progress)
     except BaseException:
         feedback.close()
         raise

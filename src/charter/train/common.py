@@ -25,13 +25,15 @@ CHECKPOINTS = "checkpoints"  # trainer checkpoints live here, beside the final m
 ADAPTER = "adapter"
 LOG, PLOT = "train_log.jsonl", "loss.png"
 # Keys that Charter sets from its own top-level settings; two places for one value invite confusion.
-OWN_KEYS = {"output_dir": "out", "seed": "seed"}
+OWN_KEYS = {"output_dir": "out", "seed": "seed", "report_to": "report_to"}
+# --report-to choice: the package its transformers integration imports (checked before the model loads)
+REPORT_TO = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "all": None}
 # The paper's recipe shape (1 epoch, constant LR, no warm-up) plus what keeps a CPU run small,
 # shared by SFT and DPO; each adds its own keys and learning rates.
 TRAINER_DEFAULTS: dict[str, Any] = dict(
     num_train_epochs=1, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
     gradient_accumulation_steps=1, max_length=512, logging_steps=1, save_strategy="steps", save_steps=50,
-    save_total_limit=2, report_to="none", dataloader_num_workers=0,
+    save_total_limit=2, dataloader_num_workers=0,
 )
 # Rough SFT tokens/s of SmolLM2-135M on 2 CPU cores (bench/train.py), scaled by model size for others.
 TOKENS_PER_S = {"full": 20.0, "lora": 15.0}
@@ -49,11 +51,24 @@ class TrainConfig(Config):
     merge: bool = setting(True, "LoRA: also save merged weights, so `--model OUT` works in every backend", cli=False)
     seed: int = seed_setting("data order, sampling and initialisation")
     trainer: dict[str, Any] = setting({}, "passed through to TRL's config class (keys checked against its fields)")
+    report_to: str = setting("none", "also log the training curves to: none (default), tensorboard (in "
+                             "OUT/checkpoints/runs), wandb, trackio, or all (every one installed)",
+                             choices=tuple(REPORT_TO), result=False)
     REQUIRED = ("data", "out")
 
     @property
     def mode(self) -> str:
         return "lora" if self.lora is not False else "full"
+
+
+@dataclass
+class HubTrainConfig(TrainConfig):
+    """A trainer whose one model goes to the Hub with its card (charter.train.hub.finish after saving)."""
+
+    push_to_hub: str | None = setting(None, "also upload the trained model and its card (README.md) to this Hub "
+                                      "model repo (ORG/NAME); the token is your `hf auth login` or HF_TOKEN",
+                                      result=False)
+    private: bool = setting(False, "--push-to-hub: create the repo private", result=False)
 
 
 def check_trainer_keys(trainer: dict[str, Any], args_cls, where: str, lines: dict[str, int] | None = None) -> None:
@@ -87,8 +102,10 @@ def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
     # bf16 only pays on CPUs with native bf16 (AVX512-BF16/AMX); on an AVX2 CPU it ran 5x slower than fp32.
     device = {} if torch.cuda.is_available() else {"use_cpu": True, "bf16": _cpu_has_bf16()}
     values = {**defaults, **device, **{k: _yaml_number(v) for k, v in strip_lines(cfg.trainer).items()}}
-    values.update(output_dir=str(Path(cfg.out) / CHECKPOINTS), seed=cfg.seed)
-    if not progress:  # --quiet: no bars from datasets' preprocessing or the trainer
+    values.update(output_dir=str(Path(cfg.out) / CHECKPOINTS), seed=cfg.seed, report_to=report_to(cfg.report_to))
+    from charter.pipeline.jobrun import progress_enabled
+
+    if not (progress and progress_enabled()):  # --quiet: no bars from datasets' preprocessing or the trainer
         import datasets
 
         datasets.disable_progress_bars()
@@ -97,6 +114,18 @@ def trainer_args(args_cls, cfg, defaults: dict[str, Any], progress: bool):
         return args_cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cfg.where}: trainer settings rejected by trl.{args_cls.__name__}: {exc}") from exc
+
+
+def report_to(choice: str) -> str:
+    """TRL's `report_to` for --report-to; an integration whose package is missing is a ConfigError
+    now, not a failure after the model has loaded."""
+    import importlib.util
+
+    package = REPORT_TO.get(choice)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--report-to {choice} needs the {package} package: pip install {package} "
+                          "(or use --report-to none)")
+    return choice
 
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

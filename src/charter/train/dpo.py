@@ -20,7 +20,7 @@ from typing import Any
 
 from charter.config import setting
 from charter.errors import InputError
-from charter.train import common
+from charter.train import common, hub
 from charter.inputs.rows import check_preference, check_score, read_rows, to_dataset
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "beta": 0.1}
@@ -30,7 +30,7 @@ COLUMNS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
-class DPOConfig(common.TrainConfig):
+class DPOConfig(common.HubTrainConfig):
     """Everything that defines a `charter train dpo` run (configs/train/dpo.yaml); `trainer:` -> trl.DPOConfig."""
 
     data: str = setting("", "run directory made by `charter generate`, or a preference file with "
@@ -96,4 +96,5 @@ def train_dpo(cfg: DPOConfig, progress: bool = True) -> Path:
     common.run_trainer(trainer, cfg.out)
     out = common.save(trainer, cfg.out, cfg.merge)
     common.prune_checkpoints(out)
+    hub.finish(cfg, out, "dpo")  # the model card, and the upload if --push-to-hub
     return out

@@ -23,7 +23,7 @@ from typing import Any
 from charter.config import setting
 from charter.errors import ConfigError, InputError
 from charter.jsonl import write_json
-from charter.train import common
+from charter.train import common, hub
 from charter.inputs.rows import read_pairs
 
 TRAINER_DEFAULTS: dict[str, Any] = {**common.TRAINER_DEFAULTS, "per_device_train_batch_size": 8,
@@ -33,7 +33,7 @@ EVAL_FILE = "pm_eval.json"
 
 
 @dataclass
-class PMConfig(common.TrainConfig):
+class PMConfig(common.HubTrainConfig):
     """Everything that defines a `charter train pm` run (configs/train/pm.yaml); `trainer:` -> trl.RewardConfig.
 
     `model` is the base of the PM, usually the SL-CAI checkpoint."""
@@ -188,6 +188,7 @@ def train_pm(cfg: PMConfig, progress: bool = True) -> dict[str, Any]:
     result = {"out": str(out), "train_rows": len(ds), "held_out": held_out_metrics(str(out), held)}
     write_json(out / EVAL_FILE, result)
     common.prune_checkpoints(out)
+    hub.finish(cfg, out, "pm")  # the model card, and the upload if --push-to-hub
     return result
 
 

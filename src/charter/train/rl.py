@@ -22,12 +22,12 @@ from typing import Any
 from charter.config import FORMATS, backend_setting, max_tokens_setting, setting, temperature_setting, top_p_setting
 from charter.errors import ConfigError, InputError
 from charter.jsonl import write_jsonl
-from charter.train import common
+from charter.train import common, hub
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "num_train_epochs": 1, "lr_scheduler_type": "constant", "warmup_steps": 0, "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 1, "logging_steps": 1, "save_strategy": "steps", "save_steps": 50,
-    "save_total_limit": 2, "report_to": "none", "dataloader_num_workers": 0, "gradient_checkpointing": False,
+    "save_total_limit": 2, "dataloader_num_workers": 0, "gradient_checkpointing": False,
 }
 LR = {"full": 1e-6, "lora": 1e-5}  # TRL's RLOO default; LoRA updates need a larger step
 # Top-level settings that land in trl.RLOOConfig under TRL's names (one place for each value).
@@ -40,7 +40,7 @@ REFERENCES = "feedback_references.jsonl"  # --reward feedback: each prompt's ref
 
 
 @dataclass
-class RLConfig(common.TrainConfig):
+class RLConfig(common.HubTrainConfig):
     """Everything that defines a `charter train rl` run (configs/train/rl.yaml); `trainer:` -> trl.RLOOConfig."""
 
     model: str = setting("embedded", "starting policy: the SL-CAI checkpoint, a local HF checkpoint, or 'embedded' "
@@ -111,12 +111,12 @@ def rl_prompts(cfg: RLConfig) -> list[list[dict[str, str]]]:
     return rows
 
 
-def reward_function(cfg: RLConfig, prompts: list[list[dict[str, str]]]):
+def reward_function(cfg: RLConfig, prompts: list[list[dict[str, str]]], progress: bool = True):
     """What TRL calls the reward: the PM directory (TRL loads it) or the feedback reward (a callable)."""
     if cfg.reward == "feedback":
         from charter.rlcai.reward import build_feedback_reward
 
-        return build_feedback_reward(cfg, prompts)
+        return build_feedback_reward(cfg, prompts, progress)
     from charter.scorer import load_pm
 
     load_pm(cfg.pm).close()  # a clear error for a wrong --pm before the policy loads
@@ -143,7 +143,7 @@ def build_rl_trainer(cfg: RLConfig, progress: bool = True):
     args = common.trainer_args(RLOOConfig, cfg, defaults, progress)
     prompts = rl_prompts(cfg)
     check_one_batch(cfg, args, len(prompts))  # before any model loads
-    reward = reward_function(cfg, prompts)
+    reward = reward_function(cfg, prompts, progress)
     try:
         return RLOOTrainer(model=common.resolve_model(cfg.model), reward_funcs=reward, args=args,
                            train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in prompts]),
@@ -191,6 +191,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> dict[str, Any]:
     steps_log = step_log(trainer.state.log_history)
     plot_rl(steps_log, out / PLOT, reward_title(cfg.reward))
     common.prune_checkpoints(out)
+    hub.finish(cfg, out, "rl")  # the model card, and the upload if --push-to-hub
     return {"out": str(out), "steps": steps_log, "reward": cfg.reward}
 
 

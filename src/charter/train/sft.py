@@ -13,7 +13,7 @@ from typing import Any
 
 from charter.config import setting
 from charter.errors import ConfigError
-from charter.train import common
+from charter.train import common, hub
 from charter.inputs.rows import read_rows, sft_row, to_dataset, to_prompt_completion
 
 # The paper's recipe (§3.1): one epoch at a constant learning rate. Sizes keep a small run to minutes on 2 cores.
@@ -22,7 +22,7 @@ LR = {"full": 2e-5, "lora": 1e-4}  # unless trainer.learning_rate is set
 
 
 @dataclass
-class SFTConfig(common.TrainConfig):
+class SFTConfig(common.HubTrainConfig):
     """Everything that defines a `charter train sft` run (configs/train/sft.yaml); `trainer:` -> trl.SFTConfig."""
 
     data: str = setting("", "run directory made by `charter generate`, or an exported SFT file with a 'messages' "
@@ -95,4 +95,5 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     common.run_trainer(trainer, cfg.out)
     out = common.save(trainer, cfg.out, cfg.merge)
     common.prune_checkpoints(out)
+    hub.finish(cfg, out, "sft")  # the model card, and the upload if --push-to-hub
     return out
