@@ -171,3 +171,25 @@ def test_without_push_the_card_is_written_and_nothing_uploads(tmp_path, monkeypa
     hub.finish(SFTConfig(data="d", out=str(out), model=str(tmp_path)), out, "pm")
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "base_model" not in card and "AutoModelForSequenceClassification" in card
+
+
+@pytest.mark.slow
+def test_train_sft_on_a_run_pushes_the_trained_model_and_card(run, tmp_path, monkeypatch):
+    """End to end on the embedded model: one step on the run's exported rows, then the upload."""
+    pytest.importorskip("trl")
+    from pathlib import Path
+
+    from huggingface_hub import HfApi
+
+    from charter.train.sft import train_sft
+
+    sent = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, folder_path, repo_id, **kw: sent.update(
+        files={p.name for p in Path(folder_path).rglob("*") if p.is_file()},
+        card=(Path(folder_path) / "README.md").read_text(encoding="utf-8")))
+    cfg = SFTConfig(data=str(run), out=str(tmp_path / "m"), filter=["all"], push_to_hub="me/sft",
+                    trainer={"max_steps": 1, "per_device_train_batch_size": 2, "max_length": 128})
+    out = train_sft(cfg, progress=False)
+    assert {"README.md", "config.json", "model.safetensors", "train_log.jsonl"} <= sent["files"]
+    assert "charter train sft" in sent["card"] and (out / "README.md").read_text(encoding="utf-8") == sent["card"]

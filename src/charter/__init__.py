@@ -55,6 +55,8 @@ EXPORTS = {
     "evaluate_labeler": "charter.rlcai.labeler_eval:evaluate_labeler",
     "AuditConfig": "charter.rlcai.audit:AuditConfig",
     "audit": "charter.rlcai.audit:audit",
+    "ClassifierDataConfig": "charter.classifier.data:ClassifierDataConfig",
+    "classifier_data": "charter.classifier.data:classifier_data",
     "ClassifierTrainConfig": "charter.classifier.train:ClassifierTrainConfig",
     "train_classifier": "charter.classifier.train:train_classifier",
     "ClassifierEvalConfig": "charter.classifier.evaluate:ClassifierEvalConfig",
