@@ -115,6 +115,18 @@ def test_an_unknown_group_is_an_error_that_lists_the_groups(tmp_path, tiered):
         generate(cfg(tmp_path, tiered, principle_group="harms"), backend=FakeBackend(), progress=False)
 
 
+def test_dry_run_checks_the_group(tmp_path, tiered, capsys):
+    from charter.cli import main
+
+    args = ["generate", "--backend", "fake", "--limit", "2", "--helpful-prompts", "none", "--constitution", str(tiered),
+            "--few-shot", "none", "--out", str(tmp_path / "run"), "--dry-run", "--principle-group"]
+    assert main(args + ["harms"]) == 2
+    assert "--principle-group 'harms' (did you mean 'harm'?)" in capsys.readouterr().err
+    assert main(args + ["harm"]) == 0
+    assert "(4 principles, 2 in group 'harm', 0 few-shot examples)" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_group_limits_the_relevance_ranking(tmp_path, tiered):
     class Ranking(FakeBackend):
         def choose(self, contexts, options):

@@ -112,7 +112,7 @@ def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
     from pathlib import Path
 
     from charter.backends import check_backend_name, split_spec
-    from charter.inputs.constitution import load_constitution
+    from charter.inputs.constitution import in_group, load_constitution
     from charter.backends.models import check_model
     from charter.runs.runread import RECORDS
     from charter.runs.store import RunStore
@@ -123,7 +123,9 @@ def dry_run(cfg, settings: Settings, force: bool = False) -> Projection:
     check_backend_name(backend)
     checked = [f"model {check_model(model, backend)} on backend {backend}"]
     constitution = load_constitution(cfg.constitution, cfg.few_shot)
-    checked.append(f"constitution {cfg.constitution} ({len(constitution.principles)} principles, "
+    group = in_group(constitution.principles, cfg.principle_group, constitution.source or constitution.name)
+    in_it = f", {len(group)} in group '{cfg.principle_group}'" if cfg.principle_group else ""
+    checked.append(f"constitution {cfg.constitution} ({len(constitution.principles)} principles{in_it}, "
                    f"{len(constitution.few_shots)} few-shot examples)")
     proj = project(cfg, settings)
     store = RunStore(cfg.out)
