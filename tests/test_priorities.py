@@ -115,6 +115,20 @@ def test_an_unknown_group_is_an_error_that_lists_the_groups(tmp_path, tiered):
         generate(cfg(tmp_path, tiered, principle_group="harms"), backend=FakeBackend(), progress=False)
 
 
+def test_critique_revise_takes_the_draw_the_group_and_the_priority_names(tiered):
+    import charter
+
+    fake = FakeBackend()
+    recs = charter.critique_revise(fake, [f"prompt {i}" for i in range(8)], rounds=2, constitution=str(tiered),
+                                   few_shot="none", principle_group="harm", name_priority=True)
+    assert {x.principle for r in recs for x in r.rounds} == {"no-harm", "no-weapons"}
+    assert "<|user|>(safety (level 1, 1 is the highest)) Say whether" in "\n".join(fake.calls)
+    with pytest.raises(ConfigError, match=r"'harms' \(did you mean 'harm'\?\)"):
+        charter.critique_revise(fake, ["x"], constitution=str(tiered), few_shot="none", principle_group="harms")
+    with pytest.raises(ConfigError, match="relevant"):
+        charter.critique_revise(fake, ["x"], principles="relevent")
+
+
 def test_dry_run_checks_the_group(tmp_path, tiered, capsys):
     from charter.cli import main
 

@@ -36,7 +36,8 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
                     constitution: str | Constitution = "default", few_shot: str = "default",
                     critique: bool = True, context: str = "full", format: str = "chat", seed: int = 0,
                     kind: Kind = "red_team", batch_size: int = 16, stop_when_clean: bool = False,
-                    clean_threshold: float = 0.5, guard: Any = None) -> list[Record]:
+                    clean_threshold: float = 0.5, guard: Any = None, principles: str = "random",
+                    principle_group: str | None = None, name_priority: bool = False) -> list[Record]:
     """Answer each prompt, then critique and revise the answer `rounds` times; one Record per
     prompt, in input order. A prompt is a string, a list of {role, content} messages ending with
     a user turn, or a PromptItem. `seed` draws the principles (per record id and round); `sampling`
@@ -46,20 +47,26 @@ def critique_revise(llm: Backend, prompts: Sequence[Prompt], rounds: int = 4, sa
     each critique, ask whether it found a problem (P(problem) below `clean_threshold`: no) and end
     the chain there; such a record's `stopped` says where, its `p_problem` lists every check.
     `guard`: guard classifiers (a directory from `charter train classifier`, or a
-    charter.guard.screen.Guard) as in `generate --guard`: a blocked record has `guard` set."""
-    from charter.inputs.constitution import load_constitution
+    charter.guard.screen.Guard) as in `generate --guard`: a blocked record has `guard` set.
+    `principles`, `principle_group`, `name_priority`: generate's --principles (random or
+    relevant[:K]), --principle-group and --name-priority."""
+    from charter.inputs.constitution import in_group, load_constitution
     from charter.pipeline.cai import Settings, run_items
     from charter.pipeline.clean_check import check_settings as check_stop
+    from charter.pipeline.relevance import relevance_k
 
     sampling = check_sampling(sampling) or Sampling(seed=seed)
     check_settings(sampling, kind, rounds=rounds, critique=critique, context=context, format=format, seed=seed,
                    batch_size=batch_size, stop_when_clean=stop_when_clean, clean_threshold=clean_threshold)
     check_stop(stop_when_clean, critique)
+    relevance_k(principles, "principles")
     if isinstance(constitution, str):
         constitution = load_constitution(constitution, few_shot)
+    in_group(constitution.principles, principle_group, constitution.source or constitution.name)
     settings = Settings(rounds=rounds, critique=critique, format=format, seed=seed, batch_size=batch_size,
                         sampling=sampling, context=context, stop_when_clean=stop_when_clean,
-                        clean_threshold=clean_threshold)
+                        clean_threshold=clean_threshold, principles=principles, group=principle_group,
+                        name_priority=name_priority)
     items = to_items(prompts, kind)
     done: dict[str, Record] = {}
 
