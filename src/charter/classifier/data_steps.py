@@ -15,13 +15,14 @@ import dataclasses
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Generator, Iterable
+from typing import Generator, Iterable
 
 from charter.choice import option_texts, softmax
 from charter.classifier.augment import AUGMENTATIONS, MODEL, TURNS, WRAP, draw, rewrite_request, split_turns, \
     template_id, wrap
 from charter.classifier.spec import Category, ClassifierConstitution
-from charter.pipeline.scheduler import Choice, Program, Sample, run_programs, seeded
+from charter.pipeline.jobrun import ProgramJob
+from charter.pipeline.scheduler import Choice, Program, Sample, seeded
 from charter.types import Message
 
 WRITER, FEEDBACK = "writer", "feedback"
@@ -89,19 +90,15 @@ def example(qid: str, suffix: str, category: Category, kind: str, messages: list
             "augmentation": augmentation, "source": source}
 
 
-class DataJob:
+class DataJob(ProgramJob):
     """A data run's settings and constitution, its program per seed query, and its backends once
     open. Picklable before `open` (a Ray worker gets a copy and opens its own)."""
 
     def __init__(self, cfg, constitution: ClassifierConstitution):
+        super().__init__()
         self.cfg, self.constitution = dataclasses.replace(cfg), constitution
         self.sampling = cfg.sampling()
         self.augs = [AUGMENTATIONS[a] for a in cfg.augment]
-        self.backends: dict[str, Any] = {}
-        self.own: list = []
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "backends": {}, "own": []}
 
     def model_steps(self) -> int:
         """Sampling steps per seed query: the query, its answer, and each model rewrite."""
@@ -134,26 +131,11 @@ class DataJob:
             raise
         self.own, self.backends = own, {WRITER: writer, FEEDBACK: feedback or writer}
 
-    def capacity(self) -> int:
-        """Queries an engine that batches internally keeps in flight (0: it batches per call)."""
-        return min(int(b.concurrency or 0) for b in self.backends.values())
-
     def program(self, item: QueryItem) -> Program:
         return write_query(item, self)
 
-    def run(self, items: Iterable[QueryItem], on_line=None) -> list[dict]:
-        """Every item's line (a failed query's says why), as each finishes."""
-        lines: list[dict] = []
-        on_line = on_line or lines.append
-        run_programs(self.backends, items, self.program,
-                     lambda item, line, error: on_line(line if error is None else error_line(item, self, error)),
-                     batch_size=self.cfg.batch_size)
-        return lines
-
-    def close(self) -> None:
-        own, self.own, self.backends = self.own, [], {}
-        for backend in own:
-            backend.close()
+    def failed(self, item: QueryItem, error: str) -> dict:
+        return error_line(item, self, error)
 
     def source(self, seed: int | None, template: str, model: str | None = None) -> dict:
         return {"model": model or self.cfg.model, "seed": seed, "template": template}

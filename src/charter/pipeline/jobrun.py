@@ -1,5 +1,6 @@
 """What every resumable job shares around its engine work: a clean stop on Ctrl-C or SIGTERM, the
-count of what it saved, and a progress bar.
+count of what it saved, a progress bar, and `ProgramJob`, the part of a job that drives its
+programs through the scheduler on the backends it holds.
 
 Signals: while a job runs in the main thread, SIGTERM (what `timeout`, Slurm, Kubernetes and
 systemd send) stops it exactly as Ctrl-C does: finished work saved, the engine closed, then
@@ -13,6 +14,8 @@ import os
 import signal
 import sys
 import threading
+
+from typing import Any, Iterable
 
 from charter.errors import CharterError
 
@@ -107,3 +110,38 @@ def progress_bar(total: int, progress: bool, unit: str = "step"):
 
 __all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar",
            "set_progress", "progress_enabled"]
+
+
+class ProgramJob:
+    """A job's programs on its backends (role -> backend): `open` sets `backends` (and `own`, the
+    ones it opened, closed by `close`); a subclass gives `program(item)` and `failed(item, error)`,
+    the line of an item that failed. Picklable before `open`: a Ray worker opens its own."""
+
+    cfg: Any
+
+    def __init__(self) -> None:
+        self.backends: dict[str, Any] = {}
+        self.own: list = []
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "backends": {}, "own": []}
+
+    def capacity(self) -> int:
+        """Items an engine that batches internally keeps in flight (0: it batches per call)."""
+        return min(int(b.concurrency or 0) for b in self.backends.values())
+
+    def run(self, items: Iterable[Any], on_line=None) -> list[dict]:
+        """Every item's line (a failed item's says why) to `on_line` as each finishes, else returned."""
+        from charter.pipeline.scheduler import run_programs
+
+        lines: list[dict] = []
+        on_line = on_line or lines.append
+        run_programs(self.backends, items, self.program,
+                     lambda item, line, error: on_line(line if error is None else self.failed(item, error)),
+                     batch_size=self.cfg.batch_size)
+        return lines
+
+    def close(self) -> None:
+        own, self.own, self.backends = self.own, [], {}
+        for backend in own:
+            backend.close()

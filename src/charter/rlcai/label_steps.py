@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Generator, Iterable, Sequence
+from typing import Any, Generator, Sequence
 
 from charter.inputs.constitution import in_group, with_priority
 from charter.pipeline import relevance
 from charter.rlcai.data import FeedbackSet, draw_principles
 from charter.rlcai.label_store import error_line
 from charter.rlcai.questions import asking, few_shot_prefix, pair_preference, question
+from charter.pipeline.jobrun import ProgramJob
 from charter.pipeline.scheduler import Choice, Program, Sample, run_programs, seeded
 from charter.inputs.templates import TEXT_STOPS, text_initial
 from charter.types import PromptItem
@@ -84,11 +85,12 @@ def open_backends(cfg, policy, feedback, prompts: int | None) -> tuple[Any, Any,
     return policy, feedback, own
 
 
-class LabelJob:
+class LabelJob(ProgramJob):
     """A label run's settings and feedback set, its program per prompt, and its backends once open.
     Picklable before `open` (a Ray worker gets a copy and opens its own engines)."""
 
     def __init__(self, cfg, fs: FeedbackSet):
+        super().__init__()
         self.cfg, self.fs = dataclasses.replace(cfg), chosen_principles(fs, cfg)  # a plain copy of cfg
         self.k = relevance.relevance_k(getattr(cfg, "principle_draw", "random"), "--principle-draw")
         self.prior: list[float] = []  # the principles' P(Yes) for a neutral exchange (relevance draws), once open
@@ -102,11 +104,6 @@ class LabelJob:
         self.answers = [dataclasses.replace(sampling, temperature=t)
                         for t in answer_temperatures(cfg.samples, cfg.temperatures, cfg.temperature)]
         self.cot = cfg.sampling("cot_") if cfg.cot else None
-        self.backends: dict[str, Any] = {}
-        self.own: list = []
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "backends": {}, "own": []}
 
     def open(self, prompts: int | None = None, policy=None, feedback=None) -> None:
         """The policy and feedback backends: those given, the others opened (`auto` sized to
@@ -122,26 +119,11 @@ class LabelJob:
                 self.close()
                 raise
 
-    def capacity(self) -> int:
-        """Prompts an engine that batches internally keeps in flight (0: it batches per call)."""
-        return min(int(b.concurrency or 0) for b in self.backends.values())
-
     def program(self, item: PromptItem) -> Program:
         return label_prompt(item, self)
 
-    def run(self, items: Iterable[PromptItem], on_line=None) -> list[dict]:
-        """Every item's transcript line (a failed prompt's says why), as each finishes."""
-        lines: list[dict] = []
-        on_line = on_line or lines.append
-        run_programs(self.backends, items, self.program,
-                     lambda item, line, error: on_line(line if error is None else error_line(item, error)),
-                     batch_size=self.cfg.batch_size)
-        return lines
-
-    def close(self) -> None:
-        own, self.own, self.backends = self.own, [], {}
-        for backend in own:
-            backend.close()
+    def failed(self, item: PromptItem, error: str) -> dict:
+        return error_line(item, error)
 
 
 def chosen_principles(fs: FeedbackSet, cfg) -> FeedbackSet:
