@@ -211,7 +211,7 @@ def run_data(cfg: ClassifierDataConfig, job, store, todo: list, given: tuple, ov
 
                 run_job(cfg, job, iter(todo), on_line, len(todo), on_ready=ready)
             else:
-                run_local(job, given, todo, on_line, ready)
+                job.run_here(given, todo, on_line, ready, len(todo))
         except KeyboardInterrupt:
             ignore_ctrl_c()
             saved = lines_since(store.records_path, start[0])
@@ -219,18 +219,6 @@ def run_data(cfg: ClassifierDataConfig, job, store, todo: list, given: tuple, ov
                               "same command again to resume", got.get("signal", signal.SIGINT)) from None
         finally:
             bar.close()
-
-
-def run_local(job, given: tuple, todo: list, on_line, ready) -> None:
-    job.open(len(todo), *given)
-    try:
-        ready()
-        job.run(todo, on_line)
-    except KeyboardInterrupt:
-        ignore_ctrl_c()  # before closing the engine, which can take a few seconds
-        raise
-    finally:
-        job.close()  # an engine's worker processes must not outlive the run
 
 
 __all__ = ["ClassifierDataConfig", "ClassifierDataSummary", "classifier_data"]

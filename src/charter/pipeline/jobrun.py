@@ -145,3 +145,16 @@ class ProgramJob:
         own, self.own, self.backends = self.own, [], {}
         for backend in own:
             backend.close()
+
+    def run_here(self, given: tuple, items: Iterable[Any], on_line, ready, count: int | None) -> None:
+        """The job in this process, on the backends `given` or on ones opened for `count` items;
+        `ready()` once they are open. Whatever ends the run, the engines opened here close."""
+        self.open(count, *given)
+        try:
+            ready()
+            self.run(items, on_line)
+        except KeyboardInterrupt:
+            ignore_ctrl_c()  # before closing the engine, which can take a few seconds
+            raise
+        finally:
+            self.close()  # an engine's worker processes must not outlive the run

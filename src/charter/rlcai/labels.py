@@ -250,7 +250,7 @@ def run_label(cfg: LabelConfig, job: LabelJob, store, todo: int, given: tuple, o
 
                 run_job(cfg, job, items, on_line, todo, on_ready=ready)
             else:
-                run_local(job, given, items, on_line, ready, todo)
+                job.run_here(given, items, on_line, ready, todo)
         except KeyboardInterrupt:
             ignore_ctrl_c()
             saved = lines_since(store.records_path, start[0])  # what is in the file, counted or not
@@ -259,19 +259,6 @@ def run_label(cfg: LabelConfig, job: LabelJob, store, todo: int, given: tuple, o
         finally:
             bar.close()
             rows.close()
-
-
-def run_local(job: LabelJob, given: tuple, items, on_line, ready, prompts: int) -> None:
-    """`job` in this process, on the backends given or on ones opened for `prompts` prompts."""
-    job.open(prompts, *given)
-    try:
-        ready()
-        job.run(items, on_line)
-    except KeyboardInterrupt:
-        ignore_ctrl_c()  # before closing the engine, which can take a few seconds
-        raise
-    finally:
-        job.close()  # an engine's worker processes must not outlive the run
 
 
 def _count(summary: LabelSummary, tally, start: float) -> None:
