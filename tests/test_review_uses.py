@@ -149,3 +149,24 @@ def test_eval_labeler_reviews_settings(picked, tmp_path, capsys):
         from charter.rlcai.labeler_eval import LabelerEvalConfig
 
         LabelerEvalConfig(out=str(tmp_path / "x.json")).validate()
+
+
+def test_audit_reads_the_pairs_people_picked(picked, tmp_path):
+    from charter.rlcai.audit import AuditConfig, audit
+
+    res = audit(AuditConfig(data=str(picked), backend="fake", out=str(tmp_path / "audit.json"), bootstrap=50),
+                backend=Scripted(longer))
+    # two pairs picked for the longer answer (one by both reviewers), one for the shorter: a judge
+    # that prefers length agrees with the people on 2 of 3 under every principle
+    assert res.pairs == 3 and res.ties == 0
+    assert [p["agreement"] for p in res.principles] == [pytest.approx(2 / 3)] * len(res.principles)
+    assert res.longer_chosen["rate"] == pytest.approx(2 / 3)
+
+
+def test_audit_of_a_run_without_picks_says_how_to_make_some(run2, tmp_path):
+    from charter.errors import InputError
+    from charter.rlcai.audit import AuditConfig, audit
+
+    (run2 / "reviews").mkdir()
+    with pytest.raises(InputError, match="charter review RUN"):
+        audit(AuditConfig(data=str(run2), backend="fake", out=str(tmp_path / "audit.json")), backend=Scripted(longer))

@@ -43,7 +43,8 @@ class AuditConfig(Config):
     """Everything that defines a `charter audit` run."""
 
     data: str = setting("", "preference pairs: label's --out, hh-rlhf rows (chosen/rejected transcripts) or TRL "
-                        "preference rows (.jsonl, .json or .parquet)", flag="data")
+                        "preference rows (.jsonl, .json or .parquet); or a run directory whose label pairs people "
+                        "picked in `charter review` (its reviews/)", flag="data")
     model: str = setting("embedded", "judge model (default: embedded), or BACKEND:MODEL")
     backend: str = backend_setting("for --model")
     backend_options: dict[str, Any] = setting({}, "passed to the backend's constructor", result=False)
@@ -178,9 +179,12 @@ def answer_text(messages: Sequence[Message]) -> str:
 
 
 def load_pairs(path: str, limit: int | None = None) -> tuple[list[AuditPair], int]:
-    """The pairs of a preference file, each oriented chosen-first, and how many were ties (left out)."""
+    """The pairs of a preference file (or of people's picks, for a run directory), each oriented
+    chosen-first, and how many were ties (left out)."""
     from charter.inputs.rows import read_pairs
 
+    if Path(path).is_dir():
+        return reviewed(path, limit)
     pairs, ties = [], 0
     for row in read_pairs(path):
         if limit is not None and len(pairs) >= limit:
@@ -198,6 +202,29 @@ def load_pairs(path: str, limit: int | None = None) -> tuple[list[AuditPair], in
         raise InputError(f"no pairs to audit ({ties} ties, whose score 0.5 prefers neither answer)", path)
     return pairs, ties
 
+
+
+def reviewed(run: str, limit: int | None) -> tuple[list[AuditPair], int]:
+    """The label pairs people picked in `charter review`: the answer most of their picks chose is
+    `chosen`; a pair whose picks split evenly prefers nothing (a tie). Stale picks are skipped."""
+    from charter.rlcai.human_agreement import reviewed_pairs
+    from charter.runs.reviews import read_marks
+
+    picked, stale = reviewed_pairs(read_marks(run))
+    if stale:
+        log.warning("%s: %d picks left out: their pair's answers changed since they were made", run, stale)
+    pairs, ties = [], 0
+    for p in picked[:limit]:
+        firsts = sum(1 for c in p["choices"] if c == 0)
+        if 2 * firsts == len(p["choices"]):
+            ties += 1
+            continue
+        c = 0 if 2 * firsts > len(p["choices"]) else 1
+        pairs.append(AuditPair(p["id"], tuple(p["prompt"]), p["answers"][c], p["answers"][1 - c]))
+    if not pairs:
+        raise InputError(f"no pairs to audit: no label pair was picked by a reviewer ({ties} evenly split); mark "
+                         "some with `charter review RUN`", run)
+    return pairs, ties
 
 # ---- the judge's work ---------------------------------------------------------------------------
 
