@@ -1,5 +1,7 @@
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,41 @@ def local_ray():
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}})
     yield
     ray.shutdown()
+
+
+# ---- the report's and the review page's browser tests -------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,2000"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install selenium")
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        pytest.skip("chromium/chromedriver missing: apt-get install -y chromium chromium-driver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="charter-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={profile}"]:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def labelled(run: Path) -> Path:
+    """The `run` fixture (3 chains of 1 round) with a `label` output saved under it (3 pairs)."""
+    from charter.rlcai.labels import LabelConfig, label
+    from support import Scripted, longer, policy
+
+    cfg = LabelConfig(backend="fake", limit=3, samples=2, max_tokens=20, out=str(run / "labels.jsonl")).validate()
+    label(cfg, policy=policy(), feedback=Scripted(longer), progress=False)
+    return run

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import selectors
+import subprocess
 from pathlib import Path
 
 from charter.backends.fake import FakeBackend
@@ -165,3 +167,12 @@ def kill_a_worker_after(monkeypatch, n: int, id_of) -> list:
     monkeypatch.setattr(ray_executor._Pool, "__init__", keep_pool)
     monkeypatch.setattr(RunStore, "append", append_and_kill)
     return pools
+
+
+def read_line(proc: subprocess.Popen, timeout: float = 60) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        proc.kill()
+        raise AssertionError(f"no line from the server in {timeout}s: {proc.stderr.read()}")
+    return proc.stdout.readline()

@@ -4,41 +4,13 @@ shows a prompt holding <script> (and an eval.json holding a refresh and a form) 
 Needs Debian's chromium + chromium-driver (apt) and selenium (pip); skips with a message otherwise.
 selenium-manager never runs: the driver path is given explicitly.
 """
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from charter.report.html import write_report
 from charter.runs.runread import load_run
 from support import REFRESH, XSS, make_run, poison_eval
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,2000"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install selenium")
-    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        pytest.skip("chromium/chromedriver missing: apt-get install -y chromium chromium-driver")
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="charter-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={profile}"]:
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
 
 def visible(driver) -> int:
     return sum(el.is_displayed() for el in driver.find_elements("css selector", ".chain"))

@@ -5,19 +5,17 @@ the marks file read back (last mark wins, cleared marks, torn and damaged lines)
 import json
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from charter.cli import main
 from charter.errors import ConfigError, InputError
 from charter.review import read_marks
-from support import Scripted, fails, longer, policy
+from support import fails, read_line
 
 starlette = pytest.importorskip("starlette", reason="starlette missing: pip install starlette (a vLLM dependency)")
 from starlette.testclient import TestClient  # noqa: E402
@@ -25,16 +23,6 @@ from starlette.testclient import TestClient  # noqa: E402
 from charter.review.app import allowed_hosts, review_app  # noqa: E402
 
 HOST = "http://127.0.0.1:8750"
-
-
-@pytest.fixture
-def labelled(run: Path) -> Path:
-    """The `run` fixture (3 chains of 1 round) with a `label` output saved under it (3 pairs)."""
-    from charter.rlcai.labels import LabelConfig, label
-
-    cfg = LabelConfig(backend="fake", limit=3, samples=2, max_tokens=20, out=str(run / "labels.jsonl")).validate()
-    label(cfg, policy=policy(), feedback=Scripted(longer), progress=False)
-    return run
 
 
 def client(run, reviewer="alice", **kw) -> TestClient:
@@ -232,15 +220,6 @@ def test_help_imports_no_web_server():
             "print(sorted(m for m in ('starlette', 'uvicorn', 'fastapi') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
-
-
-def read_line(proc: subprocess.Popen, timeout: float = 60) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    if not sel.select(timeout):
-        proc.kill()
-        raise AssertionError(f"no line from the server in {timeout}s: {proc.stderr.read()}")
-    return proc.stdout.readline()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

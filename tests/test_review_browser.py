@@ -13,8 +13,7 @@ import sys
 import pytest
 
 from charter.review import read_marks
-from test_report_browser import browser  # noqa: F401  (the fixture: Chromium, or a skip saying what to install)
-from test_review import labelled, read_line  # noqa: F401  (labelled: a fixture)
+from support import read_line
 
 
 @pytest.fixture
