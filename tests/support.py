@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import selectors
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from charter.cli import main
 from charter.evaluate.suite import EvalConfig, evaluate_records as evaluate
 from charter.generate import GenerateConfig, generate
 from charter.runs.runread import load_run
+from charter.runs.store import RunStore
 from charter.types import Score
 
 GEN = ["generate", "--backend", "fake", "--quiet", "--helpful-prompts", "none", "--rounds", "1"]
@@ -176,3 +179,20 @@ def read_line(proc: subprocess.Popen, timeout: float = 60) -> str:
         proc.kill()
         raise AssertionError(f"no line from the server in {timeout}s: {proc.stderr.read()}")
     return proc.stdout.readline()
+
+
+def die_while_writing(nth: int = 4) -> None:
+    """In a forked child: the run store SIGKILLs the process half-way through writing its `nth` line
+    (a torn line on disk, as a machine that dies mid-write leaves it)."""
+    append, n = RunStore.append, [0]
+
+    def append_then_die(self, line):
+        n[0] += 1
+        if n[0] == nth:
+            data = (json.dumps(line) + "\n").encode()
+            with open(self.records_path, "ab") as fh:
+                fh.write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        append(self, line)
+
+    RunStore.append = append_then_die

@@ -20,7 +20,7 @@ from charter.cli import main
 from charter.errors import ConfigError, RunError
 from charter.pipeline.jobrun import Interrupted
 from charter.runs.store import RunStore
-from support import fails
+from support import die_while_writing, fails
 
 CATS = ["cyberattacks", "security-defence"]  # one restricted, one permitted
 KEYS = {"id", "group", "text", "messages", "kind", "label", "category", "restricted", "augmentation", "source"}
@@ -136,18 +136,7 @@ def test_rows_are_the_same_whatever_the_order_steps_reach_the_engine(tmp_path, w
 
 def _killed_run(c):
     """In a child: write `c` and SIGKILL itself half-way through writing the 4th query's line."""
-    append, n = RunStore.append, [0]
-
-    def append_then_die(self, line):
-        n[0] += 1
-        if n[0] == 4:
-            data = (json.dumps(line) + "\n").encode()
-            with open(self.records_path, "ab") as fh:
-                fh.write(data[: len(data) // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-        append(self, line)
-
-    RunStore.append = append_then_die
+    die_while_writing(4)
     classifier_data(c, writer=writer(), progress=False)
 
 

@@ -18,6 +18,7 @@ from charter.pipeline.jobrun import Interrupted
 from charter.rlcai.labels import LabelConfig, label
 from charter.rlcai.label_store import read_transcripts, transcripts_path
 from charter.runs.store import RunStore
+from support import die_while_writing
 
 PROMPTS = [f"How do I do risky thing number {i}?" for i in range(7)]
 
@@ -72,18 +73,7 @@ def test_rows_are_the_same_whatever_the_concurrency(tmp_path, concurrency):
 
 def _killed_run(c):
     """In a child: label `c` and SIGKILL itself half-way through writing the 4th prompt's line."""
-    append, n = RunStore.append, [0]
-
-    def append_then_die(self, line):
-        n[0] += 1
-        if n[0] == 4:
-            data = (json.dumps(line) + "\n").encode()
-            with open(self.records_path, "ab") as fh:
-                fh.write(data[: len(data) // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-        append(self, line)
-
-    RunStore.append = append_then_die
+    die_while_writing(4)
     label(c, progress=False)
 
 
