@@ -1,7 +1,6 @@
 """The CLI turns user mistakes into one clean line and a non-zero exit, never a traceback."""
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -38,12 +37,11 @@ def test_generate_then_export(tmp_path, monkeypatch, capsys):
     assert "wrote 2 dpo rows" in capsys.readouterr().out
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
+def test_help_imports_nothing_heavy():
+    """What keeps `charter --help` fast: building the parser imports no engine or ML library."""
     code = "import sys, charter.cli; charter.cli.build_parser(); print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
-    t0 = time.time()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    assert time.time() - t0 < 5
 
 
 @pytest.mark.parametrize("args", [["constitution", "show"], ["--help"]])
