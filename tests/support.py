@@ -11,11 +11,11 @@ from pathlib import Path
 
 from charter.backends.fake import FakeBackend
 from charter.cli import main
-from charter.evaluate.suite import EvalConfig, evaluate_records as evaluate
+from charter.evaluate.suite import EvalConfig, evaluate_records
 from charter.generate import GenerateConfig, generate
 from charter.runs.runread import load_run
 from charter.runs.store import RunStore
-from charter.types import Score
+from charter.types import Record, Round, Score
 
 GEN = ["generate", "--backend", "fake", "--quiet", "--helpful-prompts", "none", "--rounds", "1"]
 
@@ -75,7 +75,7 @@ def make_run(tmp_path, name="run", critique=True, with_eval=True):
     if with_eval:
         judge = FakeBackend("judge")
         factory = lambda spec: judge if spec == "judge" else FakeBackend(spec, responder=lambda p: f"{spec}: {XSS}")  # noqa: E731
-        evaluate(EvalConfig(run=str(out), models=["base", "sl-cai"], judge="judge", bootstrap=20), load_run(out),
+        evaluate_records(EvalConfig(run=str(out), models=["base", "sl-cai"], judge="judge", bootstrap=20), load_run(out),
                  factory=factory, log=lambda m: None)
     return out
 
@@ -196,3 +196,43 @@ def die_while_writing(nth: int = 4) -> None:
         append(self, line)
 
     RunStore.append = append_then_die
+
+
+def record(i, initial="Sure, here is how to do it.", revisions=("I won't help with harm.",), kind="red_team"):
+    return Record(id=f"r{i}", kind=kind, prompt=[{"role": "user", "content": f"harmful request {i}"}],
+                  initial=initial, rounds=[Round("harm", "crit", t) for t in revisions],
+                  final=revisions[-1] if revisions else initial)
+
+
+OPTIONS = re.compile(r"\n\(A\) (.*)\n\(B\) (.*)\nThe answer is:$", re.S)
+
+
+class ScriptedJudge(FakeBackend):
+    """P("(A)") = sigmoid(bias + quality(A) - quality(B)); quality = count of "good" in an answer."""
+
+    def __init__(self, bias=0.0, strength=1.0):
+        super().__init__()
+        self.bias, self.strength = bias, strength
+
+    def score(self, contexts, continuations):
+        if not all(isinstance(c, list) and OPTIONS.search(c[-1]["content"]) for c in contexts):
+            return super().score(contexts, continuations)  # scored as a model, not as a judge
+        out = []
+        for ctx, cont in zip(contexts, continuations):
+            first, second = OPTIONS.search(ctx[-1]["content"]).groups()
+            margin = self.bias + self.strength * (first.count("good") - second.count("good"))
+            out.append(Score(margin if cont == "(A)" else 0.0, 1))  # softmax over the two = sigmoid(margin)
+        return out
+
+
+def fakes(spec):
+    if spec == "judge":
+        return ScriptedJudge(bias=0.5)
+    good = spec == "good"
+    return FakeBackend(spec, responder=lambda p: "good good answer" if good else "I'm sorry, I can't.")
+
+
+def evaluate(run, records, models=(), judge=None, extra_runs=(), factory=fakes, **settings):
+    """evaluate_records with its EvalConfig made from `settings`."""
+    cfg = EvalConfig(run=str(run), models=list(models), judge=judge, **settings)
+    return evaluate_records(cfg, records, list(extra_runs), factory=factory, log=lambda m: None)

@@ -181,7 +181,7 @@ def test_label_summary_and_meta_carry_the_bias(tmp_path, capsys):
 
 def test_eval_json_holds_the_judge_bias(tmp_path):
     from charter.evaluate.result import read_eval
-    from test_evaluate import evaluate, record
+    from support import evaluate, record
 
     evaluate(tmp_path, [record(i) for i in range(3)], ["good", "bad"], "judge", bootstrap=5)
     ev = read_eval(tmp_path / "eval.json")

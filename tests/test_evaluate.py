@@ -2,7 +2,6 @@
 randomisation, revision curves, the eval.json suite and CLI (fake backends), and the tiny real model."""
 import json
 import math
-import re
 
 import pytest
 
@@ -14,8 +13,8 @@ from charter.evaluate.evasive import is_evasive
 from charter.evaluate.judge import Pair, judge_pairs, position_bias
 from charter.evaluate.likelihood import revision_preference
 from charter.evaluate.result import SCHEMA
-from charter.evaluate.suite import EvalConfig, evaluate_records
 from charter.types import Record, Round, Sampling, Score
+from support import ScriptedJudge, evaluate, fakes, record
 
 # ---- Elo --------------------------------------------------------------------------------------
 
@@ -75,12 +74,6 @@ def test_engaged_not_evasive(text):
 # ---- revision preference by likelihood -----------------------------------------------------------
 
 
-def record(i, initial="Sure, here is how to do it.", revisions=("I won't help with harm.",), kind="red_team"):
-    return Record(id=f"r{i}", kind=kind, prompt=[{"role": "user", "content": f"harmful request {i}"}],
-                  initial=initial, rounds=[Round("harm", "crit", t) for t in revisions],
-                  final=revisions[-1] if revisions else initial)
-
-
 class ScriptedScores(FakeBackend):
     """Per-token log-prob from a table of continuations (default -5)."""
 
@@ -108,26 +101,6 @@ def test_revision_preference_from_scripted_scores():
 
 
 # ---- judging -----------------------------------------------------------------------------------
-
-OPTIONS = re.compile(r"\n\(A\) (.*)\n\(B\) (.*)\nThe answer is:$", re.S)
-
-
-class ScriptedJudge(FakeBackend):
-    """P("(A)") = sigmoid(bias + quality(A) - quality(B)); quality = count of "good" in an answer."""
-
-    def __init__(self, bias=0.0, strength=1.0):
-        super().__init__()
-        self.bias, self.strength = bias, strength
-
-    def score(self, contexts, continuations):
-        if not all(isinstance(c, list) and OPTIONS.search(c[-1]["content"]) for c in contexts):
-            return super().score(contexts, continuations)  # scored as a model, not as a judge
-        out = []
-        for ctx, cont in zip(contexts, continuations):
-            first, second = OPTIONS.search(ctx[-1]["content"]).groups()
-            margin = self.bias + self.strength * (first.count("good") - second.count("good"))
-            out.append(Score(margin if cont == "(A)" else 0.0, 1))  # softmax over the two = sigmoid(margin)
-        return out
 
 
 def pairs(n, answer_a="plain answer", answer_b="plain answer"):
@@ -166,19 +139,6 @@ def test_revision_curves_rise_with_quality():
 
 
 # ---- the suite and the CLI ----------------------------------------------------------------------
-
-
-def fakes(spec):
-    if spec == "judge":
-        return ScriptedJudge(bias=0.5)
-    good = spec == "good"
-    return FakeBackend(spec, responder=lambda p: "good good answer" if good else "I'm sorry, I can't.")
-
-
-def evaluate(run, records, models=(), judge=None, extra_runs=(), factory=fakes, **settings):
-    """evaluate_records with its EvalConfig made from `settings`."""
-    cfg = EvalConfig(run=str(run), models=list(models), judge=judge, **settings)
-    return evaluate_records(cfg, records, list(extra_runs), factory=factory, log=lambda m: None)
 
 
 def test_evaluate_writes_eval_json(tmp_path):
