@@ -14,10 +14,10 @@ import os
 import signal
 import sys
 import threading
-
 from typing import Any, Iterable
 
 from charter.errors import CharterError
+from charter.pipeline.scheduler import run_programs
 
 
 class Interrupted(CharterError):
@@ -84,7 +84,6 @@ def lines_since(path, offset: int) -> int:
         return 0
 
 
-
 _PROGRESS = {"on": True}  # the process-wide switch (set_progress); each call's `progress` can only turn bars off
 
 
@@ -108,10 +107,6 @@ def progress_bar(total: int, progress: bool, unit: str = "step"):
                 mininterval=0.5 if tty else 30, leave=True, file=sys.stderr)
 
 
-__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar",
-           "set_progress", "progress_enabled"]
-
-
 class ProgramJob:
     """A job's programs on its backends (role -> backend): `open` sets `backends` (and `own`, the
     ones it opened, closed by `close`); a subclass gives `program(item)` and `failed(item, error)`,
@@ -132,8 +127,6 @@ class ProgramJob:
 
     def run(self, items: Iterable[Any], on_line=None) -> list[dict]:
         """Every item's line (a failed item's says why) to `on_line` as each finishes, else returned."""
-        from charter.pipeline.scheduler import run_programs
-
         lines: list[dict] = []
         on_line = on_line or lines.append
         run_programs(self.backends, items, self.program,
@@ -158,3 +151,7 @@ class ProgramJob:
             raise
         finally:
             self.close()  # an engine's worker processes must not outlive the run
+
+
+__all__ = ["Interrupted", "stop_signals", "ignore_ctrl_c", "file_size", "lines_since", "progress_bar",
+           "set_progress", "progress_enabled", "ProgramJob"]

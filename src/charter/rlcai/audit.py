@@ -203,7 +203,6 @@ def load_pairs(path: str, limit: int | None = None) -> tuple[list[AuditPair], in
     return pairs, ties
 
 
-
 def reviewed(run: str, limit: int | None) -> tuple[list[AuditPair], int]:
     """The label pairs people picked in `charter review`: the answer most of their picks chose is
     `chosen`; a pair whose picks split evenly prefers nothing (a tie). Stale picks are skipped."""
@@ -214,7 +213,9 @@ def reviewed(run: str, limit: int | None) -> tuple[list[AuditPair], int]:
     if stale:
         log.warning("%s: %d picks left out: their pair's answers changed since they were made", run, stale)
     pairs, ties = [], 0
-    for p in picked[:limit]:
+    for p in picked:
+        if limit is not None and len(pairs) >= limit:  # as for a file: the first `limit` pairs judged
+            break
         firsts = sum(1 for c in p["choices"] if c == 0)
         if 2 * firsts == len(p["choices"]):
             ties += 1
@@ -225,6 +226,7 @@ def reviewed(run: str, limit: int | None) -> tuple[list[AuditPair], int]:
         raise InputError(f"no pairs to audit: no label pair was picked by a reviewer ({ties} evenly split); mark "
                          "some with `charter review RUN`", run)
     return pairs, ties
+
 
 # ---- the judge's work ---------------------------------------------------------------------------
 
